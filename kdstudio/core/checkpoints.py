@@ -1,0 +1,70 @@
+"""Checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint folder (checkpoints/step-000120/) holds the student and projection weights as
+safetensors, the optimizer/scheduler/RNG state (loaded with weights_only=True), and
+trainer_state.json. It is written under a temporary name and renamed, so a crash never
+leaves a half-written checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from .errors import RunError
+
+
+def save(folder: Path, step: int, distiller: torch.nn.Module, optimizer: Any, scheduler: Any,
+         scaler: Any, *, keep: int = 2) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:06d}"
+    tmp = folder / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # save_model copes with tied weights (e.g. GPT-2's shared embedding and head).
+    save_model(distiller, str(tmp / "model.safetensors"))
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, tmp / "training_state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n", encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    complete = sorted((p for p in folder.iterdir() if p.name.startswith("step-")),
+                      key=lambda p: int(p.name.split("-")[1]))
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load(path: Path, distiller: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any) -> int:
+    """Restore a checkpoint into freshly built objects; returns the step it was taken at."""
+    try:
+        step = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["step"]
+        missing, unexpected = load_model(distiller, str(path / "model.safetensors"), strict=False)
+        if unexpected or [m for m in missing if not m.startswith("teacher")]:
+            raise RunError(f"The checkpoint '{path}' does not match this run's student "
+                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}).")
+        state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
+    except RunError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise RunError(f"The checkpoint '{path}' cannot be read: {exc}",
+                       hint="Resume from an earlier checkpoint or start the run again.") from exc
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(step)

@@ -1,0 +1,393 @@
+"""The run configuration: typed dataclasses with help text, validation and TOML load/save.
+
+One RunConfig describes a run completely. Every field carries its help text (the
+README's config reference is generated from it) and, where it matters, its
+allowed values; unknown keys and bad values raise ConfigError naming the key.
+"""
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .errors import ConfigError
+
+TASKS = ("causal-lm", "sequence-classification", "sentence-embedding")
+LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
+HIDDEN_LOSSES = ("mse", "cosine")
+EMBEDDING_LOSSES = ("mse", "cosine", "mse+cosine")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+PREPARE = ("auto", "always", "never")
+
+
+def _f(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+       max: float | None = None, factory: Any = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TeacherConfig:
+    name: str = _f("all-MiniLM-L6-v2", "The teacher: a built-in name, a Hugging Face Hub id "
+                   "(e.g. 'bert-base-uncased') or a local folder in save_pretrained form.")
+    revision: str = _f("", "Hub revision (branch, tag or commit); empty for the default branch.")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models "
+                                 "whose code you trust.")
+    dtype: str = _f("auto", "Precision the frozen teacher is held in: 'auto' uses bfloat16/float16 "
+                    "on a GPU and float32 on the CPU; half precision halves its memory.",
+                    choices=DTYPES)
+    prepare: str = _f("auto", "sequence-classification only: fine-tune the teacher on the labelled "
+                      "data first. 'auto' does it when the teacher has no trained head for the "
+                      "task; the result is saved and reused by later runs.", choices=PREPARE)
+    prepare_epochs: float = _f(2.0, "Epochs of the teacher's fine-tuning stage.", min=0.01)
+    prepare_learning_rate: float = _f(1e-4, "Learning rate of the teacher's fine-tuning stage.",
+                                      min=0.0)
+
+
+@dataclass
+class StudentConfig:
+    name: str = _f("", "The student: empty to derive it from the teacher (same architecture, "
+                   "fewer layers), or a built-in name, Hub id or local folder.")
+    revision: str = _f("", "Hub revision of the student model, when it is given by name.")
+    trust_remote_code: bool = _f(False, "Run Python code shipped with the student model.")
+    layers: float = _f(0.5, "Derived students: layers to keep, as a count (e.g. 3) or a fraction "
+                       "of the teacher's (e.g. 0.5). Kept layers are evenly spaced and "
+                       "initialised from the teacher, as DistilBERT's student was.", min=0.0)
+    layer_indices: list[int] = _f(None, "Derived students: the exact teacher layers to keep "
+                                  "(0-based), overriding 'layers'.", factory=list)
+    hidden_size: int = _f(0, "Derived students: a narrower width (0 keeps the teacher's). A "
+                          "different width means fresh random initialisation.", min=0)
+
+
+@dataclass
+class MethodConfig:
+    logit_loss: str = _f("forward_kl", "Divergence between teacher and student output "
+                         "distributions.", choices=LOGIT_LOSSES)
+    temperature: float = _f(2.0, "Softens both distributions (softmax(logits / T)) so the "
+                            "student also learns how likely the teacher finds the wrong answers. "
+                            "Losses are scaled by T^2.", min=1e-3)
+    beta: float = _f(0.5, "jsd only: the mixture weight of the teacher (0 = forward KL, "
+                     "1 = reverse KL).", min=0.0, max=1.0)
+    alpha: float = _f(0.1, "skew_kl / skew_reverse_kl only: how much of the first distribution is "
+                      "mixed into the second.", min=0.0, max=1.0)
+    logit_weight: float = _f(1.0, "Weight of the logit-distillation term (imitate the teacher's "
+                             "probabilities).", min=0.0)
+    hard_label_weight: float = _f(0.0, "Weight of the ordinary loss on the true labels "
+                                  "(next-token cross-entropy or the class label).", min=0.0)
+    hidden_weight: float = _f(0.0, "Weight of intermediate-layer distillation (bring the "
+                              "student's hidden states close to the teacher's).", min=0.0)
+    hidden_loss: str = _f("mse", "How hidden states are compared.", choices=HIDDEN_LOSSES)
+    layer_pairs: list[list[int]] = _f(None, "Hidden-state pairs [student, teacher] in "
+                                      "hidden_states numbering (0 = embeddings, i = after layer "
+                                      "i). Empty maps every student layer to an evenly spaced "
+                                      "teacher layer.", factory=list)
+    embedding_weight: float = _f(0.0, "sentence-embedding only: weight of the loss between the "
+                                 "pooled sentence embeddings.", min=0.0)
+    embedding_loss: str = _f("mse+cosine", "How pooled embeddings are compared.",
+                             choices=EMBEDDING_LOSSES)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _f("builtin:everyday-topics", "The data: 'builtin:NAME', a local file (csv, "
+                      "json, jsonl, txt, parquet) or folder, or a Hugging Face Hub data set id.")
+    config_name: str = _f("", "Hub data sets: the configuration (subset) name.")
+    split: str = _f("train", "The split to train on.")
+    eval_split: str = _f("", "The split to evaluate on; empty carves eval_fraction out of the "
+                         "training split.")
+    eval_fraction: float = _f(0.1, "Share of the training split held out for evaluation when "
+                              "there is no eval_split.", min=0.0, max=0.9)
+    text_column: str = _f("", "Column holding the text; empty detects it.")
+    label_column: str = _f("", "Column holding the class label (sequence-classification); empty "
+                           "detects it.")
+    max_length: int = _f(128, "Maximum tokens per example; longer texts are cut.", min=4)
+    pack: bool = _f(True, "causal-lm only: join short texts into full-length blocks so no "
+                    "compute is spent on padding.")
+    max_train_samples: int = _f(0, "Use at most this many training rows (0 = all).", min=0)
+    max_eval_samples: int = _f(0, "Use at most this many evaluation rows (0 = all).", min=0)
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = _f(0, "Optimizer steps to train; 0 trains for 'epochs' instead.", min=0)
+    epochs: float = _f(3.0, "Passes over the training data, used when max_steps is 0.", min=0.0)
+    batch_size: int = _f(32, "Examples per micro-batch.", min=1)
+    grad_accum_steps: int = _f(1, "Micro-batches summed before each optimizer step (a larger "
+                               "effective batch without more memory).", min=1)
+    learning_rate: float = _f(1e-4, "Peak learning rate of AdamW.", min=0.0)
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and norms).",
+                             min=0.0)
+    warmup_ratio: float = _f(0.05, "Share of the steps spent warming the learning rate up.",
+                             min=0.0, max=1.0)
+    scheduler: str = _f("linear", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).", min=0.0)
+    precision: str = _f("auto", "Autocast precision: 'auto' is bf16 on GPUs that support it, "
+                        "else fp16 on GPUs, fp32 on the CPU.", choices=PRECISIONS)
+    device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:1', "
+                     "'mps'.")
+    eval_every: int = _f(50, "Evaluate the student every N steps (0 = only at the end).", min=0)
+    save_every: int = _f(0, "Write a checkpoint every N steps (0 = only at the end or on stop).",
+                         min=0)
+    keep_checkpoints: int = _f(2, "How many checkpoints to keep in the run folder.", min=1)
+    seed: int = _f(42, "Random seed for initialisation, data order and dropout.")
+
+
+@dataclass
+class EvaluationConfig:
+    max_samples: int = _f(512, "Evaluate on at most this many eval rows (0 = all).", min=0)
+    latency_repeats: int = _f(20, "Timed repeats for the latency figure (the median is "
+                              "reported).", min=1)
+    batch_size: int = _f(64, "Batch size for evaluation.", min=1)
+
+
+@dataclass
+class RunConfig:
+    name: str = _f("", "A name for the run (shown in 'kdstudio runs'); empty makes one.")
+    task: str = _f("sentence-embedding", "The task family.", choices=TASKS)
+    teacher: TeacherConfig = _f(None, "The teacher model.", factory=TeacherConfig)
+    student: StudentConfig = _f(None, "The student model.", factory=StudentConfig)
+    method: MethodConfig = _f(None, "The distillation method and its loss weights.",
+                              factory=MethodConfig)
+    data: DataConfig = _f(None, "The data.", factory=DataConfig)
+    training: TrainingConfig = _f(None, "The training loop.", factory=TrainingConfig)
+    evaluation: EvaluationConfig = _f(None, "Evaluation and measurement.",
+                                      factory=EvaluationConfig)
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        from .runs import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_toml())
+
+    def validate(self) -> "RunConfig":
+        """Check every field and the combinations; raise ConfigError naming the key."""
+        _validate_fields(self, "")
+        m, task = self.method, self.task
+        if task == "sentence-embedding":
+            for key in ("logit_weight", "hard_label_weight"):
+                if getattr(m, key) > 0:
+                    raise ConfigError(
+                        f"method.{key} is {getattr(m, key)}, but sentence-embedding models have "
+                        "no output logits or labels to distill.",
+                        hint="Set it to 0 and use method.embedding_weight and/or "
+                             "method.hidden_weight.")
+            weights = {"embedding_weight": m.embedding_weight, "hidden_weight": m.hidden_weight}
+        else:
+            if m.embedding_weight > 0:
+                raise ConfigError(
+                    f"method.embedding_weight is {m.embedding_weight}, but pooled-embedding "
+                    f"distillation only applies to the sentence-embedding task, not '{task}'.",
+                    hint="Set it to 0, or set task = \"sentence-embedding\".")
+            weights = {"logit_weight": m.logit_weight, "hard_label_weight": m.hard_label_weight,
+                       "hidden_weight": m.hidden_weight}
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError(
+                f"Every loss weight for task '{task}' is 0 ({', '.join('method.' + k for k in weights)}), "
+                "so the student would learn nothing.",
+                hint="Give at least one of them a positive weight.")
+        for pair in m.layer_pairs:
+            if len(pair) != 2 or any(not isinstance(i, int) or i < 0 for i in pair):
+                raise ConfigError(
+                    f"method.layer_pairs has the entry {pair!r}; each entry must be two "
+                    "non-negative layer numbers [student, teacher], e.g. [[1, 2], [2, 4]].")
+        s = self.student
+        if not s.name and not s.layer_indices and s.layers <= 0:
+            raise ConfigError("student.layers is 0; a derived student needs at least one layer.",
+                              hint="Use a count such as 3 or a fraction such as 0.5.")
+        if s.layers >= 1 and s.layers != int(s.layers):
+            raise ConfigError(f"student.layers is {s.layers}: use a whole number of layers "
+                              "(e.g. 3) or a fraction below 1 (e.g. 0.5).")
+        if len(set(s.layer_indices)) != len(s.layer_indices) or any(i < 0 for i in s.layer_indices):
+            raise ConfigError(f"student.layer_indices is {s.layer_indices}: list distinct, "
+                              "non-negative teacher layer numbers, e.g. [0, 2, 5].")
+        if self.training.max_steps == 0 and self.training.epochs <= 0:
+            raise ConfigError("training.max_steps and training.epochs are both 0, so there is "
+                              "nothing to train.", hint="Set one of them above 0.")
+        return self
+
+    def with_overrides(self, assignments: list[str]) -> "RunConfig":
+        """Apply 'section.key=value' strings (values parsed as TOML, else taken as text)."""
+        data = self.to_dict()
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set '{item}' is not of the form section.key=value, "
+                                  "e.g. training.max_steps=100.")
+            parts = key.strip().split(".")
+            target = data
+            for p in parts[:-1]:
+                if not isinstance(target.get(p), dict):
+                    raise ConfigError(f"--set '{item}': '{p}' is not a section. "
+                                      f"Sections are: {', '.join(_SECTIONS)}.")
+                target = target[p]
+            target[parts[-1]] = _parse_value(raw.strip())
+        return config_from_dict(data)
+
+
+_SECTIONS = ("teacher", "student", "method", "data", "training", "evaluation")
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _type_name(tp: Any) -> str:
+    return {str: "text", int: "integer", float: "number", bool: "true/false"}.get(
+        tp, "list" if typing.get_origin(tp) is list else str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, list):
+            return [_coerce(v, inner, key) for v in value]
+    raise ConfigError(f"{key} is {value!r}, which is not {_article(tp)} {_type_name(tp)}.",
+                      hint=f"Example: {key.rsplit('.', 1)[-1]} = {_example(tp)}")
+
+
+def _article(tp: Any) -> str:
+    return "an" if tp is int else "a"
+
+
+def _example(tp: Any) -> str:
+    return {str: '"text"', int: "10", float: "0.5", bool: "true"}.get(tp, "[1, 2]")
+
+
+def _validate_fields(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _validate_fields(value, key + ".")
+            continue
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            allowed = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(f"{key} is {value!r}; allowed values are {allowed}.")
+        if meta.get("min") is not None and value < meta["min"]:
+            raise ConfigError(f"{key} is {value}; it must be at least {meta['min']}.")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise ConfigError(f"{key} is {value}; it must be at most {meta['max']}.")
+
+
+def _fill(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            allowed = ", ".join(sorted(names))
+            where = f"section [{prefix[:-1]}]" if prefix else "the top level"
+            raise ConfigError(f"Unknown key '{full}' in {where}. Known keys: {allowed}.")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{full}' must be a section ([{full}]) of keys, not {value!r}.")
+            kwargs[key] = _fill(tp, value, full + ".", getattr(base, key))
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return dataclasses.replace(base, **kwargs)
+
+
+def default_config(task: str = "sentence-embedding") -> RunConfig:
+    """Sensible defaults for a task family (the method weights differ between tasks)."""
+    if task not in TASKS:
+        raise ConfigError(f"task is {task!r}; allowed values are {', '.join(map(repr, TASKS))}.")
+    cfg = RunConfig(task=task)
+    if task == "sentence-embedding":
+        cfg.method = MethodConfig(logit_weight=0.0, embedding_weight=1.0)
+    elif task == "sequence-classification":
+        cfg.method = MethodConfig(logit_weight=1.0, hard_label_weight=0.5, temperature=2.0)
+    else:
+        cfg.method = MethodConfig(logit_weight=1.0, temperature=1.0)
+        cfg.data.max_length = 128
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from nested dicts, starting from the task's defaults."""
+    task = data.get("task", "sentence-embedding")
+    if not isinstance(task, str) or task not in TASKS:
+        raise ConfigError(f"task is {task!r}; allowed values are {', '.join(map(repr, TASKS))}.")
+    return _fill(RunConfig, data, "", default_config(task)).validate()
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a TOML run config; errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"The config file '{path}' does not exist.",
+                          hint="Check the path, or write one with 'kdstudio config --template'.")
+    except OSError as exc:
+        raise ConfigError(f"The config file '{path}' cannot be read: {exc.strerror}.")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file '{path}' is not valid TOML: {exc}.")
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc.message}", hint=exc.hint) from None
+
+
+def config_reference_markdown() -> str:
+    """The README's config reference, generated from the dataclasses' help text."""
+    lines = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
+
+    def walk(cls: type, prefix: str, base: Any) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                continue
+            meta = f.metadata
+            allowed = ", ".join(f"`{c}`" for c in meta["choices"]) if meta.get("choices") else ""
+            if not allowed and (meta.get("min") is not None or meta.get("max") is not None):
+                lo = meta.get("min")
+                hi = meta.get("max")
+                allowed = (f"{lo} to {hi}" if lo is not None and hi is not None
+                           else f">= {lo}" if lo is not None else f"<= {hi}")
+            if not allowed:
+                allowed = _type_name(hints[f.name])
+            default = tomli_w.dumps({"v": getattr(base, f.name)})[4:].strip()
+            lines.append(f"| `{prefix}{f.name}` | `{default}` | {allowed} | {meta['help']} |")
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{f.name}.", getattr(base, f.name))
+
+    walk(RunConfig, "", RunConfig())
+    return "\n".join(lines) + "\n"

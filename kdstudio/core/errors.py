@@ -1,0 +1,58 @@
+"""The engine's own exception types.
+
+Each carries a plain-language message that names what is wrong and what would be
+right, so the command line can print it and the app can show it in a dialog with
+a specific title.
+"""
+
+from __future__ import annotations
+
+
+class KDStudioError(Exception):
+    """Base class for every error the engine raises on purpose."""
+
+    title = "KD Studio error"
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ConfigError(KDStudioError):
+    """A run configuration key is unknown or has a value that is not allowed."""
+
+    title = "Invalid run configuration"
+
+
+class ModelError(KDStudioError):
+    """A teacher or student model cannot be found, downloaded or loaded."""
+
+    title = "Model could not be loaded"
+
+
+class CompatibilityError(KDStudioError):
+    """Teacher and student cannot be combined with the chosen method."""
+
+    title = "Teacher and student do not fit together"
+
+
+class DataError(KDStudioError):
+    """A data set, file, column or split is missing or unusable."""
+
+    title = "Data problem"
+
+
+class RunError(KDStudioError):
+    """A run folder or checkpoint is missing, damaged or cannot be resumed."""
+
+    title = "Run problem"
+
+
+class StoppedError(KDStudioError):
+    """Raised inside long preparation stages when the user asked to stop."""
+
+    title = "Stopped"

@@ -1,0 +1,133 @@
+"""Typed, frozen events the engine reports through ``on_event``.
+
+They know nothing of any window: the command line turns them into a progress bar,
+the app into Qt signals, and the run store appends each to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class; ``kind`` names the event in metrics.jsonl."""
+
+    kind: str = field(init=False, default="event")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Log(Event):
+    """A sentence for the log pane (level: info, warning)."""
+
+    message: str
+    level: str = "info"
+    kind: str = field(init=False, default="log")
+
+
+@dataclass(frozen=True)
+class Stage(Event):
+    """A preparation stage began: loading models, tokenizing, preparing the teacher, evaluating."""
+
+    name: str
+    detail: str = ""
+    kind: str = field(init=False, default="stage")
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """Progress inside a stage (a download, the teacher's fine-tuning, an evaluation)."""
+
+    stage: str
+    current: float
+    total: float | None
+    unit: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    kind: str = field(init=False, default="progress")
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    """Training is about to begin."""
+
+    run_dir: str
+    task: str
+    device: str
+    precision: str
+    teacher: str
+    student: str
+    teacher_params: int
+    student_params: int
+    total_steps: int
+    start_step: int
+    train_samples: int
+    eval_samples: int
+    kind: str = field(init=False, default="started")
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    """One optimizer step: every loss component, the learning rate, speed and memory."""
+
+    step: int
+    total_steps: int
+    losses: dict[str, float]
+    lr: float
+    samples_per_s: float
+    tokens_per_s: float
+    memory_mb: float
+    elapsed_s: float
+    eta_s: float
+    kind: str = field(init=False, default="step")
+
+
+@dataclass(frozen=True)
+class Eval(Event):
+    """An evaluation of the student (and, at step 0, the teacher) on the eval split."""
+
+    step: int
+    metrics: dict[str, float]
+    teacher_metrics: dict[str, float] = field(default_factory=dict)
+    kind: str = field(init=False, default="eval")
+
+
+@dataclass(frozen=True)
+class Checkpoint(Event):
+    """A checkpoint was written; training can be resumed from it."""
+
+    step: int
+    path: str
+    kind: str = field(init=False, default="checkpoint")
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    """The run ended: status is 'finished' or 'stopped'; summary is what summary.json holds."""
+
+    status: str
+    run_dir: str
+    summary: dict[str, Any]
+    kind: str = field(init=False, default="finished")
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """The run failed: ``title`` and ``message`` are for people; ``error_type`` for code."""
+
+    error_type: str
+    title: str
+    message: str
+    run_dir: str = ""
+    kind: str = field(init=False, default="failed")
+
+
+EventSink = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """A sink that drops every event."""
