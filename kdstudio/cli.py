@@ -22,7 +22,8 @@ DEMOS = {
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Piped output (logs, CI) gets a wide fixed width so tables are not squeezed to 80 columns.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,8 +337,12 @@ def before_after_table(s: dict[str, Any]) -> Any:
         table.add_row("Latency per sample (ms)", f(s["teacher_latency_ms"]), "", f(s["student_latency_ms"]))
         table.add_row("Speed-up", "1x", "", f"{s['speedup']:.2f}x" if s.get("speedup") else "-")
     if s.get("quality_retained") is not None:
-        table.add_row(f"Quality retained ({s.get('headline_metric')})", "100%", "",
-                      f(s["quality_retained"], True))
+        from .core.evaluation import quality_retained
+
+        head = s.get("headline_metric", "")
+        before = quality_retained(s.get("task", ""), head, t, b)
+        table.add_row(f"Quality retained ({METRIC_LABELS.get(head, head).split(' (')[0].lower()})",
+                      "100%", f(before, True), f(s["quality_retained"], True))
     return table
 
 

@@ -96,12 +96,13 @@ def tiny(tmp_path_factory):
     # Same architecture, its vocabulary padded to a multiple of 64 rows beyond the tokenizer.
     padded = GPT2LMHeadModel(GPT2Config(vocab_size=448, n_positions=64, n_embd=32, n_layer=2,
                                         n_head=2, pad_token_id=bpe.pad_token_id,
-                                        eos_token_id=bpe.eos_token_id))
+                                        eos_token_id=bpe.eos_token_id, bos_token_id=bpe.eos_token_id))
     out["gpt2-padded"] = _save(padded, bpe, base / "gpt2-padded")
     other = _bpe_tokenizer(300, lowercase=True)
     gpt2_other = GPT2LMHeadModel(GPT2Config(vocab_size=len(other), n_positions=64, n_embd=32,
                                             n_layer=2, n_head=2, pad_token_id=other.pad_token_id,
-                                            eos_token_id=other.eos_token_id))
+                                            eos_token_id=other.eos_token_id,
+                                            bos_token_id=other.eos_token_id))
     out["gpt2-othertok"] = _save(gpt2_other, other, base / "gpt2-othertok")
     return out
 
