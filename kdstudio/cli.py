@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="KD Studio: distill a large teacher model into a small student and measure "
                     "what it keeps (quality) and what it saves (size, speed).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--demo", action="store_true",
+                   help="open the desktop app with the built-in demo selected")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run a built-in demo offline (a few minutes on a laptop CPU)")
@@ -80,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdstudio {__version__}")
         return 0
     if args.command is None:
-        build_parser().print_help()
-        return 0
+        # No command: the desktop app. Qt is imported here, torch only later, off the GUI thread.
+        from .ui.app import main as app_main
+
+        return app_main(demo=args.demo)
     from .core.errors import KDStudioError
 
     console = _console()

@@ -146,6 +146,8 @@ class EvaluationConfig:
     latency_repeats: int = _f(20, "Timed repeats for the latency figure (the median is "
                               "reported).", min=1)
     batch_size: int = _f(64, "Batch size for evaluation.", min=1)
+    pinned_inputs: list[str] = _f(None, "Inputs the student answers at every evaluation during "
+                                  "training, so you can watch its answers improve.", factory=list)
 
 
 @dataclass

@@ -93,6 +93,8 @@ class Eval(Event):
     step: int
     metrics: dict[str, float]
     teacher_metrics: dict[str, float] = field(default_factory=dict)
+    # The pinned inputs' answers: [{"input": ..., "student": ..., "teacher": ...}]
+    samples: list[dict[str, str]] = field(default_factory=list)
     kind: str = field(init=False, default="eval")
 
 

@@ -57,5 +57,10 @@ def test_preview_and_missing_data(capsys, tmp_path):
 def test_reference_and_help(capsys):
     assert main(["config", "--reference"]) == 0
     assert "`training.max_steps`" in capsys.readouterr().out
-    assert main([]) == 0
-    assert "demo" in capsys.readouterr().out
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "resume" in out and "--demo" in out

@@ -1,0 +1,325 @@
+"""The main window: a list of steps on the left, the pages on the right, menus and a status bar."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
+from PySide6.QtCore import QUrl
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMainWindow, QMessageBox, QStackedWidget, QWidget)
+
+from kdstudio import __version__
+from kdstudio.core.config import RunConfig, load_config
+from kdstudio.core.errors import ConfigError, KDStudioError
+from kdstudio.core.runs import resources_dir
+
+from .context import AppContext
+from .dialogs import show_error, show_exception, show_warning
+from .jobs import JobRunner
+from .settings import Settings
+from .worker import TrainingController
+
+DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
+PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs")
+
+
+def demo_config() -> RunConfig:
+    return load_config(resources_dir() / "demos" / "sentence-embedding.toml")
+
+
+def app_icon() -> QIcon:
+    return QIcon(str(resources_dir() / "icons" / "kdstudio.svg"))
+
+
+def describe_device() -> str:
+    """The status bar's device text (imports torch, so it runs in a background job)."""
+    import torch
+
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        free, total = torch.cuda.mem_get_info(0)
+        return f"GPU: {p.name}, {free / 2**30:.1f} of {total / 2**30:.0f} GiB free"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "GPU: Apple Metal (mps)"
+    import os
+
+    return f"CPU: {os.cpu_count()} cores (no GPU found)"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, *, demo: bool = False, settings: Settings | None = None):
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("KD Studio")
+        self.setWindowIcon(app_icon())
+        self.settings = settings or Settings()
+        self.jobs = JobRunner(self)
+        self.training = TrainingController(self)
+        config = demo_config() if demo else self._last_config() or demo_config()
+        self.ctx = AppContext(config, self.settings, self.jobs, self.training, self)
+        self.ctx.start_run = self.start_run  # the window owns dialogs and the controller
+        self._closing = False
+
+        self.steps = QListWidget()
+        self.steps.setObjectName("stepList")
+        self.steps.setAccessibleName("Steps")
+        self.steps.setFixedWidth(170)
+        self.steps.setIconSize(QSize(20, 20))
+        self.stack = QStackedWidget()
+        self.stack.setObjectName("pageStack")
+        self.pages: dict[str, QWidget] = {}
+        for key, page in self._make_pages().items():
+            self.pages[key] = page
+            self.stack.addWidget(page)
+            item = QListWidgetItem(f"{len(self.pages)}. {page.title}")
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self.steps.addItem(item)
+        self.steps.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.steps.setCurrentRow(0)
+        central = QWidget()
+        lay = QHBoxLayout(central)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addWidget(self.steps)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self._make_menus()
+        self.device_label = QLabel("Device: checking...")
+        self.device_label.setObjectName("deviceLabel")
+        self.activity_label = QLabel("Ready")
+        self.activity_label.setObjectName("activityLabel")
+        self.statusBar().addWidget(self.activity_label, 1)
+        self.statusBar().addPermanentWidget(self.device_label)
+
+        self.ctx.navigate.connect(self.show_page)
+        self.ctx.run_event.connect(self._on_run_event)
+        self.training.failed.connect(lambda title, msg: show_error(self, title, msg))
+        self.training.finished.connect(self._on_run_finished)
+        self.training.running_changed.connect(self._on_running_changed)
+        self.training.paused_changed.connect(lambda p: self.activity_label.setText(
+            "Paused" if p else "Training..."))
+        self._on_running_changed(False)
+        self._restore_geometry()
+        if self.settings.warning:
+            QTimer.singleShot(0, lambda: show_warning(self, "Settings were reset", self.settings.warning))
+        # After the window is up: find the device (this is what first imports torch).
+        QTimer.singleShot(0, lambda: self.jobs.submit(
+            describe_device, lambda text: self.device_label.setText(text),
+            lambda exc: self.device_label.setText("Device: unknown")))
+
+    # -- construction ------------------------------------------------------------------------
+    def _make_pages(self) -> dict[str, QWidget]:
+        from .pages.compare import ComparePage
+        from .pages.data import DataPage
+        from .pages.method import MethodPage
+        from .pages.models import ModelsPage
+        from .pages.runs import RunsPage
+        from .pages.train import TrainPage
+
+        classes = (ModelsPage, MethodPage, DataPage, TrainPage, ComparePage, RunsPage)
+        return {key: cls(self.ctx) for key, cls in zip(PAGE_KEYS, classes)}
+
+    def _make_menus(self) -> None:
+        mb = self.menuBar()
+        file = mb.addMenu("&File")
+        self.act_new = self._action(file, "&New run", self.new_config, QKeySequence.StandardKey.New)
+        self._action(file, "&Open config...", self.open_config_dialog, QKeySequence.StandardKey.Open)
+        self._action(file, "&Save config...", self.save_config_dialog, QKeySequence.StandardKey.Save)
+        self.recent_menu = file.addMenu("Recent runs")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        run = mb.addMenu("&Run")
+        self.act_run = self._action(run, "&Run", lambda: self.start_run(), QKeySequence("Ctrl+R"))
+        self.act_pause = self._action(run, "&Pause / continue", self.ctx.pause_run, QKeySequence("Ctrl+P"))
+        self.act_stop = self._action(run, "&Stop (keep a checkpoint)", self.ctx.stop_run,
+                                     QKeySequence("Ctrl+."))
+        run.addSeparator()
+        self._action(run, "Run the built-in &demo", self.load_demo)
+
+        view = mb.addMenu("&View")
+        for i, key in enumerate(PAGE_KEYS):
+            self._action(view, self.pages[key].title, lambda k=key: self.show_page(k),
+                         QKeySequence(f"Ctrl+{i + 1}"))
+
+        help_ = mb.addMenu("&Help")
+        self._action(help_, "&Documentation", self.open_docs, QKeySequence.StandardKey.HelpContents)
+        self._action(help_, "&About KD Studio", self.about)
+
+    def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None) -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(shortcut)
+        act.triggered.connect(lambda checked=False: slot())
+        menu.addAction(act)
+        return act
+
+    # -- pages and configs ---------------------------------------------------------------------
+    def show_page(self, key: str) -> None:
+        self.steps.setCurrentRow(PAGE_KEYS.index(key))
+
+    def current_page_key(self) -> str:
+        return PAGE_KEYS[self.stack.currentIndex()]
+
+    def new_config(self) -> None:
+        from kdstudio.core.config import default_config
+
+        self.ctx.replace_config(default_config(self.ctx.config.task))
+        self.show_page("models")
+
+    def load_demo(self) -> None:
+        self.ctx.replace_config(demo_config())
+        self.show_page("train")
+
+    def open_config_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open run config", self.settings["last_folder"],
+                                              "Run configs (*.toml);;All files (*)")
+        if path:
+            self.open_config(path)
+
+    def open_config(self, path: str) -> bool:
+        try:
+            cfg = load_config(path)
+        except KDStudioError as exc:
+            show_exception(self, exc)
+            return False
+        self.settings["last_folder"] = str(Path(path).parent)
+        self.settings.push_recent("recent_configs", str(path))
+        self.ctx.replace_config(cfg)
+        return True
+
+    def save_config_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save run config",
+                                              str(Path(self.settings["last_folder"] or Path.home()) / "run.toml"),
+                                              "Run configs (*.toml)")
+        if path:
+            try:
+                self.ctx.config.save(path)
+            except OSError as exc:
+                show_error(self, "Could not save the config", f"'{path}' could not be written: {exc}.")
+                return
+            self.settings["last_folder"] = str(Path(path).parent)
+            self.statusBar().showMessage(f"Saved {path}", 5000)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        runs = [r for r in self.settings["recent_runs"] if Path(r).exists()]
+        if not runs:
+            act = self.recent_menu.addAction("(no recent runs)")
+            act.setEnabled(False)
+        for r in runs:
+            self.recent_menu.addAction(Path(r).name, lambda p=r: (self.ctx.open_run(p), self.show_page("runs")))
+
+    # -- running -------------------------------------------------------------------------------
+    def start_run(self, resume: Path | None = None) -> None:
+        if self.training.is_running():
+            show_error(self, "A run is already in progress",
+                       "Stop the current run, or wait for it to finish, before starting another.")
+            return
+        if resume is None:
+            try:
+                self.ctx.config.validate()
+            except ConfigError as exc:
+                show_exception(self, exc)
+                return
+        for key in ("teacher", "student"):
+            name = getattr(self.ctx.config, key).name
+            if name:
+                self.settings[f"last_{key}"] = name
+        self.settings["last_dataset"] = self.ctx.config.data.dataset
+        self.settings["first_start_done"] = True
+        # The run gets its own copy: the pages may go on editing ctx.config meanwhile.
+        self.training.start(copy.deepcopy(self.ctx.config) if resume is None else None, resume)
+        self.ctx.run_started.emit()
+        self.show_page("train")
+
+    def _on_run_event(self, e: Any) -> None:
+        kind = getattr(e, "kind", "")
+        if kind == "stage":
+            self.activity_label.setText(f"{e.name.capitalize()}... {e.detail}")
+        elif kind == "step":
+            self.activity_label.setText(f"Training: step {e.step} of {e.total_steps}")
+        elif kind == "started":
+            self.settings.push_recent("recent_runs", e.run_dir)
+
+    def _on_run_finished(self, result: Any) -> None:
+        status = getattr(result, "status", "failed")
+        self.activity_label.setText({"finished": "Run finished", "stopped": "Run stopped (checkpoint saved)"}
+                                    .get(status, "Run failed"))
+        self.ctx.run_finished.emit(result)
+        if self._closing:
+            self.close()
+
+    def _on_running_changed(self, running: bool) -> None:
+        self.act_run.setEnabled(not running)
+        self.act_pause.setEnabled(running)
+        self.act_stop.setEnabled(running)
+        self.act_new.setEnabled(not running)
+        if running:
+            self.activity_label.setText("Starting...")
+
+    # -- help ----------------------------------------------------------------------------------
+    def open_docs(self) -> None:
+        readme = Path(__file__).resolve().parents[2] / "README.md"
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(readme)) if readme.exists() else QUrl(DOCS_URL))
+
+    def about(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, "About KD Studio",
+                          f"<b>KD Studio {__version__}</b><br><br>Knowledge distillation you can see: "
+                          "train a small student model to imitate a large teacher, and measure what "
+                          "it keeps (quality) and what it saves (size, memory, speed).",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("aboutDialog")
+        box.open()
+
+    # -- window state --------------------------------------------------------------------------
+    def _last_config_path(self) -> Path:
+        return self.settings.path.parent / "last-config.toml"
+
+    def _last_config(self) -> RunConfig | None:
+        """The config the app was closed with; the first start (or a bad file) gets the demo."""
+        if not self.settings["first_start_done"]:
+            return None
+        try:
+            return load_config(self._last_config_path())
+        except KDStudioError:
+            return None
+
+    def _restore_geometry(self) -> None:
+        geo = self.settings["geometry"]
+        if geo:
+            self.restoreGeometry(QByteArray.fromBase64(geo.encode()))
+        else:
+            self.resize(1280, 820)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.training.is_running() and not self._closing:
+            answer = QMessageBox.question(
+                self, "Stop the run?",
+                "A run is in progress. Stop it and close? It stops after the current step and "
+                "keeps a checkpoint, so you can resume it later from the Runs page.")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self._closing = True
+            self.activity_label.setText("Stopping the run and saving a checkpoint...")
+            self.training.stop()
+            event.ignore()  # closes for real when the run reports finished
+            return
+        if self.training.is_running():
+            event.ignore()
+            return
+        self.settings["geometry"] = bytes(self.saveGeometry().toBase64()).decode()
+        self.settings["first_start_done"] = True
+        try:
+            self.settings.save()
+            self.ctx.config.save(self._last_config_path())
+        except OSError:
+            pass  # never block closing on a settings write
+        self.jobs.wait(2000)
+        event.accept()
