@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from . import artifacts, checkpoints
+from .compare import PinnedInputs
 from .config import RunConfig, load_config
 from .data import BatchOrder, causal_blocks, collate_blocks, encode, load_text_data
 from .distill import Batch, Distiller
@@ -289,6 +290,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
                           tmodel, teacher.tokenizer, student_tok, device, autocast, comp.vocab_size,
                           project=distiller.project_embedding)
     headline, _ = headline_for(task, data.eval_labels is not None)
+    pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
 
     # -- the run folder, or the checkpoint we resume from ---------------------------------------
     run = current_run()
@@ -318,7 +320,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
     if start_step == 0:
         before = evaluator.student_metrics(student)
         run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before)
-        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics))
+        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=pinned()))
     _check_stop(stop)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
                   samples_per_s=samples / dt, tokens_per_s=tokens / dt, memory_mb=_memory_mb(device),
                   elapsed_s=elapsed, eta_s=elapsed / done * (total_steps - step)))
         if tc.eval_every and step % tc.eval_every == 0 and step < total_steps:
-            emit(Eval(step=step, metrics=evaluator.student_metrics(student)))
+            emit(Eval(step=step, metrics=evaluator.student_metrics(student), samples=pinned()))
         if tc.save_every and step % tc.save_every == 0 and step < total_steps:
             _save_checkpoint(run, distiller, optimizer, scheduler, scaler, step, micro, tc, emit)
             last_saved = step
@@ -381,7 +383,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
 
     emit(Stage("evaluate", "final measurement of teacher and student"))
     after = evaluator.student_metrics(student)
-    emit(Eval(step=step, metrics=after, teacher_metrics=teacher_metrics))
+    emit(Eval(step=step, metrics=after, teacher_metrics=teacher_metrics, samples=pinned()))
     perf = artifacts.measure(evaluator, tmodel, student, teacher.tokenizer, student_tok,
                              t_source, run.student_dir, cfg.evaluation.latency_repeats)
     summary = run.update_summary(
