@@ -48,8 +48,8 @@ def hand_loop_times(cfg, steps: int, device: torch.device) -> list[float]:
     data = load_text_data(cfg.data, task, seed=cfg.training.seed)
     src = resolve_model_source(cfg.teacher.name)
     t = load_model(src, task)
+    student = derive_student(t.model, layers=cfg.student.layers).model.to(device).train()
     teacher = t.model.to(device).eval().requires_grad_(False)
-    student = derive_student(teacher, layers=cfg.student.layers).model.to(device).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.training.learning_rate)
     bs, tok, L = cfg.training.batch_size, t.tokenizer, cfg.data.max_length
     if task == "causal-lm":
@@ -96,7 +96,7 @@ def _gpt2_folder(tmp: Path) -> str:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=256, n_layer=6, n_head=4,
                                        n_positions=128, pad_token_id=tok.pad_token_id,
-                                       eos_token_id=tok.sep_token_id))
+                                       eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id))
     model.save_pretrained(tmp / "gpt2")
     tok.save_pretrained(tmp / "gpt2")
     return str(tmp / "gpt2")

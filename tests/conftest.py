@@ -107,12 +107,12 @@ def tiny(tmp_path_factory):
     return out
 
 
-def tiny_config(task: str, teacher: Path | str, **sections):
+def tiny_config(task: str, teacher_folder: Path | str, **sections):
     """A RunConfig for a few quick CPU steps on a tiny model and a slice of the built-in corpus."""
     from kdstudio.core.config import config_from_dict, default_config
 
     d = default_config(task).to_dict()
-    d["teacher"]["name"] = str(teacher)
+    d["teacher"]["name"] = str(teacher_folder)
     d["data"].update(max_train_samples=96, max_eval_samples=40, max_length=32, eval_fraction=0.1)
     d["training"].update(max_steps=4, batch_size=8, eval_every=2, learning_rate=1e-3, device="cpu")
     d["evaluation"].update(latency_repeats=2)

@@ -290,6 +290,7 @@ def derive_student(teacher: nn.Module, *, layers: float = 0.5, layer_indices: li
         return _fresh_narrow_student(teacher, kept, hidden, seed)
     student = copy.deepcopy(teacher)
     student.float()
+    student.requires_grad_(True)  # the teacher may already be frozen; the student must learn
     parent, attr, blocks = find_layer_list(student)
     new_blocks = nn.ModuleList([blocks[i] for i in kept])
     for new_idx, block in enumerate(new_blocks):

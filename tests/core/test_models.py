@@ -146,3 +146,10 @@ def test_compatibility_width_projection_note(tiny):
     w = load_model(str(tiny["bert-wide"]), "sentence-embedding")
     c = check_compatibility("sentence-embedding", method, t.model, w.model, t.tokenizer, w.tokenizer)
     assert c.level == "warn" and "projection" in c.message
+
+
+def test_student_of_a_frozen_teacher_is_trainable(tiny):
+    teacher = load_model(str(tiny["bert"]), "sentence-embedding").model.requires_grad_(False)
+    student = derive_student(teacher, layers=2).model
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())

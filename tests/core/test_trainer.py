@@ -223,3 +223,29 @@ def test_runs_listing(tiny):
     i = infos[0]
     assert i.name == "listed-run" and i.status == "finished" and i.task == "sentence-embedding"
     assert i.headline == "knn_accuracy" and i.headline_value is not None
+
+
+@pytest.mark.parametrize("precision,teacher_dtype", [("bf16", "auto"), ("fp32", "bfloat16")])
+def test_reduced_precision_on_cpu(tiny, precision, teacher_dtype):
+    cfg = tiny_config("causal-lm", tiny["llama"], training={"precision": precision, "max_steps": 2},
+                      teacher={"dtype": teacher_dtype}, method={"hidden_weight": 0.5})
+    rec = Recorder()
+    result = run_training(cfg, rec)
+    s = Run(result.run_dir).summary()
+    assert s["status"] == "finished" and s["precision"] == precision
+    assert all(v == v for e in rec.of(ev.Step) for v in e.losses.values())  # no NaN
+
+
+def test_hub_data_set_failure_is_a_data_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub (offline mode)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    from kdstudio.core.config import DataConfig
+    from kdstudio.core.data import load_text_data
+
+    with pytest.raises(DataError, match="Could not load the Hub data set 'someone/reviews' "
+                                        "\\(config 'en'\\).*ConnectionError"):
+        load_text_data(DataConfig(dataset="someone/reviews", config_name="en"), "causal-lm")

@@ -1,0 +1,92 @@
+"""How long the GUI thread is blocked while a real distillation runs.
+
+Opens the main window offscreen, runs the built-in demo for a few steps (with evaluations),
+and meanwhile fires a 10 ms QTimer on the GUI thread: each tick's lateness is how long the
+event loop was busy. Prints p50/p99/max lateness while idle (the reference, same process)
+and while training, and the ratio. It asserts nothing.
+
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui_latency.py [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    args = ap.parse_args()
+    os.environ["KDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="kd-gui-bench-")
+    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication([])
+    from kdstudio.ui.main_window import MainWindow
+
+    w = MainWindow(demo=True)
+    w.show()
+    w.ctx.config = w.ctx.config.with_overrides(
+        [f"training.max_steps={args.steps}", "training.eval_every=10", "evaluation.latency_repeats=5"])
+    w.ctx.config_replaced.emit()
+    clock = QElapsedTimer()
+    clock.start()
+    samples: dict[str, list[float]] = {"idle": [], "training": []}
+    phase = {"name": "idle", "last": clock.nsecsElapsed()}
+    steps = []
+
+    def tick() -> None:
+        now = clock.nsecsElapsed()
+        samples[phase["name"]].append(max(0.0, (now - phase["last"]) / 1e6 - 10.0))
+        phase["last"] = now
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(tick)
+    timer.start()
+    w.ctx.run_event.connect(lambda e: steps.append(e) if e.kind == "step" else None)
+    done = []
+    started = {}
+
+    def start_training() -> None:  # after 3 s of idle reference
+        phase["name"] = "training"
+        phase["last"] = clock.nsecsElapsed()
+        started["t"] = time.perf_counter()
+        w.start_run()
+
+    def finished(result) -> None:
+        done.append(time.perf_counter() - started["t"])
+        timer.stop()
+        QTimer.singleShot(0, app.quit)
+
+    w.ctx.run_finished.connect(finished)
+    QTimer.singleShot(3000, start_training)
+    app.exec()  # the real event loop, as the app runs it
+    wall = done[0]
+    print(f"Demo run of {len(steps)} steps in {wall:.1f} s with the window open "
+          f"({len(samples['training'])} timer ticks while training).")
+    print(f"{'':10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, vals in samples.items():
+        print(f"{name:10} {statistics.median(vals):8.2f} {percentile(vals, 0.99):8.2f} {max(vals):8.2f}")
+    idle99 = max(percentile(samples["idle"], 0.99), 0.01)
+    print(f"p99 lateness while training: {percentile(samples['training'], 0.99):.1f} ms "
+          f"(budget 50 ms; {percentile(samples['training'], 0.99) / idle99:.1f}x idle p99)")
+    w.close()
+
+
+if __name__ == "__main__":
+    main()
