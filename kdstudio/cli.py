@@ -309,7 +309,7 @@ def before_after_table(s: dict[str, Any]) -> Any:
     """Teacher, student before and student after distillation: quality, size and speed."""
     from rich.table import Table
 
-    from .core.evaluation import METRIC_LABELS
+    from .core.metrics import METRIC_LABELS
 
     def f(v: Any, pct: bool = False) -> str:
         if v is None:
@@ -341,10 +341,10 @@ def before_after_table(s: dict[str, Any]) -> Any:
         table.add_row("Latency per sample (ms)", f(s["teacher_latency_ms"]), "", f(s["student_latency_ms"]))
         table.add_row("Speed-up", "1x", "", f"{s['speedup']:.2f}x" if s.get("speedup") else "-")
     if s.get("quality_retained") is not None:
-        from .core.evaluation import quality_retained
+        from .core.metrics import quality_retained
 
         head = s.get("headline_metric", "")
-        before = quality_retained(s.get("task", ""), head, t, b)
+        before = quality_retained(head, t, b)
         table.add_row(f"Quality retained ({METRIC_LABELS.get(head, head).split(' (')[0].lower()})",
                       "100%", f(before, True), f(s["quality_retained"], True))
     return table

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .catalog import BUILTIN_DATASETS  # noqa: F401  (re-exported)
 from .errors import DataError
 from .runs import resources_dir
 
@@ -23,11 +24,6 @@ TEXT_NAMES = ("text", "sentence", "content", "document", "prompt", "question", "
               "body", "input", "utterance")
 LABEL_NAMES = ("label", "labels", "topic", "category", "class", "target", "intent",
                "sentiment", "stars", "rating")
-BUILTIN_DATASETS = {
-    "everyday-topics": ("corpus/everyday-topics.jsonl",
-                        "1,700 everyday English sentences on 10 topics, labelled by topic."),
-}
-
 
 @dataclass
 class TextData:

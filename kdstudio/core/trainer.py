@@ -388,7 +388,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
                              t_source, run.student_dir, cfg.evaluation.latency_repeats)
     summary = run.update_summary(
         status="finished", steps=step, student_metrics=after,
-        quality_retained=quality_retained(task, headline, teacher_metrics, after),
+        quality_retained=quality_retained(headline, teacher_metrics, after),
         duration_s=round(time.perf_counter() - t_start, 2), **perf)
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))

@@ -9,7 +9,27 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_engine() -> None:
+    """Import torch and transformers once, under a lock.
+
+    Their first import is not thread-safe: two jobs importing them at the same moment can
+    fail inside torch. Every background thread calls this before it touches the engine.
+    """
+    with _IMPORT_LOCK:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+
+def _alive(callback: Callable[..., Any] | None) -> bool:
+    """False when the callback is a method of a Qt object that has been deleted (a closed page)."""
+    owner = getattr(callback, "__self__", None)
+    return callback is not None and (not isinstance(owner, QObject) or shiboken6.isValid(owner))
 
 
 class _Signals(QObject):
@@ -27,6 +47,7 @@ class _Job(QRunnable):
 
     def run(self) -> None:
         try:
+            import_engine()
             if self.wants_progress:
                 result = self.fn(self.signals.progress.emit, self.cancel)
             else:
@@ -68,25 +89,27 @@ class JobRunner(QObject):
         handle = JobHandle(signals, cancel)
         self._active.add(handle)
 
-        def finish() -> None:
+        def finish() -> bool:
+            """Book-keeping; False when the runner (its window) is gone and nobody is listening."""
             handle.finished = True
+            if not shiboken6.isValid(self):
+                return False
             self._active.discard(handle)
             self.busy_changed.emit(len(self._active))
+            return True
 
         def done(result: Any) -> None:
-            finish()
-            if on_done:
+            if finish() and _alive(on_done):
                 on_done(result)
 
         def error(exc: BaseException) -> None:
-            finish()
-            if on_error:
+            if finish() and _alive(on_error):
                 on_error(exc)
 
         signals.done.connect(done)
         signals.error.connect(error)
         if on_progress:
-            signals.progress.connect(on_progress)
+            signals.progress.connect(lambda value: on_progress(value) if _alive(on_progress) else None)
         self.pool.start(_Job(fn, signals, cancel, on_progress is not None))
         self.busy_changed.emit(len(self._active))
         return handle

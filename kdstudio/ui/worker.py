@@ -32,6 +32,10 @@ class TrainingWorker(QObject):
         result = None
         try:
             from kdstudio.core.errors import KDStudioError
+
+            from .jobs import import_engine
+
+            import_engine()
             from kdstudio.core.trainer import run_training
 
             try:

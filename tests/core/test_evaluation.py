@@ -43,15 +43,15 @@ def test_embedding_metrics_identity_and_noise():
 
 
 def test_quality_retained():
-    assert quality_retained("causal-lm", "perplexity", {"perplexity": 10.0}, {"perplexity": 12.5}) \
+    assert quality_retained("perplexity", {"perplexity": 10.0}, {"perplexity": 12.5}) \
         == pytest.approx(0.8)
-    assert quality_retained("sequence-classification", "accuracy", {"accuracy": 0.9},
+    assert quality_retained("accuracy", {"accuracy": 0.9},
                             {"accuracy": 0.81}) == pytest.approx(0.9)
-    assert quality_retained("sentence-embedding", "cosine_to_teacher", {},
+    assert quality_retained("cosine_to_teacher", {},
                             {"cosine_to_teacher": 0.93}) == pytest.approx(0.93)
-    assert quality_retained("sequence-classification", "accuracy", {"accuracy": 0.0},
+    assert quality_retained("accuracy", {"accuracy": 0.0},
                             {"accuracy": 0.5}) is None  # no division by zero
     assert headline_for("sentence-embedding", False) == ("cosine_to_teacher", True)
     assert headline_for("causal-lm", False) == ("perplexity", False)
-    assert math.isfinite(quality_retained("causal-lm", "perplexity", {"perplexity": 3.0},
+    assert math.isfinite(quality_retained("perplexity", {"perplexity": 3.0},
                                           {"perplexity": 4.0}))

