@@ -69,6 +69,11 @@ class MainWindow(QMainWindow):
         self.steps.setAccessibleName("Steps")
         self.steps.setFixedWidth(170)
         self.steps.setIconSize(QSize(20, 20))
+        # A list of steps, read top to bottom: roomy rows, the current step clearly marked.
+        self.steps.setStyleSheet(
+            "QListWidget#stepList { font-size: 11pt; padding-top: 6px; }"
+            "QListWidget#stepList::item { padding: 9px 10px; border-radius: 4px; }"
+            "QListWidget#stepList::item:selected { background: #2f6fb3; color: white; }")
         self.stack = QStackedWidget()
         self.stack.setObjectName("pageStack")
         self.pages: dict[str, QWidget] = {}

@@ -1,0 +1,37 @@
+"""Work the Compare page runs in ctx.jobs (off the GUI thread): loading, comparing, history.
+
+torch and transformers are imported inside these functions only, never on the GUI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kdstudio.core.runs import Run, list_runs
+
+COMPARABLE = ("finished", "stopped")
+
+
+def comparable_runs() -> list[Any]:
+    """Finished or stopped runs with a saved student, newest first."""
+    return [i for i in list_runs()
+            if i.status in COMPARABLE and (i.path / "student" / "config.json").exists()]
+
+
+def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, Any]) -> tuple:
+    """Load the run's models (when not loaded yet), then compare on ``text`` if given."""
+    from kdstudio.core.compare import Comparer, GenerationSettings
+
+    if comparer is None:
+        comparer = Comparer.from_run(run_dir, device="auto")
+        # One short answer first, so one-off start-up work does not count in the first timing.
+        comparer.compare("Hello", GenerationSettings(max_new_tokens=2))
+    result = comparer.compare(text, GenerationSettings(**gen)) if text is not None else None
+    return run_dir, comparer, text, result
+
+
+def history_job(run_dir: str) -> tuple[str, list[tuple[int, list[dict[str, str]]]]]:
+    """Every evaluation's pinned answers recorded in the run's metrics.jsonl."""
+    evals = [e for e in Run(Path(run_dir)).events() if e.get("kind") == "eval" and e.get("samples")]
+    return run_dir, [(int(e.get("step", 0)), e["samples"]) for e in evals]
