@@ -29,3 +29,7 @@ BUILTIN_DATASETS = {
     "everyday-topics": ("corpus/everyday-topics.jsonl",
                         "1,700 everyday English sentences on 10 topics, labelled by topic."),
 }
+
+# Local data files KD Studio reads: suffix -> the `datasets` builder that reads it.
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                 ".txt": "text", ".parquet": "parquet"}

@@ -14,12 +14,10 @@ from typing import Any
 
 import torch
 
-from .catalog import BUILTIN_DATASETS  # noqa: F401  (re-exported)
+from .catalog import BUILTIN_DATASETS, FILE_BUILDERS  # noqa: F401  (re-exported)
 from .errors import DataError
 from .runs import resources_dir
 
-FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
-                 ".txt": "text", ".parquet": "parquet"}
 TEXT_NAMES = ("text", "sentence", "content", "document", "prompt", "question", "review",
               "body", "input", "utterance")
 LABEL_NAMES = ("label", "labels", "topic", "category", "class", "target", "intent",

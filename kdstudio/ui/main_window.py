@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QElapsedTimer, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtCore import QUrl
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
@@ -63,6 +63,8 @@ class MainWindow(QMainWindow):
         self.ctx = AppContext(config, self.settings, self.jobs, self.training, self)
         self.ctx.start_run = self.start_run  # the window owns dialogs and the controller
         self._closing = False
+        self._status_clock = QElapsedTimer()
+        self._status_clock.start()
 
         self.steps = QListWidget()
         self.steps.setObjectName("stepList")
@@ -248,7 +250,10 @@ class MainWindow(QMainWindow):
         if kind == "stage":
             self.activity_label.setText(f"{e.name.capitalize()}... {e.detail}")
         elif kind == "step":
-            self.activity_label.setText(f"Training: step {e.step} of {e.total_steps}")
+            # Fast runs send many steps a second; a status-bar relayout for each would add up.
+            if e.step == e.total_steps or self._status_clock.elapsed() > 250:
+                self._status_clock.restart()
+                self.activity_label.setText(f"Training: step {e.step} of {e.total_steps}")
         elif kind == "started":
             self.settings.push_recent("recent_runs", e.run_dir)
 
