@@ -309,44 +309,14 @@ def before_after_table(s: dict[str, Any]) -> Any:
     """Teacher, student before and student after distillation: quality, size and speed."""
     from rich.table import Table
 
-    from .core.metrics import METRIC_LABELS
+    from .core.run_compare import summary_rows
 
-    def f(v: Any, pct: bool = False) -> str:
-        if v is None:
-            return "-"
-        if pct:
-            return f"{v:.1%}"
-        return f"{v:,.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-
-    t, b, a = s.get("teacher_metrics", {}), s.get("student_metrics_before", {}), s.get("student_metrics", {})
     table = Table(title=f"{s.get('name', '')}: before and after distillation")
     table.add_column("")
-    table.add_column("teacher", justify="right")
-    table.add_column("student before", justify="right")
-    table.add_column("student after", justify="right")
-    pct = {"top1_agreement", "accuracy", "macro_f1", "agreement", "neighbour_agreement", "knn_accuracy"}
-    for m in dict.fromkeys([*b, *a]):
-        teacher_v = t.get(m)
-        if teacher_v is None and m in ("cosine_to_teacher", "neighbour_agreement", "spearman",
-                                       "top1_agreement", "agreement"):
-            teacher_v = 1.0  # the teacher agrees with itself
-        if teacher_v is None and m == "kl_to_teacher":
-            teacher_v = 0.0
-        table.add_row(METRIC_LABELS.get(m, m), f(teacher_v, m in pct), f(b.get(m), m in pct),
-                      f(a.get(m), m in pct))
-    tp, sp = s.get("teacher_params"), s.get("student_params")
-    table.add_row("Parameters", f(tp), f(sp), f(sp), end_section=False)
-    if "teacher_size_mb" in s:
-        table.add_row("Weights on disk (MB)", f(s["teacher_size_mb"]), "", f(s["student_size_mb"]))
-        table.add_row("Latency per sample (ms)", f(s["teacher_latency_ms"]), "", f(s["student_latency_ms"]))
-        table.add_row("Speed-up", "1x", "", f"{s['speedup']:.2f}x" if s.get("speedup") else "-")
-    if s.get("quality_retained") is not None:
-        from .core.metrics import quality_retained
-
-        head = s.get("headline_metric", "")
-        before = quality_retained(head, t, b)
-        table.add_row(f"Quality retained ({METRIC_LABELS.get(head, head).split(' (')[0].lower()})",
-                      "100%", f(before, True), f(s["quality_retained"], True))
+    for col in ("teacher", "student before", "student after"):
+        table.add_column(col, justify="right")
+    for row in summary_rows(s):
+        table.add_row(*row)
     return table
 
 

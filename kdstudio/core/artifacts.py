@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .evaluation import METRIC_LABELS, Evaluator, latency_sample, measure_latency, weights_size_bytes
+from .evaluation import METRIC_LABELS, Evaluator, latency_sample, measure_latencies, weights_size_bytes
 from .runs import Run, atomic_write_text
 
 # Sentence-transformers reads these beside the transformers files.
@@ -75,10 +75,9 @@ def measure(evaluator: Evaluator, teacher: torch.nn.Module, student: torch.nn.Mo
             repeats: int) -> dict[str, Any]:
     """Size on disk and median latency per sample of both models, and the speed-up."""
     es, dev, ac = evaluator.eval_set, evaluator.device, evaluator.autocast
-    t_ms = measure_latency(teacher, es.task, latency_sample(es, teacher_tok), device=dev,
-                           repeats=repeats, autocast=ac)
-    s_ms = measure_latency(student, es.task, latency_sample(es, student_tok), device=dev,
-                           repeats=repeats, autocast=ac)
+    t_ms, s_ms = measure_latencies([(teacher, latency_sample(es, teacher_tok)),
+                                    (student, latency_sample(es, student_tok))],
+                                   es.task, device=dev, repeats=repeats, autocast=ac)
     t_size = weights_size_bytes(teacher_source)
     s_size = weights_size_bytes(student_dir)
     return {

@@ -236,25 +236,32 @@ def weights_size_bytes(folder: str | Path) -> int:
 
 
 @torch.no_grad()
-def measure_latency(model: torch.nn.Module, task: str, inputs: dict[str, torch.Tensor], *,
-                    device: torch.device, repeats: int, autocast: Callable[[], Any] = nullcontext,
-                    warmup: int = 3) -> float:
-    """Median milliseconds for one forward pass on one sample."""
-    was_training = model.training
-    model.eval()
-    inputs = _to(inputs, device)
+def measure_latencies(models: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]], task: str, *,
+                      device: torch.device, repeats: int, autocast: Callable[[], Any] = nullcontext,
+                      warmup: int = 3) -> list[float]:
+    """Median milliseconds for one forward pass on one sample, for each (model, inputs).
+
+    The models take turns, repeat by repeat, so a passing load on the machine slows them
+    alike instead of spoiling the ratio between them.
+    """
+    modes = [m.training for m, _ in models]
+    for m, _ in models:
+        m.eval()
+    batches = [_to(inputs, device) for _, inputs in models]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
+    times: list[list[float]] = [[] for _ in models]
     for i in range(warmup + repeats):
-        sync()
-        t0 = time.perf_counter()
-        with autocast():
-            forward_features(model, task, inputs)
-        sync()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    model.train(was_training)
-    return statistics.median(times)
+        for k, (model, _) in enumerate(models):
+            sync()
+            t0 = time.perf_counter()
+            with autocast():
+                forward_features(model, task, batches[k])
+            sync()
+            if i >= warmup:
+                times[k].append((time.perf_counter() - t0) * 1000)
+    for (m, _), mode in zip(models, modes):
+        m.train(mode)
+    return [statistics.median(t) for t in times]
 
 
 def latency_sample(eval_set: EvalSet, tokenizer: Any) -> dict[str, torch.Tensor]:

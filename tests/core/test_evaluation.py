@@ -55,3 +55,22 @@ def test_quality_retained():
     assert headline_for("causal-lm", False) == ("perplexity", False)
     assert math.isfinite(quality_retained("perplexity", {"perplexity": 3.0},
                                           {"perplexity": 4.0}))
+
+
+def test_latencies_take_turns_and_restore_modes(tiny):
+    from kdstudio.core.evaluation import measure_latencies
+    from kdstudio.core.models import load_model
+
+    a = load_model(str(tiny["bert"]), "sentence-embedding")
+    b = load_model(str(tiny["bert-wide"]), "sentence-embedding")
+    a.model.train()
+    b.model.eval()
+    enc = a.tokenizer(["A short sentence to time."], return_tensors="pt")
+    calls = []
+    for m, name in ((a.model, "a"), (b.model, "b")):
+        m.register_forward_hook(lambda *args, n=name: calls.append(n))
+    ms = measure_latencies([(a.model, dict(enc)), (b.model, dict(enc))], "sentence-embedding",
+                           device=torch.device("cpu"), repeats=3, warmup=1)
+    assert len(ms) == 2 and all(x > 0 for x in ms)
+    assert calls == ["a", "b"] * 4  # alternating, warm-up included
+    assert a.model.training and not b.model.training

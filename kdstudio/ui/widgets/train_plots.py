@@ -162,8 +162,13 @@ class TrainPlots(QWidget):
         self._schedule()
 
     def set_metric(self, metric: str, label: str) -> None:
+        # A long title would force the plot wider than its column (pyqtgraph then clips it):
+        # keep the title short and name the metric along the axis.
         self.metric = metric
-        self.eval_plot.getPlotItem().setTitle(label, color="#333", size="10pt")
+        item = self.eval_plot.getPlotItem()
+        item.setTitle("Student quality", color="#333", size="10pt")
+        item.setLabel("left", label.split(" (")[0])
+        self.eval_plot.setToolTip(label)
 
     def add_eval(self, step: int, value: float | None, teacher: float | None) -> None:
         if value is not None:
