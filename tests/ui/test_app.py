@@ -99,8 +99,8 @@ def test_required_object_names(window):
     from PySide6.QtWidgets import QProgressBar, QWidget
 
     for name in ("runButton", "pauseButton", "stopButton", "lossPlot", "compareInput",
-                 "compareButton", "teacherOutput", "studentOutput", "runsTable"):
-        assert window.findChild(QWidget, name) is not None, name
+                 "compareButton", "teacherOutput", "studentOutput", "runsTable", "trainProgress"):
+        assert len(window.findChildren(QWidget, name)) == 1, name  # present, and only once
     assert isinstance(window.findChild(QWidget, "trainProgress"), QProgressBar)
 
 

@@ -385,7 +385,7 @@ def test_every_interactive_widget_is_named(qtbot, ctx, two_runs):
                page.findChildren(QTableView) + page.findChildren(PlotWidget)
                if w.metaObject().className() != "QTableCornerButton"]  # Qt's own corner of a table
     names = {w.objectName() for w in widgets}
-    assert {"runsTable", "summaryTable", "metricCombo", "lossPlot", "metricPlot", "openButton",
+    assert {"runsTable", "summaryTable", "metricCombo", "runLossPlot", "metricPlot", "openButton",
             "overlayButton", "diffButton", "cloneButton", "resumeButton", "exportButton", "folderButton",
             "deleteButton", "refreshButton", "setupRunButton"} <= names
     unnamed = [(w.metaObject().className(), w.objectName()) for w in widgets

@@ -121,7 +121,7 @@ class RunDetailsPanel(QWidget):
         self.summary_note.setWordWrap(True)
         self.summary_note.setStyleSheet("color: #666666;")
 
-        self.loss_plot = make_plot("lossPlot", "Loss by step", "step", "loss")
+        self.loss_plot = make_plot("runLossPlot", "Loss by step", "step", "loss")
         self.loss_plot.getPlotItem().addLegend(offset=(-10, 10), labelTextColor="#333333",
                                               brush=pg.mkBrush(255, 255, 255, 210))
         self.metric_plot = make_plot("metricPlot", "Evaluation", "step", "")
