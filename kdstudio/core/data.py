@@ -86,7 +86,7 @@ def _load_raw(dataset: str, config_name: str = ""):
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS)
             if not files:
                 raise DataError(f"The folder '{path}' holds no data files.",
-                                hint=f"Put csv, json, jsonl, txt or parquet files in it.")
+                                hint="Put csv, json, jsonl, txt or parquet files in it.")
             suffixes = {p.suffix.lower() for p in files}
             if len({FILE_BUILDERS[s] for s in suffixes}) > 1:
                 raise DataError(f"The folder '{path}' mixes file types ({', '.join(sorted(suffixes))}).",

@@ -248,29 +248,15 @@ def _local_source(name: str, revision: str = "") -> str:
 def model_shape(name: str, task: str, *, revision: str = "",
                 trust_remote_code: bool = False) -> ModelShape:
     """Parameters, width, depth and vocabulary of a model, from its config alone."""
-    import torch
-    import transformers
-    from transformers import AutoConfig
-
-    from .errors import ModelError
-    from .models import TASK_AUTO_CLASS, find_layer_list, hidden_size, num_layers, quiet_transformers
+    from .inspect import _layer_params, _load_config, build_meta
+    from .models import hidden_size, num_layers, quiet_transformers
 
     quiet_transformers()
     source = _local_source(name, revision)
-    try:
-        cfg = AutoConfig.from_pretrained(source, revision=revision or None,
-                                         trust_remote_code=trust_remote_code)
-        with torch.device("meta"):  # shapes only: no memory, no weights read
-            model = getattr(transformers, TASK_AUTO_CLASS[task]).from_config(
-                cfg, trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ModelError(f"The configuration of '{name}' could not be read: "
-                         f"{type(exc).__name__}: {exc}") from exc
+    cfg = _load_config(source, trust_remote_code, "model", revision)
+    model = build_meta(cfg, task, trust_remote_code=trust_remote_code, source=source)
     params = sum(p.numel() for p in model.parameters())
-    try:
-        blocks = sum(p.numel() for p in find_layer_list(model)[2].parameters())
-    except ModelError:
-        blocks = params
+    blocks = sum(_layer_params(model)) or params
     vocab = int(getattr(cfg, "vocab_size", 0) or 0)
     return ModelShape(params, hidden_size(model), num_layers(model), vocab, blocks)
 

@@ -45,11 +45,12 @@ def weight_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def _load_config(source: str, trust_remote_code: bool, role: str) -> Any:
+def _load_config(source: str, trust_remote_code: bool, role: str, revision: str = "") -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                          revision=revision or None)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise ModelError(f"The {role} '{source}' ships its own Python code, which only runs "

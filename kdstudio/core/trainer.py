@@ -151,7 +151,7 @@ def run_training(config: RunConfig, on_event: EventSink | None = None, stop: Any
     except KDStudioError as exc:
         _fail(emit, run, type(exc).__name__, exc.title, str(exc))
         raise
-    except torch.cuda.OutOfMemoryError as exc:
+    except torch.cuda.OutOfMemoryError:
         _fail(emit, run, "OutOfMemoryError", "Out of GPU memory",
               "The GPU ran out of memory. Lower training.batch_size (and raise "
               "training.grad_accum_steps to keep the effective batch), lower data.max_length, "

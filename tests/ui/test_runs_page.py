@@ -4,7 +4,6 @@ import copy
 import json
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QPoint, Qt
