@@ -147,11 +147,18 @@ def cmd_runs(args: argparse.Namespace, console: Any) -> int:
     if not infos:
         console.print(f"No runs yet in {runs_dir()}. Try 'kdstudio demo'.")
         return 0
+    from .core.metrics import METRIC_LABELS, PERCENT_METRICS
+
     table = Table(title=f"Runs in {runs_dir()}")
     for col in ("run", "date", "task", "teacher -> student", "status", "headline", "kept", "speed-up"):
-        table.add_column(col)
+        # The run id is what 'resume' and 'show' take: wrap it, never cut it short.
+        table.add_column(col, overflow="fold")
     for i in infos[:args.limit]:
-        head = f"{i.headline} {i.headline_value:.4g}" if i.headline_value is not None else "-"
+        head = "-"
+        if i.headline_value is not None:
+            value = (f"{i.headline_value:.1%}" if i.headline in PERCENT_METRICS
+                     else f"{i.headline_value:.4g}")
+            head = f"{METRIC_LABELS.get(i.headline, i.headline).split(' (')[0]}: {value}"
         table.add_row(i.id, i.created.replace("T", " "), i.task, f"{i.teacher} -> {i.student}",
                       _status_style(i.status), head,
                       f"{i.quality_retained:.1%}" if i.quality_retained is not None else "-",
@@ -295,8 +302,11 @@ def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int
         if old is not None:
             signal.signal(signal.SIGINT, old)
     if result.status == "stopped":
-        console.print(f"[yellow]Stopped.[/] A checkpoint is in {result.run_dir}. Continue with:\n"
-                      f"  kdstudio resume {result.run_dir.name}")
+        if not result.summary:
+            console.print("[yellow]Stopped before training began;[/] nothing was saved.")
+        else:
+            console.print(f"[yellow]Stopped.[/] A checkpoint is in {result.run_dir}. Continue with:\n"
+                          f"  kdstudio resume {result.run_dir.name}")
         return 0
     console.print(before_after_table(result.summary))
     console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"

@@ -260,3 +260,20 @@ def test_pinned_inputs_and_the_students_answers(window, qtbot):
     assert table.rowCount() == 1
     assert [table.item(0, c).text() for c in range(3)] == ["My favourite sport", "is football", "is tennis"]
     assert page.answers.caption.text() == "Answers at step 4:"
+
+
+def test_stop_before_training_offers_nothing_to_resume(qtbot):
+    from types import SimpleNamespace
+
+    from kdstudio.ui.main_window import MainWindow
+
+    w = MainWindow(demo=True)
+    qtbot.addWidget(w, before_close_func=lambda win: qtbot.waitUntil(
+        lambda: win.jobs.active() == 0, timeout=60000))
+    w.show()
+    page = w.pages["train"]
+    page._on_run_finished(SimpleNamespace(status="stopped", run_dir=".", summary={}))
+    assert not page.resume_button.isVisibleTo(page) and page.resume_dir == ""
+    assert "before training began" in page.status.text()
+    page._on_run_finished(SimpleNamespace(status="stopped", run_dir="/runs/x", summary={"steps": 3}))
+    assert page.resume_button.isVisibleTo(page) and page.resume_dir == "/runs/x"

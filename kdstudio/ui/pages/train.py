@@ -218,6 +218,14 @@ class TrainPage(QWidget):
             self.progress.setFormat("Finished: %v of %m steps")
             self.status.setText("Finished. Compare teacher and student on the Compare page.")
             self.eta_label.setText("Left 0:00")
+        elif status == "stopped" and not getattr(result, "summary", None):
+            # Stopped while loading or preparing: no run folder, nothing to resume.
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("Stopped before training began")
+            self.status.setText("Stopped before training began; nothing was saved.")
+            self._offer_resume("", False)
+            return
         elif status == "stopped":
             self.progress.setFormat("Stopped at step %v of %m")
             self.status.setText("Stopped. The checkpoint is kept: Resume continues from it.")
