@@ -23,16 +23,10 @@ from ..dialogs import show_exception
 from ..widgets.data_columns import DataColumnsBox
 from ..widgets.data_preview import CountsBox, PreviewTable
 from ..widgets.data_source import DataSourceBox
+from ..widgets.common import named as _named
 
 PREVIEW_ROWS = 50
 EVAL_SPLIT_NAMES = ("validation", "valid", "eval", "test")
-
-
-def _named(widget: QWidget, name: str, accessible: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    widget.setAccessibleName(accessible)
-    widget.setToolTip(tip)
-    return widget
 
 
 class DataPage(QWidget):

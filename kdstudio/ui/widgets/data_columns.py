@@ -6,18 +6,10 @@ from typing import Any
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QSpinBox, QWidget)
+from .common import named as _named
 
 HOLD_OUT = "Part of the training split"
 MISSING = "not in this data"
-
-
-def _named(widget: Any, name: str, accessible: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    if isinstance(widget, QComboBox):  # its popup list is a widget of its own
-        widget.view().setObjectName(f"{name}Popup")
-    widget.setAccessibleName(accessible)
-    widget.setToolTip(tip)
-    return widget
 
 
 def fill_combo(combo: QComboBox, first: tuple[str, str], names: list[str], current: str) -> None:

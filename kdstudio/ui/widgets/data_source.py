@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QFileDialog, QGridLayout
                                QLabel, QLineEdit, QPushButton, QRadioButton, QWidget)
 
 from kdstudio.core.catalog import FILE_BUILDERS
+from .common import named as _named
 
 # The kinds of file the engine reads.
 FILE_SUFFIXES = tuple(FILE_BUILDERS)
@@ -24,16 +25,6 @@ def source_kind(dataset: str) -> str:
     if dataset.startswith((".", "/", "~")) or path.suffix.lower() in FILE_SUFFIXES or path.exists():
         return FILE
     return HUB
-
-
-def _named(widget: QWidget, name: str, accessible: str, tip: str = "") -> QWidget:
-    widget.setObjectName(name)
-    if isinstance(widget, QComboBox):  # its popup list is a widget of its own
-        widget.view().setObjectName(f"{name}Popup")
-    widget.setAccessibleName(accessible)
-    if tip:
-        widget.setToolTip(tip)
-    return widget
 
 
 class DataSourceBox(QGroupBox):

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QFrame, Q
                                QWidget)
 
 from ..context import AppContext
+from .common import named as _named
 
 PRECISIONS = [("auto", "Automatic"), ("fp32", "Full (fp32)"), ("bf16", "Half, bfloat16"),
               ("fp16", "Half, float16")]
@@ -18,15 +19,6 @@ SCHEDULERS = [("linear", "Linear decay"), ("cosine", "Cosine decay"), ("constant
               ("constant_with_warmup", "Constant after warm-up")]
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 LR_MANTISSAS = (1.0, 2.0, 3.0, 5.0)  # the values people actually pick: 1e-4, 2e-4, 3e-4, 5e-4
-
-
-def _named(widget: Any, name: str, accessible: str, tip: str) -> Any:
-    widget.setObjectName(name)
-    if isinstance(widget, QComboBox):  # its popup list is a widget of its own
-        widget.view().setObjectName(f"{name}Popup")
-    widget.setAccessibleName(accessible)
-    widget.setToolTip(tip)
-    return widget
 
 
 class LearningRateSpinBox(QDoubleSpinBox):
