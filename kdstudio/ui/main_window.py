@@ -86,7 +86,8 @@ class MainWindow(QMainWindow):
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.steps.addItem(item)
         self.steps.currentRowChanged.connect(self.stack.setCurrentIndex)
-        self.steps.setCurrentRow(0)
+        # The demo opens where its Start button is; otherwise start at the first step.
+        self.steps.setCurrentRow(PAGE_KEYS.index("train") if demo else 0)
         central = QWidget()
         lay = QHBoxLayout(central)
         lay.setContentsMargins(6, 6, 6, 6)

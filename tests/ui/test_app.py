@@ -41,6 +41,7 @@ def test_opens_with_the_demo_selected(window):
     menus = [a.text().replace("&", "") for a in window.menuBar().actions()]
     assert menus == ["File", "Run", "View", "Help"]
     assert not window.windowIcon().isNull()
+    assert window.current_page_key() == "train"  # the demo opens where its Start button is
 
 
 def test_window_appears_before_torch_is_imported():
