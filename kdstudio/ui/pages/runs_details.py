@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QGridLayout
                                QHeaderView, QLabel, QSplitter, QStackedWidget,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..widgets.common import make_plot as _make_plot
 from .runs_model import STATUS_COLORS, short_model
 
 # Distinct, colour-blind-friendly line colours (Tableau 10), then generated hues.
@@ -25,23 +26,8 @@ def colour(i: int, n: int = 10) -> Any:
 
 
 def make_plot(name: str, title: str, x_label: str, y_label: str) -> pg.PlotWidget:
-    """A light plot that fits the page, with downsampling for long runs."""
-    plot = pg.PlotWidget(background="w")
-    plot.setObjectName(name)
-    plot.setAccessibleName(title)
-    plot.setMinimumSize(160, 150)
-    item = plot.getPlotItem()
-    item.setTitle(title, color="#333333", size="10pt")
-    for side, text in (("bottom", x_label), ("left", y_label)):
-        axis = item.getAxis(side)
-        axis.setPen(pg.mkPen("#888888"))
-        axis.setTextPen(pg.mkPen("#444444"))
-        axis.setLabel(text, color="#444444")
-        axis.enableAutoSIPrefix(False)
-    item.showGrid(x=True, y=True, alpha=0.15)
-    item.setDownsampling(auto=True, mode="peak")
-    item.setClipToView(True)
-    return plot
+    """The Runs page's plots: with a faint grid (they are redrawn rarely)."""
+    return _make_plot(name, title, x_label, y_label, grid=True)
 
 
 @dataclass

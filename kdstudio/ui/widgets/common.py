@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from PySide6.QtWidgets import QComboBox, QWidget
 
@@ -18,3 +18,28 @@ def named(widget: W, name: str, accessible: str, tip: str = "") -> W:
     if tip:
         widget.setToolTip(tip)
     return widget
+
+
+def make_plot(name: str, title: str, x_label: str, y_label: str, *, grid: bool = False,
+              min_size: tuple[int, int] = (160, 150)) -> Any:
+    """A light pyqtgraph plot that fits a page, with peak downsampling and clip-to-view so
+    long runs stay cheap to draw. A grid costs repaint time (its lines are drawn in Python)."""
+    import pyqtgraph as pg
+
+    plot = pg.PlotWidget(background="w")
+    plot.setObjectName(name)
+    plot.setAccessibleName(title)
+    plot.setMinimumSize(*min_size)
+    item = plot.getPlotItem()
+    item.setTitle(title, color="#333333", size="10pt")
+    for side, text in (("bottom", x_label), ("left", y_label)):
+        axis = item.getAxis(side)
+        axis.setPen(pg.mkPen("#888888"))
+        axis.setTextPen(pg.mkPen("#444444"))
+        axis.setLabel(text, color="#444444")
+        axis.enableAutoSIPrefix(False)  # "(x0.001)" on an axis puzzles people
+    if grid:
+        item.showGrid(x=True, y=True, alpha=0.15)
+    item.setDownsampling(auto=True, mode="peak")
+    item.setClipToView(True)
+    return plot

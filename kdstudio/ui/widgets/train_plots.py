@@ -19,6 +19,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QGridLayout, QWidget
 
+from .common import make_plot
+
 REDRAW_MS = 150
 LOSS_COLOURS = {"total": "#3c3c3c", "logit": "#1f77b4", "hard_label": "#ff7f0e",
                 "hidden": "#2ca02c", "embedding": "#9467bd"}
@@ -48,22 +50,8 @@ class Series:
 
 
 def _plot(name: str, title: str, left: str) -> pg.PlotWidget:
-    w = pg.PlotWidget(background="w")
-    w.setObjectName(name)
-    w.setAccessibleName(title)
-    w.setMinimumSize(120, 110)
-    item = w.getPlotItem()
-    item.setTitle(title, color="#333", size="10pt")
-    item.setLabel("bottom", "step")
-    item.setLabel("left", left)
-    for axis in ("left", "bottom"):
-        item.getAxis(axis).setPen(pg.mkPen("#888"))
-        item.getAxis(axis).setTextPen(pg.mkPen("#444"))
-        item.getAxis(axis).enableAutoSIPrefix(False)  # "(x0.001)" on an axis puzzles people
     # No grid: its lines are redrawn (in Python) with the axes, the biggest part of a repaint.
-    item.setDownsampling(auto=True, mode="peak")
-    item.setClipToView(True)
-    return w
+    return make_plot(name, title, "step", left, min_size=(120, 110))
 
 
 class TrainPlots(QWidget):
