@@ -8,24 +8,10 @@ import textwrap
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from kdstudio.ui.main_window import PAGE_KEYS, MainWindow
+from kdstudio.ui.main_window import PAGE_KEYS
 from kdstudio.ui.settings import Settings
 from tests.conftest import ROOT, tiny_config
-
-
-def settle(qtbot, w):
-    """Stop any run and let background jobs finish before pytest-qt closes the window."""
-    if w.training.is_running():
-        w.training.stop()
-        qtbot.waitUntil(lambda: not w.training.is_running(), timeout=60000)
-    qtbot.waitUntil(lambda: w.jobs.active() == 0, timeout=60000)
-
-
-def open_window(qtbot, **kwargs):
-    w = MainWindow(**kwargs)
-    qtbot.addWidget(w, before_close_func=lambda win: settle(qtbot, win))
-    w.show()
-    return w
+from tests.ui.conftest import open_window, settle
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from PySide6.QtWidgets import QPlainTextEdit, QProgressBar, QPushButton, QTableV
 
 from kdstudio.ui.main_window import MainWindow
 from tests.conftest import tiny_config
+from tests.ui.conftest import open_window
 
 
 def _text(widget: QWidget) -> str:
@@ -30,14 +31,7 @@ def _loss_points(window: MainWindow) -> dict[str, int]:
     ("sentence-embedding", "bert", "Snow is expected tonight."),
 ])
 def test_whole_flow(qtbot, tiny, tmp_path, task, shape, probe):
-    w = MainWindow(demo=True)
-
-    def settle(win):
-        qtbot.waitUntil(lambda: not win.training.is_running() and win.jobs.active() == 0,
-                        timeout=60000)
-
-    qtbot.addWidget(w, before_close_func=settle)
-    w.show()
+    w = open_window(qtbot, demo=True)
     # Choose models and data: a config file opened from the File menu's handler.
     path = tmp_path / "run.toml"
     tiny_config(task, tiny[shape], name=f"flow-{task}",

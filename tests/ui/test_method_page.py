@@ -7,24 +7,13 @@ import pytest
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from kdstudio.core.config import TASKS, config_from_dict, default_config, load_config
-from kdstudio.ui.main_window import MainWindow
+from tests.ui.conftest import open_window
 from kdstudio.ui.widgets.method_text import PRESETS
-
-
-def settle(qtbot, w):
-    """No background job may call back into a window that is gone: wait for them before it
-    closes (the Models page's first job, sent once the event loop runs, marks the start-up
-    jobs as submitted)."""
-    qtbot.waitUntil(lambda: w.pages["models"].is_idle() and w.jobs.active() == 0, timeout=60000)
 
 
 @pytest.fixture
 def window(qtbot):
-    w = MainWindow(demo=True)
-    qtbot.addWidget(w, before_close_func=lambda w: settle(qtbot, w))
-    w.show()
-    w.show_page("method")
-    return w
+    return open_window(qtbot, "method", demo=True)
 
 
 def visible_error(widget):

@@ -6,21 +6,13 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
 from kdstudio.core.models import count_params, derive_student, load_model
-from kdstudio.ui.main_window import MainWindow
 from tests.conftest import tiny_config
-
-
-def settle(qtbot, w):
-    """No background job may call back into a window that is gone."""
-    qtbot.waitUntil(lambda: w.pages["models"].is_idle() and w.jobs.active() == 0, timeout=60000)
+from tests.ui.conftest import open_window
 
 
 @pytest.fixture
 def window(qtbot):
-    w = MainWindow(demo=True)
-    qtbot.addWidget(w, before_close_func=lambda w: settle(qtbot, w))
-    w.show()
-    w.show_page("models")
+    w = open_window(qtbot, "models", demo=True)
     qtbot.waitUntil(lambda: w.pages["models"].ready, timeout=60000)
     return w
 

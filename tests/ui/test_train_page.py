@@ -7,7 +7,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from kdstudio.core.events import Eval
 from kdstudio.core.runs import Run
-from kdstudio.ui.main_window import MainWindow
+from tests.ui.conftest import open_window
 from tests.conftest import tiny_config
 
 RUN = 180000
@@ -15,21 +15,8 @@ RUN = 180000
 
 @pytest.fixture
 def window(qtbot):
-    w = MainWindow(demo=True)
-
-    def settle(_widget):
-        if w.training.is_running():
-            w.training.stop()
-            qtbot.waitUntil(lambda: not w.training.is_running(), timeout=RUN)
-        # Every pending estimate and job answer is delivered before pytest-qt closes the window.
-        page = w.pages["train"]
-        qtbot.waitUntil(lambda: not page._estimate_timer.isActive() and w.jobs.active() == 0,
-                        timeout=RUN)
-
-    qtbot.addWidget(w, before_close_func=settle)
+    w = open_window(qtbot, "train", demo=True)
     w.resize(1280, 820)
-    w.show()
-    w.show_page("train")
     return w
 
 
@@ -265,12 +252,7 @@ def test_pinned_inputs_and_the_students_answers(window, qtbot):
 def test_stop_before_training_offers_nothing_to_resume(qtbot):
     from types import SimpleNamespace
 
-    from kdstudio.ui.main_window import MainWindow
-
-    w = MainWindow(demo=True)
-    qtbot.addWidget(w, before_close_func=lambda win: qtbot.waitUntil(
-        lambda: win.jobs.active() == 0, timeout=60000))
-    w.show()
+    w = open_window(qtbot, demo=True)
     page = w.pages["train"]
     page._on_run_finished(SimpleNamespace(status="stopped", run_dir=".", summary={}))
     assert not page.resume_button.isVisibleTo(page) and page.resume_dir == ""
