@@ -6,13 +6,13 @@ allowed values; unknown keys and bad values raise ConfigError naming the key.
 """
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
+import tomllib
 
 from .errors import ConfigError
 
@@ -93,6 +93,39 @@ class MethodConfig:
                                  "pooled sentence embeddings.", min=0.0)
     embedding_loss: str = _f("mse+cosine", "How pooled embeddings are compared.",
                              choices=EMBEDDING_LOSSES)
+    cross_tokenizer_weight: float = _f(0.0, "causal-lm only: weight of the cross-tokenizer logit "
+                                       "loss (Universal Logit Distillation). It compares the "
+                                       "teacher's and the student's next-token probabilities, "
+                                       "each sorted from most to least likely, at positions "
+                                       "aligned by text, so it works when the two tokenizers "
+                                       "differ.", min=0.0)
+    sequence_level: bool = _f(False, "causal-lm only: sequence-level distillation. The teacher "
+                              "first writes continuations of the data's prompts (see "
+                              "[generation]); the student then trains on the teacher's texts. "
+                              "Works when the tokenizers differ.")
+    on_policy_share: float = _f(0.0, "causal-lm only: on-policy distillation (the lambda of "
+                                "generalized knowledge distillation). This share of the batches "
+                                "uses continuations the student samples itself, each token then "
+                                "scored by the teacher with the logit (or cross-tokenizer) loss. "
+                                "0 = supervised distillation, 1 = fully on-policy.",
+                                min=0.0, max=1.0)
+
+
+@dataclass
+class GenerationConfig:
+    prompt_tokens: int = _f(8, "Tokens taken from the start of each text as the prompt that the "
+                            "teacher (sequence-level) or the student (on-policy) continues.",
+                            min=1)
+    max_new_tokens: int = _f(32, "Tokens generated per continuation.", min=1)
+    temperature: float = _f(1.0, "Sampling temperature of the continuations (0 = greedy, always "
+                            "the likeliest token).", min=0.0)
+    top_p: float = _f(0.95, "Nucleus sampling: draw only from the likeliest tokens whose "
+                      "probabilities add up to this.", min=0.01, max=1.0)
+    max_prompts: int = _f(0, "Sequence-level: continue at most this many training texts "
+                          "(0 = all).", min=0)
+    batch_size: int = _f(32, "Prompts continued at once.", min=1)
+    reuse: str = _f("", "Sequence-level: the generations.jsonl of an earlier run (or its run "
+                    "folder), to train on instead of generating anew.")
 
 
 @dataclass
@@ -148,6 +181,9 @@ class EvaluationConfig:
     batch_size: int = _f(64, "Batch size for evaluation.", min=1)
     pinned_inputs: list[str] = _f(None, "Inputs the student answers at every evaluation during "
                                   "training, so you can watch its answers improve.", factory=list)
+    baseline: bool = _f(False, "Also train an identical student for the same steps on the "
+                        "plain task loss alone (no teacher) and report it beside the distilled "
+                        "one: what distillation adds over ordinary training.")
 
 
 @dataclass
@@ -159,6 +195,8 @@ class RunConfig:
     method: MethodConfig = _f(None, "The distillation method and its loss weights.",
                               factory=MethodConfig)
     data: DataConfig = _f(None, "The data.", factory=DataConfig)
+    generation: GenerationConfig = _f(None, "Continuations for sequence-level and on-policy "
+                                      "distillation (causal-lm).", factory=GenerationConfig)
     training: TrainingConfig = _f(None, "The training loop.", factory=TrainingConfig)
     evaluation: EvaluationConfig = _f(None, "Evaluation and measurement.",
                                       factory=EvaluationConfig)
@@ -196,6 +234,23 @@ class RunConfig:
                     hint="Set it to 0, or set task = \"sentence-embedding\".")
             weights = {"logit_weight": m.logit_weight, "hard_label_weight": m.hard_label_weight,
                        "hidden_weight": m.hidden_weight}
+            if task == "causal-lm":
+                weights["cross_tokenizer_weight"] = m.cross_tokenizer_weight
+        if task != "causal-lm":
+            for key, off in (("cross_tokenizer_weight", 0.0), ("sequence_level", False),
+                             ("on_policy_share", 0.0)):
+                if getattr(m, key) != off:
+                    raise ConfigError(
+                        f"method.{key} is {getattr(m, key)!r}, but it applies only to the "
+                        f"causal-lm task, not '{task}'.",
+                        hint=f"Set it to {str(off).lower()}, or set task = \"causal-lm\".")
+        if m.on_policy_share > 0 and m.logit_weight == 0 and m.cross_tokenizer_weight == 0:
+            raise ConfigError(
+                f"method.on_policy_share is {m.on_policy_share}, but the teacher scores the "
+                "student's own continuations only through the logit loss, and "
+                "method.logit_weight and method.cross_tokenizer_weight are both 0.",
+                hint="Give method.logit_weight (or method.cross_tokenizer_weight, when the "
+                     "tokenizers differ) a positive weight.")
         if not any(w > 0 for w in weights.values()):
             raise ConfigError(
                 f"Every loss weight for task '{task}' is 0 ({', '.join('method.' + k for k in weights)}), "
@@ -206,6 +261,12 @@ class RunConfig:
                 raise ConfigError(
                     f"method.layer_pairs has the entry {pair!r}; each entry must be two "
                     "non-negative layer numbers [student, teacher], e.g. [[1, 2], [2, 4]].")
+        if self.evaluation.baseline and task == "sentence-embedding":
+            raise ConfigError(
+                "evaluation.baseline is true, but a sentence-embedding student has no plain "
+                "task loss of its own to train on without a teacher (there are no labels).",
+                hint="Set evaluation.baseline = false; it works for causal-lm (next-token loss) "
+                     "and sequence-classification (the class labels).")
         s = self.student
         if not s.name and not s.layer_indices and s.layers <= 0:
             raise ConfigError("student.layers is 0; a derived student needs at least one layer.",
@@ -240,7 +301,7 @@ class RunConfig:
         return config_from_dict(data)
 
 
-_SECTIONS = ("teacher", "student", "method", "data", "training", "evaluation")
+_SECTIONS = ("teacher", "student", "method", "data", "generation", "training", "evaluation")
 
 
 def _parse_value(raw: str) -> Any:

@@ -14,7 +14,13 @@ from torch import nn
 
 from .errors import ConfigError
 from .evaluation import forward_features
-from .losses import embedding_loss, hard_label_loss, hidden_state_loss, logit_distillation_loss
+from .losses import (
+    cross_tokenizer_loss,
+    embedding_loss,
+    hard_label_loss,
+    hidden_state_loss,
+    logit_distillation_loss,
+)
 from .models import hidden_size, num_layers
 
 
@@ -35,6 +41,10 @@ class Batch:
     labels: torch.Tensor | None
     tokens: int
     size: int
+    # causal-lm with different tokenizers: (n, 3) rows of (row, student pos, teacher pos)
+    # that predict the same next text; None when both read the same ids.
+    align: torch.Tensor | None = None
+    on_policy: bool = False  # the continuations are the student's own samples
 
 
 class Distiller(nn.Module):
@@ -74,8 +84,11 @@ class Distiller(nn.Module):
         want_hidden = m.hidden_weight > 0
         # no_grad rather than inference_mode: inference tensors cannot be saved for the
         # backward pass of the losses that mix them with the student's outputs.
-        with torch.no_grad():
-            t = forward_features(self.teacher[0], self.task, batch.teacher, hidden=want_hidden)
+        t: dict[str, Any] = {}
+        if any(getattr(m, k, 0) > 0 for k in ("logit_weight", "hidden_weight", "embedding_weight",
+                                               "cross_tokenizer_weight")):
+            with torch.no_grad():
+                t = forward_features(self.teacher[0], self.task, batch.teacher, hidden=want_hidden)
         s = forward_features(self.student, self.task, batch.student, hidden=want_hidden)
         parts: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
@@ -84,14 +97,25 @@ class Distiller(nn.Module):
             mask = labels != -100
             v = self.vocab_size or None
             s_logits = s["logits"][:, :-1, :v]
-            if m.logit_weight > 0:
+            if m.logit_weight > 0 and batch.align is None:
                 parts["logit"] = logit_distillation_loss(
                     s_logits, t["logits"][:, :-1, :v], loss=m.logit_loss,
                     temperature=m.temperature, beta=m.beta, alpha=m.alpha, mask=mask)
                 weights["logit"] = m.logit_weight
-            if m.hard_label_weight > 0:
+            # On the student's own samples the "labels" are its own guesses: only the
+            # teacher's judgement of them teaches anything.
+            if m.hard_label_weight > 0 and not batch.on_policy:
                 parts["hard_label"] = hard_label_loss(s_logits, labels)
                 weights["hard_label"] = m.hard_label_weight
+            if m.cross_tokenizer_weight > 0:
+                if batch.align is None:
+                    s_pos, t_pos = s_logits[mask], t["logits"][:, :-1, :v][mask]
+                else:
+                    r, si, ti = batch.align.unbind(-1)
+                    s_pos, t_pos = s["logits"][r, si], t["logits"][r, ti]
+                parts["cross_tokenizer"] = cross_tokenizer_loss(s_pos, t_pos,
+                                                                temperature=m.temperature)
+                weights["cross_tokenizer"] = m.cross_tokenizer_weight
         elif self.task == "sequence-classification":
             if m.logit_weight > 0:
                 parts["logit"] = logit_distillation_loss(

@@ -12,10 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
 from .errors import CompatibilityError, ModelError, StoppedError
 from .events import EventSink, Progress, ignore
-
-from .catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
 
 TASK_AUTO_CLASS = {
     "causal-lm": "AutoModelForCausalLM",
@@ -36,6 +35,11 @@ def resolve_model_source(name: str, *, revision: str = "", on_event: EventSink =
         folder = finder()
         if folder is not None:
             return str(folder)
+        if not hub_id:  # shipped only in this installation: nothing to download instead
+            raise ModelError(f"The built-in {role} model '{key}' is missing from this "
+                             "installation.",
+                             hint="Reinstall KD Studio, or rebuild it with "
+                                  "'python packaging/train_demo_teacher.py'.")
         name = hub_id
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", os.sep, 1) and path.parent.exists() and not _looks_like_hub_id(name):
@@ -372,7 +376,7 @@ def check_compatibility(task: str, method: Any, teacher: nn.Module, student: nn.
     if task == "causal-lm":
         working = ["hidden"] if same_vocab else []
         if same_vocab:
-            working = ["logit", "hard_label", "hidden"]
+            working = ["logit", "hard_label", "hidden", "cross_tokenizer"]
             vocab = len(teacher_tok)
             rows_t = teacher.get_output_embeddings().weight.shape[0]
             rows_s = student.get_output_embeddings().weight.shape[0]
@@ -381,7 +385,7 @@ def check_compatibility(task: str, method: Any, teacher: nn.Module, student: nn.
                              f"{rows_s} rows); logits are compared over the tokenizer's {vocab} "
                              "tokens.")
         else:
-            working = ["hard_label"]
+            working = ["hard_label", "cross_tokenizer"]
     elif task == "sequence-classification":
         working = ["logit", "hard_label"] + (["hidden"] if same_vocab else [])
         nt, ns = teacher.config.num_labels, student.config.num_labels
@@ -401,6 +405,8 @@ def check_compatibility(task: str, method: Any, teacher: nn.Module, student: nn.
         wanted.append("hard_label")
     if getattr(method, "embedding_weight", 0) > 0:
         wanted.append("embedding")
+    if task == "causal-lm" and getattr(method, "cross_tokenizer_weight", 0) > 0:
+        wanted.append("cross_tokenizer")
     blocked = [w for w in wanted if w not in working]
     if tw != sw and "hidden" in wanted:
         notes.append(f"Widths differ (teacher {tw}, student {sw}): a learned linear projection "
@@ -415,8 +421,12 @@ def check_compatibility(task: str, method: Any, teacher: nn.Module, student: nn.
         names = {"logit": "logit distillation (method.logit_weight)",
                  "hidden": "hidden-state distillation (method.hidden_weight)",
                  "hard_label": "the hard-label loss (method.hard_label_weight)",
-                 "embedding": "embedding distillation (method.embedding_weight)"}
+                 "embedding": "embedding distillation (method.embedding_weight)",
+                 "cross_tokenizer": "cross-tokenizer logit distillation "
+                                    "(method.cross_tokenizer_weight)"}
         still = ", ".join(names[w] for w in working) or "none of the methods for this task"
+        if task == "causal-lm":
+            still += ", and sequence-level distillation (method.sequence_level)"
         return Compatibility("error",
                              f"{'; '.join(names[b] for b in blocked).capitalize()} cannot be used "
                              f"because {why}: these compare the models token by token. "

@@ -11,9 +11,7 @@ import math
 import random
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,56 @@ import torch
 from . import artifacts, checkpoints
 from .compare import PinnedInputs
 from .config import RunConfig, load_config
-from .data import BatchOrder, causal_blocks, collate_blocks, encode, load_text_data
+from .data import BatchOrder, load_text_data
+from .device import (
+    _autocast,
+    _device_name,
+    _memory_mb,
+    resolve_device,
+    resolve_precision,
+    teacher_dtype,
+)
 from .distill import Batch, Distiller
-from .errors import ConfigError, KDStudioError, RunError, StoppedError
-from .evaluation import EvalSet, Evaluator, headline_for, quality_retained
-from .events import Checkpoint, Eval, Event, EventSink, Failed, Finished, Log, Stage, Started, Step, ignore
-from .models import (check_compatibility, count_params, derive_student, load_model,
-                     require_compatible, resolve_model_source)
+from .errors import KDStudioError, RunError, StoppedError
+from .evaluation import (
+    METRIC_LABELS,
+    EvalSet,
+    Evaluator,
+    headline_for,
+    quality_retained,
+)
+from .events import (
+    Checkpoint,
+    Eval,
+    Event,
+    EventSink,
+    Failed,
+    Finished,
+    Log,
+    Progress,
+    Stage,
+    Started,
+    Step,
+    ignore,
+)
+from .lm import (
+    GENERATIONS_FILE,
+    generate_continuations,
+    load_generations,
+    on_policy_batch,
+    prompts_from_texts,
+    save_generations,
+)
+from .models import (
+    check_compatibility,
+    count_params,
+    derive_student,
+    load_model,
+    require_compatible,
+    resolve_model_source,
+)
 from .runs import Run, create_run
+from .steps import batch_maker, make_optimizer, optimizer_step, train_baseline
 from .teacher_prep import prepare_teacher
 
 
@@ -38,68 +78,6 @@ class RunResult:
     status: str  # "finished" or "stopped"
     run_dir: Path
     summary: dict[str, Any]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"training.device is '{name}'; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"training.device is '{name}', but no CUDA GPU is available here.",
-                          hint="Use 'auto' or 'cpu'.")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"training.device is '{name}', but there are only "
-                          f"{torch.cuda.device_count()} GPU(s).")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("training.device is 'mps', but Apple's Metal backend is not available.",
-                          hint="Use 'auto' or 'cpu'.")
-    return dev
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if name == "fp16" and device.type == "cpu":
-        raise ConfigError("training.precision is 'fp16', which the CPU does not run.",
-                          hint="Use 'fp32' or 'bf16' on the CPU.")
-    return name
-
-
-def teacher_dtype(name: str, device: torch.device, precision: str) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return partial(torch.autocast, device_type=device.type, dtype=dtype)
-
-
-def _memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-    except ImportError:  # Windows
-        return 0.0
 
 
 def run_training(config: RunConfig, on_event: EventSink | None = None, stop: Any = None, *,
@@ -235,31 +213,38 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
         student_tok = teacher.tokenizer
     distiller = Distiller(task, cfg.method, tmodel, student, kept_layers=kept,
                           vocab_size=comp.vocab_size).to(device)
+    # The plain-training baseline starts from the very weights the distilled student starts from.
+    initial_state = ({k: v.detach().clone() for k, v in student.state_dict().items()}
+                     if cfg.evaluation.baseline else None)
 
     # -- batches -------------------------------------------------------------------------------
-    emit(Stage("tokenize", f"{len(data.train_texts)} texts"))
-    dc = cfg.data
-    if task == "causal-lm":
-        blocks = causal_blocks(student_tok, data.train_texts, dc.max_length, dc.pack)
-        if not blocks:
-            raise KDStudioError(f"After tokenizing, '{data.source}' gives no training sequences "
-                                "of two or more tokens.")
-        n_train = len(blocks)
-
-        def make_batch(idx: list[int]) -> Batch:
-            b = collate_blocks([blocks[i] for i in idx], student_tok.pad_token_id)
-            b = {k: v.to(device) for k, v in b.items()}
-            return Batch(b, b, None, int(b["attention_mask"].sum()), len(idx))
+    dc, m = cfg.data, cfg.method
+    batch_args = dict(student_tok=student_tok, teacher_tok=teacher.tokenizer, same_tok=same_tok,
+                      max_length=dc.max_length, pack=dc.pack, device=device)
+    generations: tuple[list[str], list[str]] | None = None
+    if task == "causal-lm" and m.sequence_level:
+        generations = _teacher_continuations(cfg, tmodel, teacher.tokenizer, data.train_texts,
+                                             device, autocast, emit, stop, current_run())
+        prompts, continuations = generations
+        texts = [p + c for p, c in zip(prompts, continuations)]
+        emit(Stage("tokenize", f"{len(texts)} texts written by the teacher"))
+        n_train, make_batch = batch_maker(task, texts, None, prompt_chars=[len(p) for p in prompts],
+                                          source="the teacher's continuations", **batch_args)
     else:
-        n_train = len(data.train_texts)
+        emit(Stage("tokenize", f"{len(data.train_texts)} texts"))
+        n_train, make_batch = batch_maker(task, data.train_texts, data.train_labels,
+                                          source=f"'{data.source}'", **batch_args)
 
-        def make_batch(idx: list[int]) -> Batch:
-            texts = [data.train_texts[i] for i in idx]
-            s = {k: v.to(device) for k, v in encode(student_tok, texts, dc.max_length).items()}
-            t = s if same_tok else {k: v.to(device) for k, v in encode(teacher.tokenizer, texts, dc.max_length).items()}
-            labels = (torch.tensor([data.train_labels[i] for i in idx], device=device)
-                      if data.train_labels is not None else None)
-            return Batch(s, t, labels, int(s["attention_mask"].sum()), len(idx))
+    def maybe_on_policy(batch: Batch, micro: int) -> Batch:
+        """GKD's lambda: this share of the batches is replaced by the student's own samples.
+        The draw depends only on the seed and the micro-batch number, so a resumed run makes
+        the same choices as an uninterrupted one."""
+        share = m.on_policy_share
+        if share <= 0 or (share < 1 and random.Random(tc.seed * 1_000_003 + micro).random() >= share):
+            return batch
+        return on_policy_batch(student, student_tok, None if same_tok else teacher.tokenizer,
+                               batch, cfg.generation, dc.max_length, device,
+                               seed=tc.seed + micro, autocast=autocast)
 
     bs = min(tc.batch_size, n_train)
     order = BatchOrder(n_train, bs, tc.seed)
@@ -267,21 +252,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
         total_steps = tc.max_steps
     else:
         total_steps = max(1, math.ceil(tc.epochs * order.per_epoch / tc.grad_accum_steps))
-
-    # -- optimizer and schedule ---------------------------------------------------------------
-    from transformers import get_scheduler
-
-    decay, no_decay = [], []
-    for name, p in distiller.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=tc.learning_rate, fused=device.type == "cuda")
-    scheduler = get_scheduler(tc.scheduler, optimizer,
-                              num_warmup_steps=int(tc.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    optimizer, scheduler, scaler = make_optimizer(distiller, tc, total_steps, device, precision)
 
     evaluator = Evaluator(task, EvalSet(task, data.eval_texts, data.eval_labels,
                                         max_samples=cfg.evaluation.max_samples,
@@ -300,6 +271,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
         run = create_run(cfg.to_toml(), name=name, task=task, teacher=cfg.teacher.name,
                          student=student_desc)
         open_run(run)
+        if generations is not None:
+            save_generations(run.path / GENERATIONS_FILE, *generations)
     else:
         cp = run.latest_checkpoint()
         start_step = checkpoints.load(cp, distiller, optimizer, scheduler, scaler)
@@ -335,35 +308,20 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
             stopped = True
             break
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        samples = tokens = 0
-        for _ in range(accum):
-            batch = make_batch(order.indices(micro))
-            micro += 1
-            with autocast():
-                loss, parts = distiller(batch)
-            # Dividing by accum makes the summed gradients an average over the micro-batches.
-            scaler.scale(loss / accum).backward()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
-            samples += batch.size
-            tokens += batch.tokens
-        if tc.max_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(distiller.trainable_parameters(), tc.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        first = micro
+        res = optimizer_step(distiller, (maybe_on_policy(make_batch(order.indices(first + i)), first + i)
+                                         for i in range(accum)),
+                             accum, optimizer, scheduler, scaler, tc.max_grad_norm, autocast)
+        micro += accum
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
         elapsed = time.perf_counter() - t_start
         done = step - start_step
-        emit(Step(step=step, total_steps=total_steps, losses=sums, lr=lr,
-                  samples_per_s=samples / dt, tokens_per_s=tokens / dt, memory_mb=_memory_mb(device),
+        emit(Step(step=step, total_steps=total_steps, losses=res.losses, lr=res.lr,
+                  samples_per_s=res.samples / dt, tokens_per_s=res.tokens / dt,
+                  memory_mb=_memory_mb(device),
                   elapsed_s=elapsed, eta_s=elapsed / done * (total_steps - step)))
         if tc.eval_every and step % tc.eval_every == 0 and step < total_steps:
             emit(Eval(step=step, metrics=evaluator.student_metrics(student), samples=pinned()))
@@ -386,25 +344,70 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, open_run: Any, current_ru
     emit(Eval(step=step, metrics=after, teacher_metrics=teacher_metrics, samples=pinned()))
     perf = artifacts.measure(evaluator, tmodel, student, teacher.tokenizer, student_tok,
                              t_source, run.student_dir, cfg.evaluation.latency_repeats)
+    duration = round(time.perf_counter() - t_start, 2)
+    extra: dict[str, Any] = {}
+    if initial_state is not None:
+        extra = _baseline(cfg, student, initial_state, tmodel, data, batch_args, total_steps,
+                          device, precision, autocast, evaluator, headline, teacher_metrics, after,
+                          emit, stop)
     summary = run.update_summary(
         status="finished", steps=step, student_metrics=after,
         quality_retained=quality_retained(headline, teacher_metrics, after),
-        duration_s=round(time.perf_counter() - t_start, 2), **perf)
+        duration_s=duration, **perf, **extra)
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))
     return RunResult("finished", run.path, summary)
 
 
+def _teacher_continuations(cfg: RunConfig, teacher: Any, tok: Any, train_texts: list[str],
+                           device: torch.device, autocast: Any, emit: EventSink, stop: Any,
+                           run: Run | None) -> tuple[list[str], list[str]]:
+    """Sequence-level distillation's data: the teacher continues the start of each text.
+    Written once per run (and reused on resume, or from generation.reuse)."""
+    g = cfg.generation
+    if run is not None and (run.path / GENERATIONS_FILE).exists():
+        prompts, conts = load_generations(run.path)
+        emit(Log(f"Reusing the {len(prompts)} teacher continuations saved with this run."))
+        return prompts, conts
+    if g.reuse:
+        prompts, conts = load_generations(g.reuse)
+        emit(Log(f"Training on {len(prompts)} teacher continuations from '{g.reuse}'."))
+        return prompts, conts
+    texts = train_texts[:g.max_prompts] if g.max_prompts else train_texts
+    prompts = prompts_from_texts(tok, texts, g.prompt_tokens)
+    emit(Stage("generate", f"the teacher continues {len(prompts)} prompts"))
+    conts = generate_continuations(
+        teacher, tok, prompts, g, device, seed=cfg.training.seed, autocast=autocast, stop=stop,
+        on_progress=lambda done, total: emit(Progress("generate", done, total, "texts")))
+    emit(Log(f"The teacher wrote {len(conts)} continuations, for example: "
+             f"\"{prompts[0]}[{conts[0].strip()[:80]}]\""))
+    return prompts, conts
+
+
+def _baseline(cfg: RunConfig, student: Any, initial_state: dict, tmodel: Any, data: Any,
+              batch_args: dict, total_steps: int, device: torch.device, precision: str,
+              autocast: Any, evaluator: Evaluator, headline: str, teacher_metrics: dict,
+              after: dict, emit: EventSink, stop: Any) -> dict[str, Any]:
+    emit(Stage("baseline", f"the same student, {total_steps} steps of plain training"))
+    n, make = batch_maker(cfg.task, data.train_texts, data.train_labels,
+                          source=f"'{data.source}'", **batch_args)
+    result = train_baseline(cfg, student, initial_state, tmodel, n, make, total_steps,
+                            device=device, precision=precision, autocast=autocast,
+                            evaluate=evaluator.student_metrics, emit=emit, stop=stop)
+    if result is None:
+        return {}
+    metrics = result.pop("metrics")
+    result["quality_retained"] = quality_retained(headline, teacher_metrics, metrics)
+    label = METRIC_LABELS.get(headline, headline)
+    emit(Log(f"Plain training without a teacher, same student and steps: {label} "
+             f"{metrics.get(headline, float('nan')):.4g}, against {after.get(headline, float('nan')):.4g} "
+             "with distillation."))
+    return {"baseline_metrics": metrics, "baseline": result}
+
+
 def _check_stop(stop: Any) -> None:
     if stop.is_set():
         raise StoppedError("Stopped before training began.")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    return str(device)
 
 
 def _save_checkpoint(run: Run, distiller: Distiller, optimizer: Any, scheduler: Any, scaler: Any,
