@@ -390,3 +390,19 @@ def test_every_interactive_widget_is_named(qtbot, ctx, two_runs):
     unnamed = [(w.metaObject().className(), w.objectName()) for w in widgets
                if not w.objectName() or not w.accessibleName()]
     assert unnamed == []
+
+
+def test_a_sequence_level_run_shows_the_teachers_continuations(qtbot, ctx, two_runs):
+    from kdstudio.core.lm import GENERATIONS_FILE, save_generations
+
+    a, b = two_runs
+    save_generations(a.run_dir / GENERATIONS_FILE, ["The kettle", "Rain <again>"],
+                     [" boiled over.", " fell all day."])
+    page = open_page(qtbot, ctx)
+    select(qtbot, page, a)
+    view = page.details.generations_view
+    assert view.isVisibleTo(page)
+    text = view.toPlainText()
+    assert "2 of 2" in text and "The kettle boiled over." in text and "Rain <again> fell" in text
+    select(qtbot, page, b)  # a run without continuations hides the view
+    assert not view.isVisibleTo(page)

@@ -11,7 +11,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QGridLayout, QHBoxLayout,
                                QHeaderView, QLabel, QSplitter, QStackedWidget,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout,
+                               QWidget)
 
 from ..widgets.common import make_plot as _make_plot
 from .runs_model import STATUS_COLORS, short_model
@@ -39,15 +40,32 @@ class RunDetails:
     rows: list[tuple[str, str, str, str]]
     curves: Any  # core.run_compare.RunCurves
     labels: dict[str, str] = field(default_factory=dict)
+    # A sequence-level run's teacher continuations (prompt, continuation), the first few.
+    generations: list[tuple[str, str]] = field(default_factory=list)
+    generations_total: int = 0
 
 
 def load_details(path: str | Path) -> RunDetails:
     """Read summary.json and metrics.jsonl of one run (run it in a job)."""
     from kdstudio.core.run_compare import METRIC_LABELS, read_summary, run_curves, summary_rows
 
+    from kdstudio.core.errors import KDStudioError
+    from kdstudio.core.lm import GENERATIONS_FILE, load_generations
+
     summary = read_summary(path)
     curves = run_curves(path)
-    return RunDetails(Path(path), summary, summary_rows(summary), curves, dict(METRIC_LABELS))
+    d = RunDetails(Path(path), summary, summary_rows(summary), curves, dict(METRIC_LABELS))
+    if (Path(path) / GENERATIONS_FILE).exists():
+        try:
+            prompts, conts = load_generations(path)
+            d.generations = list(zip(prompts, conts))[:GENERATIONS_SHOWN]
+            d.generations_total = len(prompts)
+        except KDStudioError:  # a damaged file: the run's figures still show
+            pass
+    return d
+
+
+GENERATIONS_SHOWN = 50
 
 
 class RunDetailsPanel(QWidget):
@@ -106,6 +124,13 @@ class RunDetailsPanel(QWidget):
         self.summary_note.setObjectName("summaryNote")
         self.summary_note.setWordWrap(True)
         self.summary_note.setStyleSheet("color: #666666;")
+        self.generations_view = QTextBrowser()
+        self.generations_view.setObjectName("runGenerations")
+        self.generations_view.setAccessibleName("The teacher's continuations")
+        self.generations_view.setToolTip("Sequence-level distillation: the texts the teacher wrote "
+                                         "and the student trained on (prompt in bold). All of them "
+                                         "are in generations.jsonl in the run folder.")
+        self.generations_view.setVisible(False)
 
         self.loss_plot = make_plot("runLossPlot", "Loss by step", "step", "loss")
         self.loss_plot.getPlotItem().addLegend(offset=(-10, 10), labelTextColor="#333333",
@@ -126,6 +151,7 @@ class RunDetailsPanel(QWidget):
         ll.setContentsMargins(0, 0, 6, 0)
         ll.addWidget(self.summary_table, 1)
         ll.addWidget(self.summary_note)
+        ll.addWidget(self.generations_view, 1)
         right = QWidget()
         rl = QGridLayout(right)
         rl.setContentsMargins(6, 0, 0, 0)
@@ -213,7 +239,18 @@ class RunDetailsPanel(QWidget):
         elif status == "running":
             notes.append("The run is still training; the figures after training come when it ends.")
         self._set_note(" ".join(notes))
+        self._show_generations(d)
         self._draw_all()
+
+    def _show_generations(self, d: RunDetails | None) -> None:
+        shown = bool(d and d.generations)
+        self.generations_view.setVisible(shown)
+        if not shown:
+            return
+        head = (f"<p><b>The teacher's continuations</b> ({len(d.generations)} of "
+                f"{d.generations_total}; the student trained on these)</p>")
+        body = "".join(f"<p><b>{_esc(p)}</b>{_esc(c)}</p>" for p, c in d.generations)
+        self.generations_view.setHtml(head + body)
 
     def show_many(self, items: list[RunDetails]) -> None:
         """Several runs: their students side by side, and their curves on one plot each."""
@@ -230,6 +267,7 @@ class RunDetailsPanel(QWidget):
         self._fill_table(["", *self.names], compare_rows([d.summary for d in items]), bold_last=False)
         tasks = {d.summary.get("task") for d in items if d.summary.get("task")}
         self._set_note("These runs are of different tasks, so their metrics differ." if len(tasks) > 1 else "")
+        self._show_generations(None)
         self._draw_all()
 
     def _fill_table(self, header: list[str], rows: list[tuple[str, list[str]]], bold_last: bool) -> None:
