@@ -10,18 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+import tomllib
 
 from .config import RunConfig, load_config
 from .errors import ConfigError
-
-from .metrics import METRIC_LABELS, PERCENT_METRICS, quality_retained  # noqa: F401
+from .metrics import METRIC_LABELS, PERCENT_METRICS, quality_retained
 from .metrics import SELF_AGREEMENT as _SELF_ONE
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -223,36 +223,68 @@ def _metrics(s: dict[str, Any], key: str) -> dict[str, float]:
     return {str(k): x for k, x0 in v.items() if (x := _number(x0)) is not None}
 
 
-def summary_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """The before/after table as (label, teacher, student before, student after) strings,
-    the same figures 'kdstudio show' prints."""
+BASELINE_COLUMN = "plain training (no teacher)"
+
+
+def summary_columns(s: dict[str, Any]) -> list[str]:
+    """The column headings of summary_rows: teacher, student before and after distillation,
+    and, when the run trained a baseline (evaluation.baseline), the same student trained for
+    the same steps on the plain loss alone."""
+    cols = ["teacher", "student before", "student after"]
+    if _metrics(s, "baseline_metrics"):
+        cols.append(BASELINE_COLUMN)
+    return cols
+
+
+def summary_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The before/after table as (label, teacher, student before, student after[, plain
+    training]) strings, the same figures 'kdstudio show' prints; summary_columns names them.
+    The plain-training column is there only when the summary has "baseline_metrics"."""
     t, b, a = _metrics(s, "teacher_metrics"), _metrics(s, "student_metrics_before"), _metrics(s, "student_metrics")
-    rows = []
-    for m in dict.fromkeys([*b, *a]):
+    p = _metrics(s, "baseline_metrics")
+    base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
+    rows: list[tuple[str, ...]] = []
+
+    def add(label: str, teacher: str, before: str, after: str, plain: str = "") -> None:
+        rows.append((label, teacher, before, after, plain) if p else (label, teacher, before, after))
+
+    for m in dict.fromkeys([*b, *a, *p]):
         tv = t.get(m)
         if tv is None and m in _SELF_ONE:
             tv = 1.0
         if tv is None and m == "kl_to_teacher":
             tv = 0.0
         pct = m in PERCENT_METRICS
-        rows.append((METRIC_LABELS.get(m, m), _fmt(tv, pct), _fmt(b.get(m), pct), _fmt(a.get(m), pct)))
+        add(METRIC_LABELS.get(m, m), _fmt(tv, pct), _fmt(b.get(m), pct), _fmt(a.get(m), pct),
+            _fmt(p.get(m), pct))
     tp, sp = s.get("teacher_params"), s.get("student_params")
     if tp is not None or sp is not None:
-        rows.append(("Parameters", _fmt(tp), _fmt(sp), _fmt(sp)))
+        add("Parameters", _fmt(tp), _fmt(sp), _fmt(sp), _fmt(sp))  # the baseline is the same model shape
     if s.get("teacher_size_mb") is not None or s.get("student_size_mb") is not None:
-        rows.append(("Weights on disk (MB)", _fmt(s.get("teacher_size_mb")), "", _fmt(s.get("student_size_mb"))))
+        add("Weights on disk (MB)", _fmt(s.get("teacher_size_mb")), "", _fmt(s.get("student_size_mb")))
     if s.get("teacher_latency_ms") is not None or s.get("student_latency_ms") is not None:
-        rows.append(("Latency per sample (ms)", _fmt(s.get("teacher_latency_ms")), "",
-                     _fmt(s.get("student_latency_ms"))))
+        add("Latency per sample (ms)", _fmt(s.get("teacher_latency_ms")), "",
+            _fmt(s.get("student_latency_ms")))
     speedup = _number(s.get("speedup"))
     if speedup is not None:
-        rows.append(("Speed-up", "1x", "", f"{speedup:.2f}x"))
+        add("Speed-up", "1x", "", f"{speedup:.2f}x")
+    if p:
+        steps, b_steps = s.get("steps"), base.get("steps")
+        add("Training steps", "", "", _fmt(steps) if isinstance(steps, int) else "",
+            _fmt(b_steps) if isinstance(b_steps, int) else "")
+        dur, b_dur = _number(s.get("duration_s")), _number(base.get("duration_s"))
+        if dur is not None or b_dur is not None:
+            add("Training time (s)", "", "", f"{dur:,.1f}" if dur is not None else "",
+                f"{b_dur:,.1f}" if b_dur is not None else "")
     kept = _number(s.get("quality_retained"))
-    if kept is not None:
-        head = s.get("headline_metric", "") if isinstance(s.get("headline_metric"), str) else ""
+    head = s.get("headline_metric", "") if isinstance(s.get("headline_metric"), str) else ""
+    b_kept = _number(base.get("quality_retained"))
+    if b_kept is None and p:
+        b_kept = quality_retained(head, t, p)
+    if kept is not None or (p and b_kept is not None):
         name = METRIC_LABELS.get(head, head).split(" (")[0].lower()
-        rows.append((f"Quality retained ({name})" if name else "Quality retained", "100%",
-                     _fmt(quality_retained(head, t, b), True), _fmt(kept, True)))
+        add(f"Quality retained ({name})" if name else "Quality retained", "100%",
+            _fmt(quality_retained(head, t, b), True), _fmt(kept, True), _fmt(b_kept, True))
     return rows
 
 

@@ -8,7 +8,8 @@ from kdstudio.core.config import default_config
 from kdstudio.core.errors import ConfigError
 from kdstudio.core.run_compare import (compare_rows, config_diff, curves_from_events,
                                        format_value, key_help, read_summary,
-                                       run_config_diff, run_curves, summary_rows)
+                                       run_config_diff, run_curves, summary_columns,
+                                       summary_rows)
 from kdstudio.core.trainer import run_training
 from tests.conftest import tiny_config
 
@@ -93,6 +94,35 @@ def test_summary_rows_show_the_before_after_figures():
     assert rows["Weights on disk (MB)"] == ("4", "", "2")
     assert rows["Speed-up"] == ("1x", "", "2.50x")
     assert rows["Quality retained (accuracy)"] == ("100%", "50.0%", "90.0%")
+
+
+def test_summary_rows_add_plain_training_when_the_run_has_a_baseline():
+    s = {"task": "causal-lm", "headline_metric": "perplexity", "steps": 40, "duration_s": 12.0,
+         "teacher_metrics": {"perplexity": 10.0}, "student_metrics_before": {"perplexity": 400.0},
+         "student_metrics": {"perplexity": 20.0, "kl_to_teacher": 0.5},
+         "baseline_metrics": {"perplexity": 25.0, "kl_to_teacher": 0.9},
+         "baseline": {"steps": 40, "duration_s": 9.5, "quality_retained": 0.4},
+         "teacher_params": 1000, "student_params": 500, "speedup": 2.0, "quality_retained": 0.5}
+    assert summary_columns(s) == ["teacher", "student before", "student after",
+                                  "plain training (no teacher)"]
+    rows = summary_rows(s)
+    assert all(len(r) == 5 for r in rows)
+    rows = {r[0]: r[1:] for r in rows}
+    assert rows["Perplexity (lower is better)"] == ("10", "400", "20", "25")
+    assert rows["KL divergence to teacher"][2:] == ("0.5", "0.9")
+    assert rows["Parameters"] == ("1,000", "500", "500", "500")
+    assert rows["Training steps"] == ("", "", "40", "40")
+    assert rows["Training time (s)"] == ("", "", "12.0", "9.5")
+    assert rows["Speed-up"] == ("1x", "", "2.00x", "")
+    assert rows["Quality retained (perplexity)"] == ("100%", "2.5%", "50.0%", "40.0%")
+    # Without "baseline" figures the plain column's quality comes from its metrics.
+    del s["baseline"]
+    assert {r[0]: r[1:] for r in summary_rows(s)}["Quality retained (perplexity)"][3] == "40.0%"
+    # No baseline: the usual three columns, rows of four.
+    del s["baseline_metrics"]
+    assert summary_columns(s) == ["teacher", "student before", "student after"]
+    assert all(len(r) == 4 for r in summary_rows(s))
+    assert "Training steps" not in {r[0] for r in summary_rows(s)}
 
 
 def test_summary_rows_of_a_damaged_summary_do_not_raise(tmp_path):

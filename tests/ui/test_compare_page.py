@@ -2,13 +2,16 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractSpinBox, QComboBox,
-                               QLineEdit, QMessageBox, QPlainTextEdit, QTextBrowser, QWidget)
+                               QLineEdit, QListWidget, QMessageBox, QPlainTextEdit, QTextBrowser,
+                               QWidget)
 
 from kdstudio.core import events as ev
 from kdstudio.core.config import default_config
@@ -18,6 +21,7 @@ from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
 from kdstudio.ui.pages.compare import ComparePage
 from kdstudio.ui.settings import Settings
+from kdstudio.ui.widgets.token_strip import percent
 from kdstudio.ui.worker import TrainingController
 from tests.conftest import CORPUS, tiny_config
 
@@ -116,8 +120,36 @@ def test_causal_lm_side_by_side(qtbot, page, store):
         assert "Latency" in f.text() and " ms" in f.text()
     assert page.findChild(QWidget, "compareVerdict").text().startswith("On this input the student")
 
+    if sys.platform.startswith("linux"):  # the process's peak memory, labelled as such
+        for f in figures:
+            assert "process peak memory" in f.text() and " MB" in f.text()
+            assert "whole KD Studio process" in f.toolTip()
+
+    # The per-token view of the prompt and the teacher's continuation.
+    panel = page.findChild(QWidget, "tokenPanel")
+    strip = page.findChild(QWidget, "tokenStrip")
+    qtbot.waitUntil(lambda: strip.isVisible() and bool(strip.tokens()), timeout=WAIT)
+    assert panel.isVisible() and strip.accessibleName()
+    tokens = strip.tokens()
+    continuation = teacher.toPlainText()[len("The weather"):]
+    assert "".join(t.text for t in tokens) == "The weather" + continuation
+    assert tokens[0].in_prompt and all(0 <= t.p_student <= 1 for t in tokens)
+    top = page.findChild(QListWidget, "tokenTopList")
+    worst = max(range(len(tokens)), key=lambda i: tokens[i].kl)
+    assert top.count() >= 1 and top.item(0).data(Qt.ItemDataRole.UserRole) == worst
+    assert strip.cell_colour(worst) != strip.palette().color(QPalette.ColorRole.Base)  # coloured
+    top.setCurrentRow(0)  # choosing a disagreement marks it in the text and gives its figures
+    assert strip.current() == worst
+    detail = page.findChild(QWidget, "tokenDetail").text()
+    assert f"teacher {percent(tokens[worst].p_teacher)}" in detail and "student" in detail
+    assert "nats" in page.findChild(QWidget, "tokenStatus").text()
+    strip.setFocus()
+    qtbot.keyClick(strip, Qt.Key.Key_Home)
+    assert strip.current() == 0
+
     summary = Run(Path(store[1]["causal-lm"])).summary()
     table = page.table
+    assert not table.has_baseline()  # this run trained no plain-training baseline
     assert table.cell("parameters", 0) == f"{summary['teacher_params']:,}"
     assert table.cell("parameters", 1).startswith(f"{summary['student_params']:,} (")
     assert table.cell("size_mb", 1).startswith(f"{summary['student_size_mb']:.2f} MB (")
@@ -332,3 +364,71 @@ def test_during_a_run_models_load_only_when_asked(qtbot, page, store):
                     timeout=WAIT)
     qtbot.mouseClick(page.findChild(QWidget, "pinInputButton"), Qt.MouseButton.LeftButton)
     assert page.ctx.config.evaluation.pinned_inputs == [PINNED[0], "Rain is expected"]
+
+
+def test_generation_settings_reach_both_models(qtbot, page, store, monkeypatch):
+    page.show()
+    select(qtbot, page, store[1]["causal-lm"])
+    spins = {n: page.findChild(QWidget, n) for n in ("genMaxNewTokens", "genTemperature", "genTopP", "genSeed")}
+    assert all(w.isVisible() and w.accessibleName() for w in spins.values())
+    assert not spins["genTopP"].isEnabled()  # greedy: top-p does not apply
+    spins["genMaxNewTokens"].setValue(5)
+    spins["genTemperature"].setValue(0.8)
+    spins["genTopP"].setValue(0.9)
+    spins["genSeed"].setValue(7)
+    assert spins["genTopP"].isEnabled()
+    from kdstudio.core.compare import Predictor
+
+    seen = []
+    real = Predictor.answer
+    monkeypatch.setattr(Predictor, "answer", lambda self, text, gen=None, **k: seen.append(gen) or real(self, text, gen, **k))
+    compare(qtbot, page, "Rain is expected")
+    qtbot.waitUntil(lambda: ready(page) and len(seen) == 2, timeout=WAIT)
+    for gen in seen:  # the same settings and seed for the teacher and the student
+        assert (gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed) == (5, pytest.approx(0.8), pytest.approx(0.9), 7)
+
+
+def test_per_token_view_says_why_when_it_cannot_be_drawn(qtbot, page, store, monkeypatch):
+    from kdstudio.core.compare import Comparer
+    from kdstudio.core.errors import CompatibilityError
+
+    def refuse(self, prompt, continuation=""):
+        raise CompatibilityError("The teacher and the student use different tokenizers.",
+                                 hint="The per-token view needs a shared tokenizer.")
+
+    monkeypatch.setattr(Comparer, "token_view", refuse)
+    page.show()
+    select(qtbot, page, store[1]["causal-lm"])
+    compare(qtbot, page, "The weather")
+    status = page.findChild(QWidget, "tokenStatus")
+    qtbot.waitUntil(lambda: ready(page) and "different tokenizers" in status.text(), timeout=WAIT)
+    assert "shared tokenizer" in status.text()
+    assert not page.findChild(QWidget, "tokenStrip").isVisible()
+    assert page.findChild(QTextBrowser, "studentText").toPlainText().startswith("The weather")  # answers still shown
+    assert page.findChild(QMessageBox, "errorDialog") is None
+
+
+def test_the_figures_add_plain_training_when_the_run_has_a_baseline(qtbot, make_page, store, tmp_path,
+                                                                    monkeypatch):
+    home = tmp_path / "with-baseline"
+    src = Path(store[1]["causal-lm"])
+    dst = home / "runs" / src.name
+    shutil.copytree(src, dst)
+    summary = json.loads((dst / "summary.json").read_text())
+    ppl = summary["student_metrics"]["perplexity"]
+    summary["baseline_metrics"] = {**summary["student_metrics"], "perplexity": ppl * 1.5}
+    summary["baseline"] = {"steps": summary["steps"], "duration_s": 1.0, "quality_retained": 0.123}
+    (dst / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setenv("KDSTUDIO_HOME", str(home))
+    page = make_page()
+    page.show()
+    table = page.table
+    assert page.current_run() == str(dst) and table.has_baseline()
+    assert table.horizontalHeaderItem(2).text() == "Plain training"
+    assert "without the teacher" in table.horizontalHeaderItem(2).toolTip()
+    assert table.cell("metric", 2) == f"{ppl * 1.5:,.3f}" and table.cell("metric", 1) == f"{ppl:,.3f}"
+    assert table.cell("quality_retained", 2) == "12.3%"
+    assert table.cell("parameters", 2) == table.cell("parameters", 1)
+    assert "Plain training" in page.findChild(QWidget, "compareFiguresNote").text()
+    qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
+    assert table.has_baseline()  # still there once the models have loaded

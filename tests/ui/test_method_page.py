@@ -4,7 +4,7 @@ import dataclasses
 import tomllib
 
 import pytest
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox
 
 from kdstudio.core.config import TASKS, config_from_dict, default_config, load_config
 from tests.ui.conftest import open_window
@@ -166,11 +166,99 @@ def test_every_control_is_named(window, page):
     assert missing == []
 
 
-def test_method_fields_all_have_a_control():
-    """Every MethodConfig field is reachable from the page (basic or advanced)."""
-    from kdstudio.core.config import MethodConfig
+def test_method_fields_all_have_a_control(page):
+    """Every MethodConfig and GenerationConfig field, and evaluation.baseline, is reachable
+    from the page (basic, language-model or advanced)."""
+    from kdstudio.core.config import GenerationConfig, MethodConfig
     from kdstudio.ui.widgets.method_advanced import COMBOS, SPINS
 
-    covered = {k for (s, k) in (*SPINS, *COMBOS) if s == "method"}
+    covered = {k for (s, k) in (*SPINS, *COMBOS, *page.lm.controls) if s == "method"}
     covered |= {"temperature", "logit_loss", "embedding_loss", "layer_pairs"}
     assert {f.name for f in dataclasses.fields(MethodConfig)} == covered
+    assert {k for (s, k) in page.lm.controls if s == "generation"} == \
+        {f.name for f in dataclasses.fields(GenerationConfig)}
+    assert page.baseline.check.objectName() == "evaluation_baseline"
+
+
+def test_language_model_methods_show_for_causal_lm_only_and_explain_themselves(window, page):
+    assert not page.lm.isVisible() and page.baseline.isVisible()  # the demo is sentence-embedding
+    page.task_buttons["causal-lm"].click()
+    assert page.lm.isVisible() and page.baseline.isVisible()
+    texts = {name: page.findChild(QLabel, name).text() for name in
+             ("methodSequenceLevelText", "methodOnPolicyText", "methodCrossTokenizerText",
+              "methodBaselineText")}
+    assert "teacher's own" in texts["methodSequenceLevelText"] and \
+        "different tokenizers" in texts["methodSequenceLevelText"] and \
+        "generation pass" in texts["methodSequenceLevelText"]
+    assert "own mistakes" in texts["methodOnPolicyText"] and "lambda" in texts["methodOnPolicyText"]
+    assert "sorts" in texts["methodCrossTokenizerText"] and "need not match" in texts["methodCrossTokenizerText"]
+    assert "what the teacher adds" in texts["methodBaselineText"]
+    # Generation settings only matter to the methods that generate.
+    assert not page.lm.gen_box.isEnabled()
+    page.lm.sequence_level.click()
+    assert window.ctx.config.method.sequence_level is True
+    assert page.lm.gen_box.isEnabled() and page.lm.reuse.isEnabled()
+    page.lm.sequence_level.click()
+    page.lm.on_policy.setValue(0.5)
+    assert window.ctx.config.method.on_policy_share == 0.5
+    assert page.lm.gen_box.isEnabled() and not page.lm.reuse.isEnabled()
+    page.task_buttons["sequence-classification"].click()
+    assert not page.lm.isVisible() and window.ctx.config.method.on_policy_share == 0.0
+    window.ctx.config.validate()
+
+
+def test_language_model_settings_round_trip_through_toml(window, page, qtbot):
+    page.task_buttons["causal-lm"].click()
+    lm = page.lm
+    lm.sequence_level.click()
+    lm.on_policy.setValue(0.25)
+    lm.cross_tokenizer.setValue(0.3)
+    values = {"prompt_tokens": 12, "max_new_tokens": 48, "temperature": 0.7, "top_p": 0.9,
+              "max_prompts": 500, "batch_size": 16}
+    for key, value in values.items():
+        lm.gen_rows[key].setValue(value)
+    lm.reuse.setText("/runs/earlier/generations.jsonl")
+    lm.reuse.editingFinished.emit()
+    page.baseline.check.click()
+    cfg = window.ctx.config
+    assert (cfg.method.sequence_level, cfg.method.on_policy_share, cfg.method.cross_tokenizer_weight) \
+        == (True, 0.25, 0.3)
+    assert {k: getattr(cfg.generation, k) for k in values} == values
+    assert cfg.generation.reuse == "/runs/earlier/generations.jsonl" and cfg.evaluation.baseline
+    assert "#x2713" in page.validity.text()
+
+    page.toml_button.click()
+    dialog = page.toml_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    text = dialog.view.toPlainText()
+    dialog.accept()
+    data = tomllib.loads(text)
+    assert data["method"]["sequence_level"] is True and data["generation"]["top_p"] == 0.9
+    assert data["evaluation"]["baseline"] is True
+    parsed = config_from_dict(data)
+    assert parsed.to_dict() == cfg.to_dict()
+
+    # Back into the page: a changed config shows in every control.
+    data["method"].update(sequence_level=False, on_policy_share=1.0, cross_tokenizer_weight=0.0)
+    data["generation"].update(prompt_tokens=4, temperature=0.0, max_prompts=0, reuse="")
+    data["evaluation"]["baseline"] = False
+    window.ctx.replace_config(config_from_dict(data))
+    assert not lm.sequence_level.isChecked() and lm.on_policy.value() == 1.0
+    assert lm.cross_tokenizer.value() == 0.0 and lm.cross_tokenizer.text() == "0 (off)"
+    assert lm.gen_rows["prompt_tokens"].value() == 4
+    assert lm.gen_rows["temperature"].text() == "0 (greedy)" and lm.gen_rows["max_prompts"].text() == "all"
+    assert lm.reuse.text() == "" and not page.baseline.check.isChecked()
+    assert lm.gen_box.isEnabled() and not lm.gen_rows["max_prompts"].isEnabled()
+
+
+def test_cross_tokenizer_preset(window, page):
+    page.task_buttons["causal-lm"].click()
+    labels = [b.text() for b in page.preset_buttons if b.isVisible()]
+    i = labels.index("A teacher with a different vocabulary")
+    page.preset_buttons[i].click()
+    m = window.ctx.config.method
+    assert (m.cross_tokenizer_weight, m.hard_label_weight, m.logit_weight) == (1.0, 1.0, 0.0)
+    assert page.lm.cross_tokenizer.value() == 1.0
+    assert "sorts" in page.explain.text()
+    page.preset_buttons[0].click()  # back to plain logit distillation: the cross weight is off
+    assert window.ctx.config.method.cross_tokenizer_weight == 0.0

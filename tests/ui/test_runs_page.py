@@ -406,3 +406,18 @@ def test_a_sequence_level_run_shows_the_teachers_continuations(qtbot, ctx, two_r
     assert "2 of 2" in text and "The kettle boiled over." in text and "Rain <again> fell" in text
     select(qtbot, page, b)  # a run without continuations hides the view
     assert not view.isVisibleTo(page)
+
+
+def test_a_run_with_a_baseline_shows_the_plain_training_column(qtbot, ctx, tiny):
+    r = run_training(tiny_config("causal-lm", tiny["gpt2"], name="with-baseline",
+                                 student={"layers": 2}, evaluation={"baseline": True}))
+    page = open_page(qtbot, ctx)
+    select(qtbot, page, r)
+    t: QTableWidget = page.findChild(QTableWidget, "summaryTable")
+    header = [t.horizontalHeaderItem(c).text() for c in range(t.columnCount())]
+    assert header[1:4] == ["Teacher", "Student before", "Student after"] and len(header) == 5
+    assert "plain" in header[4].lower()
+    rows = {t.item(r_, 0).text(): [t.item(r_, c).text() for c in range(1, 5)] for r_ in range(t.rowCount())}
+    ppl = r.summary["baseline_metrics"]["perplexity"]
+    assert rows["Perplexity (lower is better)"][3] == f"{ppl:,.4g}"
+    assert t.item(0, 3).font().bold() and not t.item(0, 4).font().bold()

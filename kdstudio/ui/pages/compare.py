@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton,
 from kdstudio.core.runs import Run
 
 from ..context import AppContext
+from ..widgets.token_strip import TokenPanel
 from ..dialogs import show_error, show_exception
 from .compare_answer import AnswerView, verdict
 from .compare_input import InputPanel
@@ -110,6 +111,8 @@ class ComparePage(QWidget):
         self.verdict.setObjectName("compareVerdict")
         self.verdict.setWordWrap(True)
         wl.addWidget(self.verdict)
+        self.token_panel = TokenPanel()
+        wl.addWidget(self.token_panel)
         self.left.addWidget(work)
         self.splitter.addWidget(self.left)
 
@@ -139,7 +142,7 @@ class ComparePage(QWidget):
         heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
         text = QLabel("Here a run's teacher and student answer your own input side by side, "
                       "with their speed, size and the quality the student keeps.<br><br>"
-                      "Run the built-in demo first (<b>Run ▸ Run the built-in demo</b>), or start "
+                      "Run one of the built-in demos first (<b>Run ▸ Run a built-in demo</b>), or start "
                       "a run on the Train page. When it finishes, it appears here; past runs "
                       "can be opened from the Runs page.")
         text.setWordWrap(True)
@@ -209,6 +212,7 @@ class ComparePage(QWidget):
         self.teacher_view.clear()
         self.student_view.clear()
         self.verdict.clear()
+        self.token_panel.clear()
         if not path:
             self._summary, self._task = {}, ""
             self.run_info.setText("")
@@ -223,6 +227,7 @@ class ComparePage(QWidget):
         self.teacher_view.set_model_name(str(s.get("teacher", "")))
         self.student_view.set_model_name(str(s.get("student", "")))
         self.input_panel.set_task(self._task)
+        self.token_panel.setVisible(self._task == "causal-lm")
         self.figures_box.set_figures(table_from_summary(s), s)
         self._history_dir = ""
         self._update_buttons()
@@ -275,7 +280,7 @@ class ComparePage(QWidget):
                              lambda exc: self._on_error(run_dir, exc))
 
     def _on_done(self, epoch: int, res: tuple) -> None:
-        run_dir, comparer, text, result = res
+        run_dir, comparer, text, result, tokens = res
         self._busy = False
         status = ""
         if run_dir == self._run_dir:
@@ -286,6 +291,10 @@ class ComparePage(QWidget):
                 self.teacher_view.show_answer(comparer.task, text, result.teacher)
                 self.student_view.show_answer(comparer.task, text, result.student)
                 self.verdict.setText(verdict(comparer.task, result))
+                if isinstance(tokens, str):
+                    self.token_panel.clear(f"No per-token view for this run: {tokens}")
+                elif tokens is not None:
+                    self.token_panel.set_view(tokens)
             else:
                 status = "Ready: type an input and press Compare."
         self.input_panel.set_busy(False, "Compare", status)

@@ -20,14 +20,35 @@ MAX_BARS = 10
 ROW_H = 22
 
 
+MEMORY_LABELS = {
+    "gpu": ("peak GPU memory", "The most GPU memory PyTorch held while this model answered: "
+            "the weights of both loaded models plus this model's working memory."),
+    "process": ("process peak memory", "The most memory (resident set, RSS) the whole KD Studio "
+                "process held while this model answered: it includes both loaded models and the "
+                "app itself, so compare the two figures rather than read either as one model's "
+                "size."),
+}
+
+
 def figures_text(answer: Any) -> str:
     """'Latency 12.3 ms · 81.0 tokens/s · peak GPU memory 310 MB' (only what was measured)."""
     parts = [f"Latency {answer.latency_ms:,.1f} ms"]
     if answer.tokens_per_s:
         parts.append(f"{answer.tokens_per_s:,.1f} tokens/s")
     if answer.peak_memory_mb:
-        parts.append(f"peak GPU memory {answer.peak_memory_mb:,.0f} MB")
+        label = MEMORY_LABELS.get(getattr(answer, "memory_scope", "") or "gpu", ("peak memory", ""))[0]
+        parts.append(f"{label} {answer.peak_memory_mb:,.0f} MB")
     return "  ·  ".join(parts)
+
+
+def figures_tip(answer: Any) -> str:
+    """What each figure of figures_text measures."""
+    tips = ["Latency: the time from your input to the whole answer."]
+    if answer.tokens_per_s:
+        tips.append("Tokens/s: new tokens written per second.")
+    if answer.peak_memory_mb:
+        tips.append(MEMORY_LABELS.get(getattr(answer, "memory_scope", "") or "gpu", ("", ""))[1])
+    return "\n".join(t for t in tips if t)
 
 
 class ProbabilityBars(QWidget):
@@ -200,6 +221,7 @@ class AnswerView(QFrame):
         self.figures = QLabel("")
         self.figures.setObjectName(f"{role}Figures")
         self.figures.setAccessibleName(f"{who}'s speed")
+        self.figures.setWordWrap(True)  # a long memory figure must not widen the page
         lay.addWidget(self.figures)
         self.clear()
 
@@ -214,6 +236,7 @@ class AnswerView(QFrame):
         self.bars.set_rows([])
         self.neighbours.set_rows([])
         self.figures.setText("")
+        self.figures.setToolTip("")
 
     def show_answer(self, task: str, prompt: str, answer: Any) -> None:
         """Show a core.compare.ModelAnswer for the given task."""
@@ -232,6 +255,7 @@ class AnswerView(QFrame):
             self.neighbours.set_rows(answer.neighbours)
             self.stack.setCurrentIndex(3)
         self.figures.setText(figures_text(answer))
+        self.figures.setToolTip(figures_tip(answer))
 
 
 def verdict(task: str, cmp: Any) -> str:

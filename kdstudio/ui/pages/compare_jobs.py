@@ -20,15 +20,27 @@ def comparable_runs() -> list[Any]:
 
 
 def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, Any]) -> tuple:
-    """Load the run's models (when not loaded yet), then compare on ``text`` if given."""
+    """Load the run's models (when not loaded yet), then compare on ``text`` if given.
+
+    For causal-lm the answer comes with the per-token view of the prompt and the teacher's
+    continuation (after the timed answers, so it does not slow them), or the reason there is
+    none as a string: (run_dir, comparer, text, result, tokens).
+    """
     from kdstudio.core.compare import Comparer, GenerationSettings
+    from kdstudio.core.errors import KDStudioError
 
     if comparer is None:
         comparer = Comparer.from_run(run_dir, device="auto")
         # One short answer first, so one-off start-up work does not count in the first timing.
         comparer.compare("Hello", GenerationSettings(max_new_tokens=2))
     result = comparer.compare(text, GenerationSettings(**gen)) if text is not None else None
-    return run_dir, comparer, text, result
+    tokens: Any = None
+    if result is not None and comparer.task == "causal-lm":
+        try:
+            tokens = comparer.token_view(text, result.teacher.text)
+        except KDStudioError as exc:  # e.g. different tokenizers: the answers still show
+            tokens = str(exc)
+    return run_dir, comparer, text, result, tokens
 
 
 def history_job(run_dir: str) -> tuple[str, list[tuple[int, list[dict[str, str]]]]]:

@@ -29,6 +29,11 @@ ROWS = (
 )
 DASH = "–"
 ROW_H = 24
+COLUMNS = ("Teacher", "Student", "Plain training")
+PLAIN_TIP = ("Plain training (no teacher): the same student trained for the same steps on the "
+             "ordinary loss alone, without the teacher (evaluation.baseline). The gap to the "
+             "Student column is what the teacher adds.")
+SAME_SHAPE = "The same model shape as the distilled student, so the same size and speed."
 
 
 def name_parts(table: QTableWidget, name: str) -> None:
@@ -80,6 +85,10 @@ def _num(x: Any, unit: str, digits: int = 1) -> str:
     return f"{x:,.{digits}f} {unit}"
 
 
+def _pct(x: Any) -> str:
+    return f"{x:.1%}" if isinstance(x, (int, float)) else DASH
+
+
 def fmt_metric(metric: str, x: Any) -> str:
     if not isinstance(x, (int, float)):
         return DASH
@@ -93,14 +102,17 @@ def fmt_speedup(x: Any) -> str:
 
 
 class FiguresTable(QTableWidget):
-    """Rows of figures, a Teacher and a Student column (objectName compareTable)."""
+    """Rows of figures, a Teacher and a Student column, and a Plain training column when the
+    run trained a baseline (objectName compareTable)."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(len(ROWS), 2, parent)
+        super().__init__(len(ROWS), len(COLUMNS), parent)
         self.setObjectName("compareTable")
         self.setAccessibleName("Teacher and student figures")
         name_parts(self, "compareTable")
-        self.setHorizontalHeaderLabels(["Teacher", "Student"])
+        self.setHorizontalHeaderLabels(list(COLUMNS))
+        self.horizontalHeaderItem(2).setToolTip(PLAIN_TIP)
+        self.setColumnHidden(2, True)
         self.setVerticalHeaderLabels([label for _, label, _ in ROWS])
         for i, (_, _, tip) in enumerate(ROWS):
             self.verticalHeaderItem(i).setToolTip(tip)
@@ -134,11 +146,16 @@ class FiguresTable(QTableWidget):
 
     def clear_figures(self) -> None:
         for r in range(self.rowCount()):
-            for c in range(2):
+            for c in range(len(COLUMNS)):
                 self._set(r, c, DASH)
+        self.setColumnHidden(2, True)
+
+    def has_baseline(self) -> bool:
+        return not self.isColumnHidden(2)
 
     def cell(self, key: str, column: int) -> str:
-        """The text shown for a row key ('parameters', ...) in column 0 (teacher) or 1 (student)."""
+        """The text shown for a row key ('parameters', ...) in column 0 (teacher), 1 (student)
+        or 2 (plain training, shown only when the run trained a baseline)."""
         row = [k for k, _, _ in ROWS].index(key)
         return self.item(row, column).text()
 
@@ -152,19 +169,34 @@ class FiguresTable(QTableWidget):
         s_val = (summary.get("student_metrics") or {}).get(metric)
         before = (summary.get("student_metrics_before") or {}).get(metric)
         q = table.get("quality_retained")
+        plain = summary.get("baseline_metrics")
+        plain = plain if isinstance(plain, dict) and plain else None
+        b_val = plain.get(metric) if plain else None
+        b_info = summary.get("baseline") if isinstance(summary.get("baseline"), dict) else {}
+        b_q = b_info.get("quality_retained")
+        if not isinstance(b_q, (int, float)) and plain and isinstance(t_val, (int, float)) \
+                and isinstance(b_val, (int, float)) and t_val > 0 and b_val > 0:
+            b_q = t_val / b_val if metric == "perplexity" else b_val / t_val
+        student_par, student_mb = fmt_params(s_par) + _share(s_par, t_par), _num(s_mb, "MB") + _share(s_mb, t_mb)
         values = {
-            "parameters": (fmt_params(t_par), fmt_params(s_par) + _share(s_par, t_par)),
-            "size_mb": (_num(t_mb, "MB"), _num(s_mb, "MB") + _share(s_mb, t_mb)),
-            "latency_ms": (_num(t_ms, "ms"), _num(s_ms, "ms")),
-            "speedup": ("1x", fmt_speedup(table.get("speedup"))),
-            "metric": (fmt_metric(metric, t_val), fmt_metric(metric, s_val)),
-            "before": (DASH, fmt_metric(metric, before)),
-            "quality_retained": ("100%", f"{q:.1%}" if isinstance(q, (int, float)) else DASH),
+            "parameters": (fmt_params(t_par), student_par, student_par),
+            "size_mb": (_num(t_mb, "MB"), student_mb, student_mb),
+            "latency_ms": (_num(t_ms, "ms"), _num(s_ms, "ms"), _num(s_ms, "ms")),
+            "speedup": ("1x", fmt_speedup(table.get("speedup")), fmt_speedup(table.get("speedup"))),
+            "metric": (fmt_metric(metric, t_val), fmt_metric(metric, s_val), fmt_metric(metric, b_val)),
+            "before": (DASH, fmt_metric(metric, before), fmt_metric(metric, before)),
+            "quality_retained": ("100%", _pct(q), _pct(b_q)),
         }
         self.metric_label = METRIC_LABELS.get(metric) or metric.replace("_", " ").capitalize()
         for r, (key, _, _) in enumerate(ROWS):
-            for c in range(2):
+            for c in range(len(COLUMNS)):
                 self._set(r, c, values[key][c])
+        self.setColumnHidden(2, plain is None)
+        if plain is not None:
+            for key in ("parameters", "size_mb", "latency_ms", "speedup"):
+                self.item([k for k, _, _ in ROWS].index(key), 2).setToolTip(SAME_SHAPE)
+            self.item([k for k, _, _ in ROWS].index("before"), 2).setToolTip(
+                "It starts from the same student as the distilled one.")
         for key in ("speedup", "quality_retained"):
             self.item([k for k, _, _ in ROWS].index(key), 0).setToolTip("The teacher is the reference.")
         if isinstance(t_par, (int, float)) and isinstance(s_par, (int, float)):
@@ -199,7 +231,9 @@ class FiguresPanel(QGroupBox):
     def set_figures(self, table: dict[str, Any], summary: dict[str, Any]) -> None:
         self.table.set_figures(table, summary)
         score = f"Score: {self.table.metric_label}. " if self.table.metric_label else ""
-        self.note.setText(f"{score}Measured on the evaluation data at the end of training.")
+        plain = (" Plain training: the same student trained for the same steps without the "
+                 "teacher." if self.table.has_baseline() else "")
+        self.note.setText(f"{score}Measured on the evaluation data at the end of training.{plain}")
         self._fit_note()
 
     def resizeEvent(self, event: Any) -> None:

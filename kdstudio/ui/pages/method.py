@@ -1,8 +1,10 @@
 """The Method page: the task family, how the student learns (presets), and advanced settings.
 
 Basic choices are a few plain presets that set the loss weights; the temperature and the
-logit loss sit next to them, every other knob is folded under Advanced settings. Switching
-the task applies that task's method defaults, so the config stays valid.
+logit loss sit next to them; language models add sequence-level, on-policy and
+cross-tokenizer distillation; every task can train a plain-training baseline beside the
+student; every other knob is folded under Advanced settings. Switching the task applies that
+task's method defaults, so the config stays valid.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kdstudio.core.errors import ConfigError
 
 from ..context import AppContext
 from ..widgets.method_advanced import HELP, AdvancedSettings
+from ..widgets.method_lm import BaselineBox, LanguageModelMethods
 from ..widgets.method_text import (CAUTION, CUSTOM_TEXT, EMBEDDING_LOSS_TEXT, LOGIT_LOSS_TEXT,
                                    NO_LOGITS, PRESETS, TASK_TEXT, TEMPERATURE, WHY,
                                    matching_preset)
@@ -51,6 +54,10 @@ class MethodPage(QWidget):
         row.addWidget(self._explain_group(), 1)
         lay.addLayout(row)
         lay.addWidget(self._settings_group())
+        self.lm = LanguageModelMethods(ctx)
+        lay.addWidget(self.lm)
+        self.baseline = BaselineBox(ctx)
+        lay.addWidget(self.baseline)
         self.advanced = AdvancedSettings(ctx)
         lay.addWidget(self.advanced)
         lay.addStretch(1)
@@ -119,6 +126,7 @@ class MethodPage(QWidget):
         for i in range(MAX_PRESETS):  # relabelled for each task
             b = QRadioButton()
             b.setObjectName(f"preset_{i}")
+            b.setAccessibleName(f"Method preset {i + 1}")  # renamed for each task's presets
             b.toggled.connect(lambda on, i=i: on and self._preset_chosen(i))
             summary = QLabel()
             summary.setWordWrap(True)
@@ -244,13 +252,20 @@ class MethodPage(QWidget):
         self.temperature.blockSignals(False)
         self.logit_loss.setCurrentIndex(max(0, self.logit_loss.findData(cfg.method.logit_loss)))
         self.advanced.refresh()
+        self.lm.setVisible(cfg.task == "causal-lm")
+        self.lm.refresh()
+        self.baseline.refresh()
         self._update_validity()
 
     def _config_changed(self, section: str) -> None:
         if section in ("task", "method", "teacher"):
             self.refresh()
-        else:
-            self._update_validity()
+            return
+        if section == "generation":
+            self.lm.refresh()
+        elif section == "evaluation":
+            self.baseline.refresh()
+        self._update_validity()
 
     def _update_validity(self) -> None:
         try:

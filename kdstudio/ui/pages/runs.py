@@ -24,7 +24,7 @@ from .runs_ops import same_path
 EMPTY_TEXT = ("<p style='font-size: 13pt;'><b>No runs yet</b></p>"
               "<p>Every distillation you run is kept here, with its figures, curves and student model.</p>"
               "<p>To make a first run, choose a teacher and a student on the <b>Models</b> page and press "
-              "<b>Run</b> on the <b>Train</b> page, or pick <b>Run &#9656; Run the built-in demo</b> "
+              "<b>Run</b> on the <b>Train</b> page, or pick <b>Run &#9656; Run a built-in demo</b> "
               "from the menu.</p>")
 
 

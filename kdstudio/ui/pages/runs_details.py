@@ -225,8 +225,12 @@ class RunDetailsPanel(QWidget):
         error = s.get("error") if isinstance(s.get("error"), str) else ""
         self.error_label.setText(error)
         self.error_label.setVisible(bool(error))
-        self._fill_table(["", "Teacher", "Student before", "Student after"],
-                         [(r[0], list(r[1:])) for r in d.rows], bold_last=True)
+        from kdstudio.core.run_compare import summary_columns
+
+        columns = [c[0].upper() + c[1:] for c in summary_columns(s)]
+        # Bold the distilled student's column (the third), also when a baseline follows it.
+        self._fill_table(["", *columns], [(r[0], list(r[1:])) for r in d.rows], bold_last=True,
+                         bold_column=3)
         notes = []
         if status == "damaged":
             notes.append("This run's summary.json is missing or damaged, so its figures cannot be shown; "
@@ -270,7 +274,9 @@ class RunDetailsPanel(QWidget):
         self._show_generations(None)
         self._draw_all()
 
-    def _fill_table(self, header: list[str], rows: list[tuple[str, list[str]]], bold_last: bool) -> None:
+    def _fill_table(self, header: list[str], rows: list[tuple[str, list[str]]], bold_last: bool,
+                    bold_column: int = 0) -> None:
+        """bold_last bolds the last column, or bold_column when it is given."""
         t = self.summary_table
         t.clear()
         t.setColumnCount(len(header))
@@ -285,7 +291,7 @@ class RunDetailsPanel(QWidget):
             for c, text in enumerate(values, start=1):
                 item = QTableWidgetItem(text)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if bold_last and c == len(values):
+                if bold_last and c == (bold_column or len(values)):
                     font = item.font()
                     font.setBold(True)
                     item.setFont(font)

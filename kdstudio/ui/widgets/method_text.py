@@ -24,7 +24,8 @@ TASK_TEXT = {
                            "similarity (sentence-embedding), as sentence-transformers does."),
 }
 
-WEIGHTS = ("logit_weight", "hard_label_weight", "hidden_weight", "embedding_weight")
+WEIGHTS = ("logit_weight", "hard_label_weight", "hidden_weight", "embedding_weight",
+           "cross_tokenizer_weight")
 
 LOGIT = ("<b>Logit distillation</b>: the student learns to give the same probabilities as the "
          "teacher, not only which answer is right but how likely the teacher finds every "
@@ -43,6 +44,29 @@ TASK_SPECIFIC = ("<b>Task-specific distillation</b>: a teacher tuned for one tas
 EMBEDDING = ("<b>Embedding distillation</b>: the student learns to produce the same sentence "
              "vectors as the teacher, so search and similarity give the same answers with a "
              "smaller, faster model.")
+CROSS_TOKENIZER = ("<b>Cross-tokenizer distillation</b>: when the teacher and the student split "
+                   "text into different tokens, their probabilities cannot be compared word for "
+                   "word. This loss sorts each model's probabilities from most to least likely "
+                   "and compares the sorted lists, so the two vocabularies need not match. It "
+                   "teaches the student how sure the teacher is rather than which word it "
+                   "prefers, so it is used beside the true next words.")
+SEQUENCE_LEVEL = ("<b>Sequence-level distillation</b>: the teacher first writes its own "
+                  "continuations of the training texts, and the student then trains on the "
+                  "teacher's own texts instead of the originals. It works even when the "
+                  "two models use different tokenizers. It costs one generation pass with the "
+                  "teacher before training starts (a later run can reuse the texts).")
+ON_POLICY = ("<b>On-policy distillation</b>: the student writes its own continuations and the "
+             "teacher scores every word of them, so the student learns from its own mistakes "
+             "instead of only from texts it would never have written. The share (lambda) says "
+             "how many batches do this: 0 learns only from the data, 1 only from the student's "
+             "own texts. Generating costs time on each of those batches.")
+GENERATION = ("How the continuations are written: the first tokens of each text are the "
+              "prompt; the temperature and top-p set how freely words are sampled (0 always "
+              "picks the likeliest word).")
+BASELINE = ("<b>Compare with plain training</b>: also train the very same student for the same "
+            "number of steps on the ordinary loss alone, without the teacher. The results then "
+            "show what the teacher adds over plain training, not only how far the student got. "
+            "It doubles the training time.")
 WHY = ("Why distill at all: the student is smaller, so it needs less memory and compute. It "
        "answers faster and more cheaply, and runs on a local GPU, on-premises hardware, phones "
        "and embedded devices instead of large cloud machines.")
@@ -110,6 +134,11 @@ PRESETS: dict[str, list[Preset]] = {
                "Adds intermediate-layer distillation: more guidance for small students.",
                LOGIT + "<br><br>" + HIDDEN, {"logit_weight": 1.0, "hidden_weight": 1.0},
                {"temperature": 1.0, "logit_loss": "forward_kl"}),
+        Preset("cross_tokenizer", "A teacher with a different vocabulary",
+               "Cross-tokenizer distillation with the true next words.",
+               CROSS_TOKENIZER + "<br><br>" + LABELS,
+               {"cross_tokenizer_weight": 1.0, "hard_label_weight": 1.0},
+               {"temperature": 1.0}),
     ],
     "sequence-classification": [
         Preset("task", "Task-specific: class probabilities and true labels",

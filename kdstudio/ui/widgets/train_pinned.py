@@ -133,12 +133,15 @@ class PinnedInputs(QGroupBox):
 
 
 class AnswersTable(QWidget):
-    """The student's (and teacher's) answers to the watched inputs at the latest evaluation."""
+    """The student's (and teacher's) answers to the watched inputs at the latest evaluation;
+    each student answer's tooltip lists its answers at every evaluation so far."""
+
+    CAPTION = "The student's answers to the inputs you watch appear here at each evaluation."
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.caption = QLabel("The student's answers to the inputs you watch appear here at "
-                              "each evaluation.")
+        self._history: dict[str, list[tuple[int, str]]] = {}
+        self.caption = QLabel(self.CAPTION)
         self.caption.setObjectName("answersCaption")
         self.caption.setWordWrap(True)
         self.table = QTableWidget(0, 3)
@@ -159,15 +162,32 @@ class AnswersTable(QWidget):
         lay.addWidget(self.table, 1)
 
     def clear(self) -> None:
+        """A new run: no answers, no history."""
         self.table.setRowCount(0)
+        self._history.clear()
+        self.caption.setText(self.CAPTION)
+
+    def history(self, text: str) -> list[tuple[int, str]]:
+        """The student's answers to one input so far, as (step, answer)."""
+        return list(self._history.get(text, []))
 
     def show_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
         self.caption.setText(f"Answers at step {step}:")
         self.table.setRowCount(len(samples))
         for r, s in enumerate(samples):
+            text, student = str(s.get("input", "") or ""), str(s.get("student", "") or "")
+            hist = self._history.setdefault(text, [])
+            if hist and hist[-1][0] == step:  # the final evaluation repeats the last step
+                hist[-1] = (step, student)
+            else:
+                hist.append((step, student))
             for c, key in enumerate(("input", "student", "teacher")):
-                text = str(s.get(key, "") or "")
-                item = QTableWidgetItem(text)
-                item.setToolTip(text)
+                value = str(s.get(key, "") or "")
+                item = QTableWidgetItem(value)
+                item.setToolTip(value)
                 self.table.setItem(r, c, item)
+            if len(hist) > 1:
+                self.table.item(r, 1).setToolTip(
+                    "The student's answer at each evaluation:\n"
+                    + "\n".join(f"step {st}: {a}" for st, a in hist))
         self.table.resizeRowsToContents()
