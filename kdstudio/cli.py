@@ -16,6 +16,12 @@ from typing import Any
 DEMOS = {
     "sentence-embedding": "sentence-embedding.toml",
     "sequence-classification": "sequence-classification.toml",
+    "causal-lm": "causal-lm.toml",
+}
+DEMO_INTROS = {
+    "sentence-embedding": "a sentence encoder",
+    "sequence-classification": "a topic classifier",
+    "causal-lm": "a small GPT language model",
 }
 
 
@@ -38,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run a built-in demo offline (a few minutes on a laptop CPU)")
     d.add_argument("--task", choices=sorted(DEMOS), default="sentence-embedding",
-                   help="which demo: distil a sentence encoder (default) or a topic classifier")
+                   help="which demo: distil a sentence encoder (sentence-embedding, the "
+                        "default), a topic classifier (sequence-classification) or a small GPT "
+                        "language model (causal-lm)")
     d.add_argument("--steps", type=int, help="override the number of training steps")
     d.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -71,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--split", default="train")
     pv.add_argument("--config-name", default="")
     pv.add_argument("--task", default="")
+
+    from .cli_sweep import add_sweep_parser  # light: argparse only
+
+    add_sweep_parser(sub)
     return p
 
 
@@ -102,7 +114,14 @@ def cmd_demo(args: argparse.Namespace, console: Any) -> int:
     from .core.config import load_config
     from .core.runs import resources_dir
 
-    cfg = load_config(resources_dir() / "demos" / DEMOS[args.task])
+    path = resources_dir() / "demos" / DEMOS[args.task]
+    if not path.exists():
+        from .core.errors import ConfigError
+
+        raise ConfigError(f"The {args.task} demo's config ({path}) is missing from this "
+                          "installation.", hint="Reinstall KD Studio, or pick another demo: "
+                          + ", ".join(sorted(DEMOS)) + ".")
+    cfg = load_config(path)
     sets = list(args.set)
     if args.steps is not None:
         sets.append(f"training.max_steps={args.steps}")
@@ -110,8 +129,12 @@ def cmd_demo(args: argparse.Namespace, console: Any) -> int:
         sets.append(f"training.device={args.device}")
     if sets:
         cfg = cfg.with_overrides(sets)
-    console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling [cyan]{cfg.teacher.name}[/] "
-                  "into a smaller student on the built-in everyday-topics corpus.")
+    console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling {DEMO_INTROS[args.task]}, "
+                  f"[cyan]{cfg.teacher.name}[/], into a smaller student on the built-in "
+                  "everyday-topics corpus.")
+    if cfg.evaluation.baseline:
+        console.print("The same student is also trained for the same steps without the teacher "
+                      "(plain training), so the table shows what the teacher adds.")
     return _train_and_report(cfg, console)
 
 
@@ -175,9 +198,25 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
     console.print(f"[bold]{s.get('name', run.path.name)}[/]  ({_status_style(run.status())})  {run.path}")
     if s.get("student_metrics") or s.get("student_metrics_before"):
         console.print(before_after_table(s))
+    _show_generations(run.path, console)
     if s.get("error"):
         console.print(f"[red]{s['error']}[/]")
     return 0
+
+
+def _show_generations(run_dir: Any, console: Any, n: int = 5) -> None:
+    """A sequence-level run's first few teacher continuations, prompt in bold."""
+    from rich.markup import escape
+
+    from .core.lm import GENERATIONS_FILE, load_generations
+
+    if not (run_dir / GENERATIONS_FILE).exists():
+        return
+    prompts, conts = load_generations(run_dir)
+    console.print(f"\n[bold]The teacher's continuations[/] ({len(prompts)} in "
+                  f"{run_dir / GENERATIONS_FILE}; the first {min(n, len(prompts))}):")
+    for p, c in list(zip(prompts, conts))[:n]:
+        console.print(f"  [bold]{escape(p)}[/]{escape(c)}")
 
 
 def cmd_config(args: argparse.Namespace, console: Any) -> int:
@@ -212,8 +251,14 @@ def cmd_preview(args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
+    from .cli_sweep import cmd_sweep as run_sweep_command
+
+    return run_sweep_command(args, console)
+
+
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs,
-            "show": cmd_show, "config": cmd_config, "preview": cmd_preview}
+            "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep}
 
 
 # -- progress and tables ---------------------------------------------------------------------
@@ -319,11 +364,11 @@ def before_after_table(s: dict[str, Any]) -> Any:
     """Teacher, student before and student after distillation: quality, size and speed."""
     from rich.table import Table
 
-    from .core.run_compare import summary_rows
+    from .core.run_compare import summary_columns, summary_rows
 
     table = Table(title=f"{s.get('name', '')}: before and after distillation")
     table.add_column("")
-    for col in ("teacher", "student before", "student after"):
+    for col in summary_columns(s):
         table.add_column(col, justify="right")
     for row in summary_rows(s):
         table.add_row(*row)

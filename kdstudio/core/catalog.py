@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -17,10 +17,21 @@ def _minilm_folder() -> Path | None:
     return folder if (folder / "config.json").exists() else None
 
 
-# name -> (a function giving a local folder or None, the Hub id used without it, description)
+def _everyday_gpt_folder() -> Path | None:
+    from .runs import resources_dir
+
+    folder = resources_dir() / "models" / "everyday-gpt"
+    return folder if (folder / "config.json").exists() else None
+
+
+# name -> (a function giving a local folder or None, the Hub id used without it (empty: none,
+# the model exists only in this installation), description)
 BUILTIN_MODELS: dict[str, tuple[Callable[[], Path | None], str, str]] = {
     "all-MiniLM-L6-v2": (_minilm_folder, MINILM_HUB_ID,
                          "A 6-layer, 22.7M-parameter English sentence encoder (the demo teacher)."),
+    "everyday-gpt": (_everyday_gpt_folder, "",
+                     "A 6-layer GPT-2 trained from scratch on the built-in everyday-topics "
+                     "corpus (the causal-LM demo teacher)."),
 }
 BUILTIN_ALIASES = {"minilm": "all-MiniLM-L6-v2", MINILM_HUB_ID: "all-MiniLM-L6-v2"}
 

@@ -133,3 +133,21 @@ EventSink = Callable[[Event], None]
 
 def ignore(_event: Event) -> None:
     """A sink that drops every event."""
+
+
+@dataclass(frozen=True)
+class SweepProgress(Event):
+    """A run of a tradeoff sweep began ('running') or ended (finished, stopped, failed).
+
+    ``index`` counts from 0 among the sweep's ``total`` runs; ``message`` says why it failed
+    or that it resumes from a checkpoint.
+    """
+
+    sweep_id: str
+    index: int
+    total: int
+    label: str
+    status: str
+    run_dir: str = ""
+    message: str = ""
+    kind: str = field(init=False, default="sweep")

@@ -24,11 +24,29 @@ from .settings import Settings
 from .worker import TrainingController
 
 DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
-PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs")
+PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs", "tradeoff")
 
 
-def demo_config() -> RunConfig:
-    return load_config(resources_dir() / "demos" / "sentence-embedding.toml")
+# The built-in demos (resources/demos/<task>.toml), in the Run menu's order; the first is
+# the app's default. Keep in step with kdstudio.cli.DEMOS.
+DEMOS = {
+    "sentence-embedding": "&Sentence embeddings: distil MiniLM",
+    "sequence-classification": "&Text classifier: topics of everyday sentences",
+    "causal-lm": "&Language model: distil a small GPT",
+}
+
+
+def demo_path(task: str = "sentence-embedding") -> Path:
+    return resources_dir() / "demos" / f"{task}.toml"
+
+
+def demo_config(task: str = "sentence-embedding") -> RunConfig:
+    """A built-in demo's config; ConfigError naming the file when it is missing or invalid."""
+    path = demo_path(task)
+    if not path.exists():
+        raise ConfigError(f"The {task} demo's config ({path}) is missing from this installation.",
+                          hint="Reinstall KD Studio, or choose another demo in the Run menu.")
+    return load_config(path)
 
 
 def app_icon() -> QIcon:
@@ -104,6 +122,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
         self.ctx.navigate.connect(self.show_page)
+        from .pages.tradeoff import show_on_runs_page
+
+        tradeoff = self.pages["tradeoff"]
+        tradeoff.open_run_requested.connect(lambda path: show_on_runs_page(self, path))
+        tradeoff.unfinished_found.connect(lambda text: self.statusBar().showMessage(text, 20000))
         self.ctx.run_event.connect(self._on_run_event)
         self.training.failed.connect(lambda title, msg: show_error(self, title, msg))
         self.training.finished.connect(self._on_run_finished)
@@ -126,9 +149,10 @@ class MainWindow(QMainWindow):
         from .pages.method import MethodPage
         from .pages.models import ModelsPage
         from .pages.runs import RunsPage
+        from .pages.tradeoff import TradeoffPage
         from .pages.train import TrainPage
 
-        classes = (ModelsPage, MethodPage, DataPage, TrainPage, ComparePage, RunsPage)
+        classes = (ModelsPage, MethodPage, DataPage, TrainPage, ComparePage, RunsPage, TradeoffPage)
         return {key: cls(self.ctx) for key, cls in zip(PAGE_KEYS, classes)}
 
     def _make_menus(self) -> None:
@@ -148,7 +172,13 @@ class MainWindow(QMainWindow):
         self.act_stop = self._action(run, "&Stop (keep a checkpoint)", self.ctx.stop_run,
                                      QKeySequence("Ctrl+."))
         run.addSeparator()
-        self._action(run, "Run the built-in &demo", self.load_demo)
+        self.demo_menu = run.addMenu("Run a built-in &demo")
+        self.demo_menu.setObjectName("demoMenu")
+        self.demo_actions: dict[str, QAction] = {}
+        for task, label in DEMOS.items():
+            act = self._action(self.demo_menu, label, lambda t=task: self.load_demo(t))
+            act.setObjectName(f"demo_{task}")
+            self.demo_actions[task] = act
 
         view = mb.addMenu("&View")
         for i, key in enumerate(PAGE_KEYS):
@@ -180,9 +210,16 @@ class MainWindow(QMainWindow):
         self.ctx.replace_config(default_config(self.ctx.config.task))
         self.show_page("models")
 
-    def load_demo(self) -> None:
-        self.ctx.replace_config(demo_config())
+    def load_demo(self, task: str = "sentence-embedding") -> bool:
+        """Load a built-in demo's config and show the Train page; a missing demo is a dialog."""
+        try:
+            cfg = demo_config(task)
+        except KDStudioError as exc:
+            show_error(self, "Demo not available", str(exc))
+            return False
+        self.ctx.replace_config(cfg)
         self.show_page("train")
+        return True
 
     def open_config_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open run config", self.settings["last_folder"],

@@ -112,7 +112,7 @@ def test_cross_tokenizer_run_trains_and_says_what_works(tiny):
 
 
 @pytest.mark.parametrize("student", ["derived", "othertok"])
-def test_sequence_level_run_saves_and_reuses_generations(tiny, student):
+def test_sequence_level_run_saves_and_reuses_generations(tiny, student, capsys):
     s = {"layers": 2} if student == "derived" else {"name": str(tiny["gpt2-othertok"])}
     cfg = tiny_config("causal-lm", tiny["gpt2"], student=s, generation=GEN,
                       method={"sequence_level": True, "logit_weight": 0.0, "hard_label_weight": 1.0})
@@ -135,6 +135,14 @@ def test_sequence_level_run_saves_and_reuses_generations(tiny, student):
     run_training(reuse, rec2)
     assert not [e for e in rec2.of(ev.Stage) if e.name == "generate"]
     assert load_generations(path) == load_generations(result.run_dir)
+
+    # `kdstudio show` lets a person read what the student trained on.
+    from kdstudio.cli import main
+
+    capsys.readouterr()
+    assert main(["show", result.run_dir.name]) == 0
+    out = capsys.readouterr().out
+    assert "The teacher's continuations" in out and rows[0]["prompt"][:10] in out
 
 
 def test_sequence_level_with_logits_when_tokenizers_match(tiny):

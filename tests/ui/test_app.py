@@ -171,3 +171,23 @@ def test_close_during_a_run_stops_with_a_checkpoint(qtbot, tiny, monkeypatch):
     run = Run(w.ctx.current_run_dir)
     assert run.status() == "stopped" and run.latest_checkpoint() is not None
     assert steps[-1].step < 400
+
+
+def test_qt_calls_keep_none_alive():
+    """A long session makes hundreds of thousands of Qt calls. PySide6 6.12.0 dropped a
+    reference to None on each call that returns nothing, which aborts Python 3.11 once None's
+    count runs out; run in a child process so a bad build fails this test, not the suite."""
+    code = textwrap.dedent("""
+        import sys
+        from PySide6.QtWidgets import QApplication, QLabel
+        app = QApplication([])
+        label = QLabel()
+        before = sys.getrefcount(None)
+        for i in range(50000):
+            label.setText("x")
+        print(sys.getrefcount(None) - before)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr[-500:]
+    assert abs(int(out.stdout.strip())) < 100
