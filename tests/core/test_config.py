@@ -124,5 +124,7 @@ def test_readme_reference_is_current():
 @pytest.mark.parametrize("demo", sorted((ROOT / "resources" / "demos").glob("*.toml")))
 def test_demo_configs_are_valid(demo):
     cfg = load_config(demo)
-    assert cfg.teacher.name == "all-MiniLM-L6-v2"
+    from kdstudio.core.catalog import BUILTIN_MODELS
+
+    assert cfg.teacher.name in BUILTIN_MODELS  # every demo runs offline
     assert cfg.data.dataset == "builtin:everyday-topics"
