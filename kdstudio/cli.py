@@ -7,11 +7,12 @@ Heavy imports (torch, transformers) happen inside the commands, so `--help` is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 DEMOS = {
     "sentence-embedding": "sentence-embedding.toml",
@@ -327,25 +328,33 @@ class ProgressSink:
             p.console.print(f"[dim]   checkpoint at step {e.step}[/]")
 
 
-def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int:
-    from .core.trainer import run_training
-
+@contextlib.contextmanager
+def ctrl_c_stops(console: Any, what: str = "") -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C sets the yielded stop event (the run stops after this step
+    with a checkpoint); a second one aborts at once."""
     stop = threading.Event()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        console.print("\n[yellow]Stopping after this step and saving a checkpoint "
+        console.print(f"\n[yellow]Stopping after this step and saving a checkpoint{what} "
                       "(press Ctrl-C again to abort at once)...[/]")
 
-    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
-        with ProgressSink(console) as sink:
-            result = run_training(cfg, sink, stop, resume=resume)
+        yield stop
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+
+
+def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int:
+    from .core.trainer import run_training
+
+    with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
+        result = run_training(cfg, sink, stop, resume=resume)
     if result.status == "stopped":
         if not result.summary:
             console.print("[yellow]Stopped before training began;[/] nothing was saved.")

@@ -9,9 +9,7 @@ stops the current run with a checkpoint; `kdstudio sweep --resume ID` goes on fr
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from typing import Any
 
 
@@ -172,27 +170,17 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     sweep.save()
     console.print(f"   Sweep folder: {sweep.folder}")
 
-    stop = threading.Event()
+    from .cli import ctrl_c_stops
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.print("\n[yellow]Stopping after this step and saving a checkpoint; the queue "
-                      "stays resumable (press Ctrl-C again to abort at once)...[/]")
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     sink = SweepSink(console)
     try:
-        result = run_sweep(sweep, sink, stop, retry_failed=bool(args.resume))
+        with ctrl_c_stops(console, "; the queue stays resumable") as stop:
+            result = run_sweep(sweep, sink, stop, retry_failed=bool(args.resume))
     except KeyboardInterrupt:
         console.print(f"[yellow]Aborted.[/] Continue with: kdstudio sweep --resume {sweep.id}")
         return 130
     finally:
         sink.close()
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
     code = _report(sweep, console, args.axis)
     if result.status == "stopped":
         console.print(f"[yellow]The sweep stopped[/] ({sweep.describe()}). Continue with:\n"
