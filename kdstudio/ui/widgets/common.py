@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from PySide6.QtWidgets import QComboBox, QWidget
+from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit, QWidget)
 
 W = TypeVar("W", bound=QWidget)
 
@@ -43,3 +43,21 @@ def make_plot(name: str, title: str, x_label: str, y_label: str, *, grid: bool =
     item.setDownsampling(auto=True, mode="peak")
     item.setClipToView(True)
     return plot
+
+
+def show_value(widget: QWidget, value: Any) -> None:
+    """Put a config value into its control without emitting change signals (a check box, a
+    line edit that is not being typed in, a spin box, or a combo box holding values as data)."""
+    widget.blockSignals(True)
+    try:
+        if isinstance(widget, QCheckBox):
+            widget.setChecked(bool(value))
+        elif isinstance(widget, QLineEdit):
+            if not widget.hasFocus():
+                widget.setText(str(value))
+        elif isinstance(widget, QAbstractSpinBox):
+            widget.setValue(value)
+        elif isinstance(widget, QComboBox):
+            widget.setCurrentIndex(max(0, widget.findData(value)))
+    finally:
+        widget.blockSignals(False)

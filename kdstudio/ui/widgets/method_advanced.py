@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox
 from kdstudio.core.config import MethodConfig, TeacherConfig
 
 from ..dialogs import show_error
+from .common import show_value
 from .method_text import (DTYPE_TEXT, HIDDEN_LOSS_TEXT, PREPARE_TEXT, WEIGHTS_TRADE,
                           format_pairs, parse_pairs)
 
@@ -153,13 +154,7 @@ class AdvancedSettings(QWidget):
         """Show the config's values; hide what the task cannot use, disable what is unused."""
         cfg = self.ctx.config
         for (section, key), w in self.controls.items():
-            value = getattr(getattr(cfg, section), key)
-            w.blockSignals(True)
-            if isinstance(w, QDoubleSpinBox):
-                w.setValue(float(value))
-            else:
-                w.setCurrentIndex(max(0, w.findData(value)))
-            w.blockSignals(False)
+            show_value(w, getattr(getattr(cfg, section), key))
         if not self.pairs.hasFocus():
             self.pairs.setText(format_pairs(cfg.method.layer_pairs))
             self._pairs_seen = self.pairs.text()

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayo
 
 from kdstudio.core.config import EvaluationConfig, GenerationConfig, MethodConfig
 
-from .common import named
+from .common import named, show_value
 from .method_text import (BASELINE, CROSS_TOKENIZER, GENERATION, ON_POLICY, SEQUENCE_LEVEL)
 
 HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
@@ -163,16 +163,7 @@ class LanguageModelMethods(QGroupBox):
         """Show the config's values; disable the generation settings nothing uses."""
         cfg = self.ctx.config
         for (section, key), w in self.controls.items():
-            value = getattr(getattr(cfg, section), key)
-            w.blockSignals(True)
-            if isinstance(w, QCheckBox):
-                w.setChecked(bool(value))
-            elif isinstance(w, QLineEdit):
-                if not w.hasFocus():
-                    w.setText(str(value))
-            else:
-                w.setValue(value)
-            w.blockSignals(False)
+            show_value(w, getattr(getattr(cfg, section), key))
         m = cfg.method
         generates = m.sequence_level or m.on_policy_share > 0
         self.gen_box.setEnabled(generates)
