@@ -59,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-layer", type=int, default=6)
     ap.add_argument("--n-positions", type=int, default=128)
-    ap.add_argument("--block", type=int, default=64, help="tokens per training window")
-    ap.add_argument("--batch", type=int, default=32, help="windows per step")
+    ap.add_argument("--block", type=int, default=128, help="tokens per training window")
+    ap.add_argument("--batch", type=int, default=16, help="windows per step")
+    ap.add_argument("--long-every", type=int, default=2,
+                    help="train on whole windows every N-th step; the other steps split each "
+                         "window into two halves (0 = never split)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min-lr-ratio", type=float, default=0.05)
     ap.add_argument("--warmup", type=int, default=100)
@@ -234,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = lr_at(step - 1)
         model.train()
         x = windows.next()
+        if args.long_every and step % args.long_every:
+            # Half-length windows, twice as many: the demo's 64-token context most of the time,
+            # while the whole-window steps keep positions up to n_positions trained.
+            x = x.reshape(-1, args.block // 2)
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -286,8 +293,11 @@ def main(argv: list[str] | None = None) -> None:
                  "how": "kdstudio.core.data.load_text_data with task causal-lm (the engine's "
                         "own split, so the demo's students train and are measured on the same)"},
         "training": {"steps": args.steps, "batch_size": args.batch, "block_tokens": args.block,
+                     "long_every": args.long_every,
                      "windows": "each epoch: sentences reshuffled, packed with <eos> between, "
-                                "cut at a random offset",
+                                "cut at a random offset; every long_every-th step trains on "
+                                "the whole windows, the others on each window split in two "
+                                "halves (twice as many, half as long)",
                      "epochs_seen": windows.epochs, "optimizer": "AdamW", "betas": [0.9, 0.95],
                      "learning_rate": args.lr, "schedule": "linear warm-up then cosine",
                      "warmup_steps": args.warmup, "min_lr_ratio": args.min_lr_ratio,
@@ -350,6 +360,11 @@ def write(out: Path, model, tok, record: dict) -> None:
 def model_card(r: dict) -> str:
     a, t, f, d, e = r["architecture"], r["training"], r["figures"], r["data"], r["evaluation"]
     sm = r["sampled"]
+    k = t.get("long_every", 0)
+    split = "" if not k else (
+        f" (on {'every other step' if k == 2 else f'all steps but every {k}-th'}, each window "
+        f"split in two: {2 * t['batch_size']} windows of {t['block_tokens'] // 2} tokens, the "
+        "demo's context length)")
     samples = "\n".join(f"| {g['prompt']} | {g['continuation']} | {x['continuation']} |"
                         for g, x in zip(r["samples"]["items"], sm["items"]))
     return f"""# everyday-gpt
@@ -375,7 +390,7 @@ offline on any machine, where no pretrained causal language model can be downloa
   {d['split_seed']}): {d['train_sentences']} training sentences ({d['train_tokens']:,} tokens),
   {d['eval_sentences']} held out. The demo's students train and are measured on the same split.
 - {t['steps']} AdamW steps (betas 0.9/0.95, weight decay {t['weight_decay']} on matrices), batch
-  {t['batch_size']} windows of {t['block_tokens']} tokens, peak learning rate {t['learning_rate']},
+  {t['batch_size']} windows of {t['block_tokens']} tokens{split}, peak learning rate {t['learning_rate']},
   {t['warmup_steps']} warm-up steps then cosine to {t['min_lr_ratio']} of the peak, dropout
   {a['dropout']}, gradient clipping {t['grad_clip']}, seed {t['seed']}. Each epoch reshuffles the
   sentences, packs them and cuts the stream at a random offset ({t['epochs_seen']} epochs in all).
