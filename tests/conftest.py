@@ -36,7 +36,14 @@ def corpus_texts(n: int | None = None) -> list[str]:
 
 
 def _bpe_tokenizer(vocab_size: int, lowercase: bool = False):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -67,8 +74,15 @@ def _save(model, tok, folder: Path) -> Path:
 def tiny(tmp_path_factory):
     """Folders of tiny models (save_pretrained form) keyed by shape name."""
     import torch
-    from transformers import (AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel,
-                              LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     base = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)

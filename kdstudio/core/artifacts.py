@@ -9,8 +9,15 @@ from typing import Any
 
 import torch
 
-from .evaluation import METRIC_LABELS, Evaluator, latency_sample, measure_latencies, weights_size_bytes
-from .runs import Run, atomic_write_text
+from kdstudio.core.evaluation import (
+    METRIC_LABELS,
+    Evaluator,
+    latency_sample,
+    measure_latencies,
+    weights_size_bytes,
+)
+from kdstudio.core.runs import Run, atomic_write_text
+from kdstudio.core.tasks import get_task
 
 # Sentence-transformers reads these beside the transformers files.
 _ST_MODULES = [
@@ -23,7 +30,7 @@ _ST_NORMALIZE = {"idx": 2, "name": "2", "path": "2_Normalize",
 
 def save_student(folder: Path, student: torch.nn.Module, tokenizer: Any, task: str,
                  teacher_source: str) -> None:
-    """save_pretrained with the tokenizer; for sentence-embedding also the sentence-transformers files.
+    """save_pretrained with the tokenizer; for a sentence encoder also the sentence-transformers files.
 
     Written to a temporary folder and swapped in, so an earlier student survives a failed save.
     """
@@ -31,7 +38,7 @@ def save_student(folder: Path, student: torch.nn.Module, tokenizer: Any, task: s
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if task == "sentence-embedding":
+    if get_task(task).output == "embedding":
         _write_sentence_transformers_files(tmp, student, teacher_source)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

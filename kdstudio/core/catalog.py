@@ -18,7 +18,7 @@ def _minilm_folder() -> Path | None:
 
 
 def _everyday_gpt_folder() -> Path | None:
-    from .runs import resources_dir
+    from kdstudio.core.runs import resources_dir
 
     folder = resources_dir() / "models" / "everyday-gpt"
     return folder if (folder / "config.json").exists() else None

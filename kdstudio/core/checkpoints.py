@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from .errors import RunError
+from kdstudio.core.errors import RunError
 
 
 def save(folder: Path, step: int, distiller: torch.nn.Module, optimizer: Any, scheduler: Any,

@@ -17,10 +17,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import RunConfig, load_config
-from .errors import CompatibilityError, KDStudioError, RunError
-from .losses import mean_pool
-from .models import count_params, load_model, resolve_model_source, same_tokenizer
+from kdstudio.core.config import RunConfig, load_config
+from kdstudio.core.errors import CompatibilityError, KDStudioError, RunError
+from kdstudio.core.losses import mean_pool
+from kdstudio.core.models import (
+    count_params,
+    load_model,
+    resolve_model_source,
+    same_tokenizer,
+)
 
 
 @dataclass
@@ -184,9 +189,9 @@ class Comparer:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", index_size: int = 300) -> Comparer:
-        from .data import load_text_data
-        from .runs import Run
-        from .trainer import resolve_device
+        from kdstudio.core.data import load_text_data
+        from kdstudio.core.runs import Run
+        from kdstudio.core.trainer import resolve_device
 
         run = Run(Path(run_dir))
         if not run.student_dir.joinpath("config.json").exists():

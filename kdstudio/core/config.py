@@ -14,9 +14,10 @@ from typing import Any
 import tomli_w
 import tomllib
 
-from .errors import ConfigError
+from kdstudio.core.errors import ConfigError
+from kdstudio.core.tasks import DEFAULT_TASK, REGISTRY, TASK_NAMES, get_task
 
-TASKS = ("causal-lm", "sequence-classification", "sentence-embedding")
+TASKS = TASK_NAMES
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
 HIDDEN_LOSSES = ("mse", "cosine")
 EMBEDDING_LOSSES = ("mse", "cosine", "mse+cosine")
@@ -189,7 +190,7 @@ class EvaluationConfig:
 @dataclass
 class RunConfig:
     name: str = _f("", "A name for the run (shown in 'kdstudio runs'); empty makes one.")
-    task: str = _f("sentence-embedding", "The task family.", choices=TASKS)
+    task: str = _f(DEFAULT_TASK.name, "The task family.", choices=TASKS)
     teacher: TeacherConfig = _f(None, "The teacher model.", factory=TeacherConfig)
     student: StudentConfig = _f(None, "The student model.", factory=StudentConfig)
     method: MethodConfig = _f(None, "The distillation method and its loss weights.",
@@ -209,41 +210,24 @@ class RunConfig:
         return tomli_w.dumps(self.to_dict())
 
     def save(self, path: str | Path) -> None:
-        from .runs import atomic_write_text
+        from kdstudio.core.runs import atomic_write_text
 
         atomic_write_text(Path(path), self.to_toml())
 
     def validate(self) -> "RunConfig":
         """Check every field and the combinations; raise ConfigError naming the key."""
+        from kdstudio.core.objective import check_terms
+
         _validate_fields(self, "")
-        m, task = self.method, self.task
-        if task == "sentence-embedding":
-            for key in ("logit_weight", "hard_label_weight"):
-                if getattr(m, key) > 0:
-                    raise ConfigError(
-                        f"method.{key} is {getattr(m, key)}, but sentence-embedding models have "
-                        "no output logits or labels to distill.",
-                        hint="Set it to 0 and use method.embedding_weight and/or "
-                             "method.hidden_weight.")
-            weights = {"embedding_weight": m.embedding_weight, "hidden_weight": m.hidden_weight}
-        else:
-            if m.embedding_weight > 0:
+        m, task = self.method, get_task(self.task)
+        owned = {f: (off, t) for t in REGISTRY.values() for f, off in t.own_method_fields}
+        for key, (off, owner) in owned.items():
+            if owner is not task and getattr(m, key) != off:
                 raise ConfigError(
-                    f"method.embedding_weight is {m.embedding_weight}, but pooled-embedding "
-                    f"distillation only applies to the sentence-embedding task, not '{task}'.",
-                    hint="Set it to 0, or set task = \"sentence-embedding\".")
-            weights = {"logit_weight": m.logit_weight, "hard_label_weight": m.hard_label_weight,
-                       "hidden_weight": m.hidden_weight}
-            if task == "causal-lm":
-                weights["cross_tokenizer_weight"] = m.cross_tokenizer_weight
-        if task != "causal-lm":
-            for key, off in (("cross_tokenizer_weight", 0.0), ("sequence_level", False),
-                             ("on_policy_share", 0.0)):
-                if getattr(m, key) != off:
-                    raise ConfigError(
-                        f"method.{key} is {getattr(m, key)!r}, but it applies only to the "
-                        f"causal-lm task, not '{task}'.",
-                        hint=f"Set it to {str(off).lower()}, or set task = \"causal-lm\".")
+                    f"method.{key} is {getattr(m, key)!r}, but it applies only to the "
+                    f"{owner.name} task, not '{task.name}'.",
+                    hint=f"Set it to {str(off).lower()}, or set task = \"{owner.name}\".")
+        check_terms(task, m)
         if m.on_policy_share > 0 and m.logit_weight == 0 and m.cross_tokenizer_weight == 0:
             raise ConfigError(
                 f"method.on_policy_share is {m.on_policy_share}, but the teacher scores the "
@@ -251,22 +235,17 @@ class RunConfig:
                 "method.logit_weight and method.cross_tokenizer_weight are both 0.",
                 hint="Give method.logit_weight (or method.cross_tokenizer_weight, when the "
                      "tokenizers differ) a positive weight.")
-        if not any(w > 0 for w in weights.values()):
-            raise ConfigError(
-                f"Every loss weight for task '{task}' is 0 ({', '.join('method.' + k for k in weights)}), "
-                "so the student would learn nothing.",
-                hint="Give at least one of them a positive weight.")
         for pair in m.layer_pairs:
             if len(pair) != 2 or any(not isinstance(i, int) or i < 0 for i in pair):
                 raise ConfigError(
                     f"method.layer_pairs has the entry {pair!r}; each entry must be two "
                     "non-negative layer numbers [student, teacher], e.g. [[1, 2], [2, 4]].")
-        if self.evaluation.baseline and task == "sentence-embedding":
+        if self.evaluation.baseline and not task.has_plain_loss:
+            works = " and ".join(t.name for t in REGISTRY.values() if t.has_plain_loss)
             raise ConfigError(
-                "evaluation.baseline is true, but a sentence-embedding student has no plain "
+                f"evaluation.baseline is true, but a {task.name} student has no plain "
                 "task loss of its own to train on without a teacher (there are no labels).",
-                hint="Set evaluation.baseline = false; it works for causal-lm (next-token loss) "
-                     "and sequence-classification (the class labels).")
+                hint=f"Set evaluation.baseline = false; it works for {works}.")
         s = self.student
         if not s.name and not s.layer_indices and s.layers <= 0:
             raise ConfigError("student.layers is 0; a derived student needs at least one layer.",
@@ -385,27 +364,19 @@ def _fill(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
     return dataclasses.replace(base, **kwargs)
 
 
-def default_config(task: str = "sentence-embedding") -> RunConfig:
+def default_config(task: str = DEFAULT_TASK.name) -> RunConfig:
     """Sensible defaults for a task family (the method weights differ between tasks)."""
-    if task not in TASKS:
-        raise ConfigError(f"task is {task!r}; allowed values are {', '.join(map(repr, TASKS))}.")
-    cfg = RunConfig(task=task)
-    if task == "sentence-embedding":
-        cfg.method = MethodConfig(logit_weight=0.0, embedding_weight=1.0)
-    elif task == "sequence-classification":
-        cfg.method = MethodConfig(logit_weight=1.0, hard_label_weight=0.5, temperature=2.0)
-    else:
-        cfg.method = MethodConfig(logit_weight=1.0, temperature=1.0)
-        cfg.data.max_length = 128
+    t = get_task(task)
+    cfg = RunConfig(task=t.name)
+    cfg.method = MethodConfig(**t.method_defaults)
+    cfg.data = dataclasses.replace(cfg.data, **t.data_defaults)
     return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from nested dicts, starting from the task's defaults."""
-    task = data.get("task", "sentence-embedding")
-    if not isinstance(task, str) or task not in TASKS:
-        raise ConfigError(f"task is {task!r}; allowed values are {', '.join(map(repr, TASKS))}.")
-    return _fill(RunConfig, data, "", default_config(task)).validate()
+    task = get_task(data.get("task", DEFAULT_TASK.name))
+    return _fill(RunConfig, data, "", default_config(task.name)).validate()
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from .catalog import BUILTIN_DATASETS, FILE_BUILDERS  # noqa: F401  (re-exported)
-from .errors import DataError
-from .runs import resources_dir
+from kdstudio.core.catalog import BUILTIN_DATASETS, FILE_BUILDERS  # noqa: F401  (re-exported)
+from kdstudio.core.errors import DataError
+from kdstudio.core.runs import resources_dir
+from kdstudio.core.tasks import get_task
 
 TEXT_NAMES = ("text", "sentence", "content", "document", "prompt", "question", "review",
               "body", "input", "utterance")
@@ -220,7 +221,7 @@ def _label_names_and_ids(ds, column: str, source: str) -> tuple[list[str], list[
     return names, ids
 
 
-def load_text_data(cfg: Any, task: str, seed: int = 42) -> TextData:
+def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
     """Load, detect columns, split and clean the data for a run (cfg is a DataConfig)."""
     raw = _load_raw(cfg.dataset, cfg.config_name)
     source = cfg.dataset
@@ -250,11 +251,12 @@ def load_text_data(cfg: Any, task: str, seed: int = 42) -> TextData:
     label_col = None
     label_names = None
     train_labels = eval_labels = None
-    if task == "sequence-classification":
+    task = get_task(task)
+    if task.needs_labels:
         label_col = detect_label_column(train, cfg.label_column, text_col, source)
         if label_col is None:
             raise DataError(f"'{source}' has no label column (columns: "
-                            f"{', '.join(train.column_names)}); sequence-classification needs "
+                            f"{', '.join(train.column_names)}); {task.name} needs "
                             "one class label per row.",
                             hint="Set data.label_column to the column with the class labels.")
         if label_col not in evl.column_names:
@@ -273,7 +275,7 @@ def load_text_data(cfg: Any, task: str, seed: int = 42) -> TextData:
             eval_ids_raw = [label_names.index(str(v)) if str(v) in label_names else 0
                             for v in evl[label_col]]
         train_labels, eval_labels = train_ids, eval_ids_raw
-    elif task == "sentence-embedding":
+    elif task.uses_labels:
         # Labels are optional here; when the data has classes they give a real downstream
         # figure (nearest-neighbour topic accuracy) for teacher and student alike.
         label_col = detect_label_column(train, cfg.label_column, text_col, source)
@@ -315,7 +317,7 @@ def _clean(texts: list[Any], labels: list[int] | None) -> tuple[list[str], list[
     return [texts[i].strip() for i in keep], ([labels[i] for i in keep] if labels else None)
 
 
-def preview(cfg: Any, n: int = 20, task: str = "") -> Preview:
+def preview(cfg: Any, n: int = 20, task: Any = "") -> Preview:
     """The first n rows and the detected columns, without tokenizing anything."""
     raw = _load_raw(cfg.dataset, cfg.config_name)
     split = cfg.split if cfg.split in raw else next(iter(raw.keys()))
@@ -325,7 +327,7 @@ def preview(cfg: Any, n: int = 20, task: str = "") -> Preview:
     text_col = detect_text_column(ds, cfg.text_column, cfg.dataset)
     label_col = detect_label_column(ds, cfg.label_column, text_col, cfg.dataset)
     names: list[str] = []
-    if label_col and task == "sequence-classification":
+    if label_col and task and get_task(task).needs_labels:
         names, _ = _label_names_and_ids(ds, label_col, cfg.dataset)
     rows = [dict(r) for r in ds.select(range(min(n, len(ds))))]
     return Preview(cfg.dataset, list(ds.column_names), rows, len(ds), list(raw.keys()),
@@ -364,7 +366,7 @@ def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch
 
 
 def causal_blocks(tokenizer: Any, texts: list[str], max_length: int, pack: bool) -> list[list[int]]:
-    """Token-id blocks for causal-lm: packed into full max_length blocks, or one per text."""
+    """Token-id blocks for a language model: packed into full max_length blocks, or one per text."""
     ids = tokenizer(texts, add_special_tokens=False, truncation=not pack,
                     max_length=None if pack else max_length)["input_ids"]
     sep = tokenizer.eos_token_id

@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from .errors import ConfigError
+from kdstudio.core.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .distill import Batch
-from .errors import ConfigError, ModelError, StoppedError
+from kdstudio.core.errors import ConfigError, ModelError, StoppedError
+from kdstudio.core.objective import Batch
 
 
 def _offsets(tok: Any, texts: list[str], max_length: int) -> dict[str, Any]:
@@ -204,7 +204,7 @@ GENERATIONS_FILE = "generations.jsonl"
 
 
 def save_generations(path: Path, prompts: list[str], continuations: list[str]) -> None:
-    from .runs import atomic_write_text
+    from kdstudio.core.runs import atomic_write_text
 
     lines = [json.dumps({"prompt": p, "continuation": c}, ensure_ascii=False)
              for p, c in zip(prompts, continuations)]

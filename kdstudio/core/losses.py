@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # The names live in config.py (which must import without torch); re-exported here.
-from .config import EMBEDDING_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
+from kdstudio.core.config import EMBEDDING_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

@@ -5,13 +5,7 @@ The measuring itself lives in evaluation.py.
 
 from __future__ import annotations
 
-# The one figure per task that the runs table and "quality retained" use:
-# (name, higher_is_better).
-HEADLINE = {
-    "causal-lm": ("perplexity", False),
-    "sequence-classification": ("accuracy", True),
-    "sentence-embedding": ("knn_accuracy", True),
-}
+from typing import Any
 
 METRIC_LABELS = {
     "perplexity": "Perplexity (lower is better)",
@@ -35,10 +29,12 @@ SELF_AGREEMENT = ("cosine_to_teacher", "neighbour_agreement", "spearman", "top1_
                   "agreement")
 
 
-def headline_for(task: str, has_labels: bool) -> tuple[str, bool]:
-    if task == "sentence-embedding" and not has_labels:
-        return "cosine_to_teacher", True
-    return HEADLINE[task]
+def headline_for(task: Any, has_labels: bool) -> tuple[str, bool]:
+    """The one figure of a task that the runs table and "quality retained" use:
+    (name, higher is better)."""
+    from kdstudio.core.tasks import get_task
+
+    return get_task(task).headline(has_labels)
 
 
 def quality_retained(metric: str, teacher: dict[str, float],

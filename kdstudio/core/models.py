@@ -12,15 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
-from .errors import CompatibilityError, ModelError, StoppedError
-from .events import EventSink, Progress, ignore
-
-TASK_AUTO_CLASS = {
-    "causal-lm": "AutoModelForCausalLM",
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "sentence-embedding": "AutoModel",
-}
+from kdstudio.core.catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
+from kdstudio.core.errors import CompatibilityError, ModelError, StoppedError
+from kdstudio.core.events import EventSink, Progress, ignore
+from kdstudio.core.tasks import get_task
 
 
 def resolve_model_source(name: str, *, revision: str = "", on_event: EventSink = ignore,
@@ -142,11 +137,12 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
     import transformers
 
     quiet_transformers()
-    cls = getattr(transformers, TASK_AUTO_CLASS[task])
+    task = get_task(task)
+    cls = getattr(transformers, task.auto_class)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if task == "sequence-classification" and label_names:
+    if task.has_task_head and label_names:
         kwargs.update(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
                       label2id={n: i for i, n in enumerate(label_names)})
@@ -157,7 +153,7 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
         msg = str(exc)
         if "Unrecognized configuration class" in msg or "not recognized" in msg.lower():
             raise ModelError(f"The {role} '{source}' cannot be used for {task}: its architecture "
-                             f"has no {TASK_AUTO_CLASS[task]} variant.",
+                             f"has no {task.auto_class} variant.",
                              hint="Choose a model made for this task family.") from exc
         raise ModelError(f"The {role} '{source}' could not be loaded: {msg}") from exc
     except Exception as exc:
@@ -165,10 +161,10 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
                          hint="Check that the folder holds a complete save_pretrained model, "
                               "and whether it needs trust_remote_code.") from exc
     missing = info.get("missing_keys", []) if isinstance(info, dict) else []
-    new_head = task == "sequence-classification" and any(
+    new_head = task.has_task_head and any(
         k.split(".")[0] in ("classifier", "score", "classification_head", "out_proj") or
         ".classifier" in k or k.startswith("score") for k in missing)
-    if task == "sequence-classification" and model.config.num_labels != len(label_names or []) \
+    if task.has_task_head and model.config.num_labels != len(label_names or []) \
             and label_names:
         raise CompatibilityError(
             f"The {role} '{source}' has {model.config.num_labels} classes but the data has "
@@ -242,14 +238,14 @@ def student_layer_indices(n_teacher: int, layers: float, layer_indices: list[int
     if layer_indices:
         bad = [i for i in layer_indices if i >= n_teacher]
         if bad:
-            from .errors import ConfigError
+            from kdstudio.core.errors import ConfigError
 
             raise ConfigError(f"student.layer_indices names layer(s) {bad}, but the teacher has "
                               f"only {n_teacher} layers (0 to {n_teacher - 1}).")
         return sorted(layer_indices)
     k = int(layers) if layers >= 1 else max(1, round(layers * n_teacher))
     if k > n_teacher:
-        from .errors import ConfigError
+        from kdstudio.core.errors import ConfigError
 
         raise ConfigError(f"student.layers is {k}, but the teacher has only {n_teacher} layers.",
                           hint=f"Choose 1 to {n_teacher} layers, or a fraction such as 0.5.")
@@ -305,7 +301,7 @@ def _fresh_narrow_student(teacher: nn.Module, kept: list[int], hidden: int, seed
     head_dim = getattr(cfg, "head_dim", None) or (t_hidden // heads if heads else None)
     if head_dim and hidden % head_dim:
         valid = [head_dim * i for i in range(1, (t_hidden // head_dim) + 1)]
-        from .errors import ConfigError
+        from kdstudio.core.errors import ConfigError
 
         raise ConfigError(f"student.hidden_size is {hidden}; it must be a multiple of the "
                           f"attention head size {head_dim}.",
@@ -366,76 +362,43 @@ def same_tokenizer(a: Any, b: Any) -> bool:
     return len(a) == len(b) and a.get_vocab() == b.get_vocab()
 
 
-def check_compatibility(task: str, method: Any, teacher: nn.Module, student: nn.Module,
+def check_compatibility(task: Any, method: Any, teacher: nn.Module, student: nn.Module,
                         teacher_tok: Any, student_tok: Any) -> Compatibility:
-    """Compare vocabularies and widths; say which methods work and why."""
+    """Compare vocabularies and widths; say which loss terms work and why."""
+    from kdstudio.core.objective import active_terms, terms_for
+
+    task = get_task(task)
     same_vocab = same_tokenizer(teacher_tok, student_tok)
     tw, sw = hidden_size(teacher), hidden_size(student)
-    notes: list[str] = []
-    vocab = 0
-    if task == "causal-lm":
-        working = ["hidden"] if same_vocab else []
-        if same_vocab:
-            working = ["logit", "hard_label", "hidden", "cross_tokenizer"]
-            vocab = len(teacher_tok)
-            rows_t = teacher.get_output_embeddings().weight.shape[0]
-            rows_s = student.get_output_embeddings().weight.shape[0]
-            if rows_t != rows_s or rows_t != vocab:
-                notes.append(f"The models pad their vocabularies differently ({rows_t} and "
-                             f"{rows_s} rows); logits are compared over the tokenizer's {vocab} "
-                             "tokens.")
-        else:
-            working = ["hard_label", "cross_tokenizer"]
-    elif task == "sequence-classification":
-        working = ["logit", "hard_label"] + (["hidden"] if same_vocab else [])
-        nt, ns = teacher.config.num_labels, student.config.num_labels
-        if nt != ns:
-            return Compatibility("error", f"The teacher predicts {nt} classes and the student "
-                                 f"{ns}; class probabilities can only be compared over the same "
-                                 "classes.", same_vocab, tw == sw, ["hidden"] if same_vocab else [])
-        vocab = nt
-    else:
-        working = ["embedding"] + (["hidden"] if same_vocab else [])
-    wanted = []
-    if getattr(method, "logit_weight", 0) > 0:
-        wanted.append("logit")
-    if getattr(method, "hidden_weight", 0) > 0:
-        wanted.append("hidden")
-    if getattr(method, "hard_label_weight", 0) > 0:
-        wanted.append("hard_label")
-    if getattr(method, "embedding_weight", 0) > 0:
-        wanted.append("embedding")
-    if task == "causal-lm" and getattr(method, "cross_tokenizer_weight", 0) > 0:
-        wanted.append("cross_tokenizer")
-    blocked = [w for w in wanted if w not in working]
+    fit = task.fit(teacher, student, teacher_tok, same_vocab)
+    notes: list[str] = list(fit.notes)
+    if fit.error:
+        return Compatibility("error", fit.error, same_vocab, tw == sw, fit.working)
+    wanted = [t.name for t in active_terms(task, method)]
+    blocked = [w for w in wanted if w not in fit.working]
     if tw != sw and "hidden" in wanted:
         notes.append(f"Widths differ (teacher {tw}, student {sw}): a learned linear projection "
                      "maps student hidden states to the teacher's width.")
-    if tw != sw and task == "sentence-embedding" and "embedding" in wanted:
+    if tw != sw and "embedding" in wanted:
         notes.append(f"Embedding sizes differ (teacher {tw}, student {sw}): a learned linear "
                      "projection maps the student's embedding to the teacher's size.")
     if blocked:
         why = ("the teacher's and the student's tokenizers differ "
                f"({len(teacher_tok)} vs {len(student_tok)} tokens)") if not same_vocab else \
               "the models do not fit together for it"
-        names = {"logit": "logit distillation (method.logit_weight)",
-                 "hidden": "hidden-state distillation (method.hidden_weight)",
-                 "hard_label": "the hard-label loss (method.hard_label_weight)",
-                 "embedding": "embedding distillation (method.embedding_weight)",
-                 "cross_tokenizer": "cross-tokenizer logit distillation "
-                                    "(method.cross_tokenizer_weight)"}
-        still = ", ".join(names[w] for w in working) or "none of the methods for this task"
-        if task == "causal-lm":
-            still += ", and sequence-level distillation (method.sequence_level)"
+        names = {t.name: f"{t.label} (method.{t.weight_key})" for t in terms_for(task)}
+        still = ", ".join(names[w] for w in fit.working) or "none of the methods for this task"
+        if fit.also_works:
+            still += ", and " + fit.also_works
         return Compatibility("error",
                              f"{'; '.join(names[b] for b in blocked).capitalize()} cannot be used "
                              f"because {why}: these compare the models token by token. "
                              f"Methods that still work: {still}. Or choose a student that "
                              "shares the teacher's tokenizer (for example one derived from it).",
-                             same_vocab, tw == sw, working, notes, vocab)
+                             same_vocab, tw == sw, fit.working, notes, fit.vocab)
     level = "warn" if notes else "ok"
     msg = "Teacher and student fit together" + (": " + " ".join(notes) if notes else ".")
-    return Compatibility(level, msg, same_vocab, tw == sw, working, notes, vocab)
+    return Compatibility(level, msg, same_vocab, tw == sw, fit.working, notes, fit.vocab)
 
 
 def require_compatible(comp: Compatibility) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import tomllib
 
-from .config import RunConfig, load_config
-from .errors import ConfigError
-from .metrics import METRIC_LABELS, PERCENT_METRICS, quality_retained
-from .metrics import SELF_AGREEMENT as _SELF_ONE
+from kdstudio.core.config import RunConfig, load_config
+from kdstudio.core.errors import ConfigError
+from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS, quality_retained
+from kdstudio.core.metrics import SELF_AGREEMENT as _SELF_ONE
 
 Pair = tuple[np.ndarray, np.ndarray]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
+from kdstudio.core.errors import RunError
 
 APP_NAME = "kdstudio"
 

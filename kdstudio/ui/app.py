@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None, *, demo: bool = False) -> int:
     app.setApplicationName("KD Studio")
     app.setOrganizationName("kdstudio")
     app.setApplicationDisplayName("KD Studio")
-    from .main_window import MainWindow, app_icon
+    from kdstudio.ui.main_window import MainWindow, app_icon
 
     app.setWindowIcon(app_icon())
     window = MainWindow(demo=demo)

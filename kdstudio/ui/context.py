@@ -14,10 +14,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from kdstudio.core.config import RunConfig
-
-from .jobs import JobRunner
-from .settings import Settings
-from .worker import TrainingController
+from kdstudio.ui.jobs import JobRunner
+from kdstudio.ui.settings import Settings
+from kdstudio.ui.worker import TrainingController
 
 
 class AppContext(QObject):

@@ -6,29 +6,36 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QElapsedTimer, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QElapsedTimer, QSize, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
-from PySide6.QtCore import QUrl
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QMainWindow, QMessageBox, QStackedWidget, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
 
 from kdstudio import __version__
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.errors import ConfigError, KDStudioError
 from kdstudio.core.runs import resources_dir
-
-from .context import AppContext
-from .dialogs import show_error, show_exception, show_warning
-from .jobs import JobRunner
-from .settings import Settings
-from .worker import TrainingController
+from kdstudio.ui.context import AppContext
+from kdstudio.ui.dialogs import show_error, show_exception, show_warning
+from kdstudio.ui.jobs import JobRunner
+from kdstudio.ui.settings import Settings
+from kdstudio.ui.worker import TrainingController
 
 DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
 PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs", "tradeoff")
 
 
 # The built-in demos (resources/demos/<task>.toml), in the Run menu's order; the first is
-# the app's default. Keep in step with kdstudio.cli.DEMOS.
+# the app's default. Keep in step with kdstudio.cli.commands.DEMOS.
 DEMOS = {
     "sentence-embedding": "&Sentence embeddings: distil MiniLM",
     "sequence-classification": "&Text classifier: topics of everyday sentences",
@@ -122,7 +129,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
         self.ctx.navigate.connect(self.show_page)
-        from .pages.tradeoff import show_on_runs_page
+        from kdstudio.ui.pages.tradeoff.page import show_on_runs_page
 
         tradeoff = self.pages["tradeoff"]
         tradeoff.open_run_requested.connect(lambda path: show_on_runs_page(self, path))
@@ -144,13 +151,13 @@ class MainWindow(QMainWindow):
 
     # -- construction ------------------------------------------------------------------------
     def _make_pages(self) -> dict[str, QWidget]:
-        from .pages.compare import ComparePage
-        from .pages.data import DataPage
-        from .pages.method import MethodPage
-        from .pages.models import ModelsPage
-        from .pages.runs import RunsPage
-        from .pages.tradeoff import TradeoffPage
-        from .pages.train import TrainPage
+        from kdstudio.ui.pages.compare.page import ComparePage
+        from kdstudio.ui.pages.data.page import DataPage
+        from kdstudio.ui.pages.method.page import MethodPage
+        from kdstudio.ui.pages.models.page import ModelsPage
+        from kdstudio.ui.pages.runs.page import RunsPage
+        from kdstudio.ui.pages.tradeoff.page import TradeoffPage
+        from kdstudio.ui.pages.train.page import TrainPage
 
         classes = (ModelsPage, MethodPage, DataPage, TrainPage, ComparePage, RunsPage, TradeoffPage)
         return {key: cls(self.ctx) for key, cls in zip(PAGE_KEYS, classes)}

@@ -32,8 +32,7 @@ class TrainingWorker(QObject):
         result = None
         try:
             from kdstudio.core.errors import KDStudioError
-
-            from .jobs import import_engine
+            from kdstudio.ui.jobs import import_engine
 
             import_engine()
             from kdstudio.core.trainer import run_training

@@ -1,6 +1,6 @@
 import tomllib
 
-from kdstudio.cli import main
+from kdstudio.cli.commands import main
 from kdstudio.core.runs import list_runs
 from tests.conftest import tiny_config
 

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from kdstudio.cli import DEMOS, before_after_table, build_parser, main
+from kdstudio.cli.commands import DEMOS, before_after_table, build_parser, main
 from tests.conftest import CORPUS, tiny_config
 
 

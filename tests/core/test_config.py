@@ -1,10 +1,15 @@
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from kdstudio.core.config import (RunConfig, config_from_dict, config_reference_markdown,
-                                  default_config, load_config)
+from kdstudio.core.config import (
+    RunConfig,
+    config_from_dict,
+    config_reference_markdown,
+    default_config,
+    load_config,
+)
 from kdstudio.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,13 @@ from collections import Counter
 import pytest
 
 from kdstudio.core.config import DataConfig
-from kdstudio.core.data import (BatchOrder, causal_blocks, collate_blocks, load_text_data,
-                                preview)
+from kdstudio.core.data import (
+    BatchOrder,
+    causal_blocks,
+    collate_blocks,
+    load_text_data,
+    preview,
+)
 from kdstudio.core.errors import DataError
 from tests.conftest import CORPUS
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from kdstudio.core import estimate as est
 from kdstudio.core.config import default_config
+from kdstudio.core.plan import memory as est
 from tests.conftest import tiny_config
 
 MB = 2 ** 20

@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from kdstudio.core.evaluation import (_classification, _embedding_metrics, _knn_accuracy,
-                                      headline_for, quality_retained, spearman)
+from kdstudio.core.evaluation import (
+    classification_metrics,
+    embedding_metrics,
+    headline_for,
+    knn_accuracy,
+    quality_retained,
+    spearman,
+)
 
 
 def test_spearman_rank_facts():
@@ -16,28 +22,28 @@ def test_spearman_rank_facts():
     assert spearman(torch.tensor([1., 2., 3., 4.]), torch.tensor([2., 1., 4., 3.])) == pytest.approx(0.6)
 
 
-def test_classification_metrics_by_hand():
+def testclassification_metrics_metrics_by_hand():
     pred = torch.tensor([0, 0, 1, 1, 2])
     gold = torch.tensor([0, 1, 1, 1, 0])
-    m = _classification(pred, gold)
+    m = classification_metrics(pred, gold)
     assert m["accuracy"] == pytest.approx(3 / 5)
     # per class F1: c0: tp1 fp1 fn1 -> 0.5; c1: tp2 fp0 fn1 -> 0.8; c2: tp0 fp1 -> 0
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
 
 
-def test_knn_accuracy_by_hand():
+def testknn_accuracy_by_hand():
     emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
-    assert _knn_accuracy(emb, torch.tensor([0, 0, 1, 1])) == 1.0
-    assert _knn_accuracy(emb, torch.tensor([0, 1, 0, 1])) == 0.0
+    assert knn_accuracy(emb, torch.tensor([0, 0, 1, 1])) == 1.0
+    assert knn_accuracy(emb, torch.tensor([0, 1, 0, 1])) == 0.0
 
 
-def test_embedding_metrics_identity_and_noise():
+def testembedding_metrics_identity_and_noise():
     torch.manual_seed(0)
     t = torch.randn(30, 8)
-    same = _embedding_metrics(t.clone(), t, None)
+    same = embedding_metrics(t.clone(), t, None)
     assert same["cosine_to_teacher"] == pytest.approx(1.0, abs=1e-6)
     assert same["neighbour_agreement"] == 1.0 and same["spearman"] == pytest.approx(1.0)
-    noisy = _embedding_metrics(t + 2 * torch.randn(30, 8), t, torch.arange(30) % 3)
+    noisy = embedding_metrics(t + 2 * torch.randn(30, 8), t, torch.arange(30) % 3)
     assert noisy["cosine_to_teacher"] < 0.9 and noisy["spearman"] < 0.9
     assert 0 <= noisy["knn_accuracy"] <= 1
 

@@ -4,10 +4,19 @@ import pytest
 
 from kdstudio.core.config import default_config
 from kdstudio.core.errors import ModelError
-from kdstudio.core.inspect import (check_pair, derived_estimate, derived_student_estimate,
-                                   inspect_model)
-from kdstudio.core.models import (count_params, derive_student, hidden_size, load_model,
-                                  num_layers)
+from kdstudio.core.models import (
+    count_params,
+    derive_student,
+    hidden_size,
+    load_model,
+    num_layers,
+)
+from kdstudio.core.plan.shapes import (
+    check_pair,
+    derived_estimate,
+    derived_student_estimate,
+    inspect_model,
+)
 
 
 @pytest.mark.parametrize("shape,task", [("bert", "sentence-embedding"), ("gpt2", "causal-lm"),

@@ -8,8 +8,13 @@ import torch
 
 from kdstudio.core import events as ev
 from kdstudio.core.errors import CompatibilityError, ConfigError
-from kdstudio.core.lm import (GENERATIONS_FILE, align_by_text, load_generations, prompts_from_texts,
-                              text_batch)
+from kdstudio.core.lm import (
+    GENERATIONS_FILE,
+    align_by_text,
+    load_generations,
+    prompts_from_texts,
+    text_batch,
+)
 from kdstudio.core.losses import cross_tokenizer_loss
 from kdstudio.core.models import load_tokenizer
 from kdstudio.core.runs import Run
@@ -137,7 +142,7 @@ def test_sequence_level_run_saves_and_reuses_generations(tiny, student, capsys):
     assert load_generations(path) == load_generations(result.run_dir)
 
     # `kdstudio show` lets a person read what the student trained on.
-    from kdstudio.cli import main
+    from kdstudio.cli.commands import main
 
     capsys.readouterr()
     assert main(["show", result.run_dir.name]) == 0

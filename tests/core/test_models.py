@@ -3,9 +3,17 @@ import torch
 
 from kdstudio.core.config import default_config
 from kdstudio.core.errors import CompatibilityError, ConfigError, ModelError
-from kdstudio.core.models import (check_compatibility, count_params, derive_student,
-                                  evenly_spaced, find_layer_list, load_model, model_summary,
-                                  require_compatible, resolve_model_source)
+from kdstudio.core.models import (
+    check_compatibility,
+    count_params,
+    derive_student,
+    evenly_spaced,
+    find_layer_list,
+    load_model,
+    model_summary,
+    require_compatible,
+    resolve_model_source,
+)
 
 
 def test_evenly_spaced_matches_distilbert():

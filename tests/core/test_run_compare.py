@@ -6,10 +6,18 @@ import pytest
 
 from kdstudio.core.config import default_config
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.run_compare import (compare_rows, config_diff, curves_from_events,
-                                       format_value, key_help, read_summary,
-                                       run_config_diff, run_curves, summary_columns,
-                                       summary_rows)
+from kdstudio.core.run_compare import (
+    compare_rows,
+    config_diff,
+    curves_from_events,
+    format_value,
+    key_help,
+    read_summary,
+    run_config_diff,
+    run_curves,
+    summary_columns,
+    summary_rows,
+)
 from kdstudio.core.trainer import run_training
 from tests.conftest import tiny_config
 

@@ -8,12 +8,22 @@ import threading
 
 import pytest
 
-from kdstudio.cli import main
+from kdstudio.cli.commands import main
 from kdstudio.core import events as ev
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.estimate import ModelShape
+from kdstudio.core.plan.memory import ModelShape
 from kdstudio.core.runs import Run, list_runs
-from kdstudio.core.sweep import (
+from kdstudio.core.sweep.figures import (
+    TableRow,
+    front_rows,
+    pareto_front,
+    summary_sentence,
+    sweep_table,
+    table_csv,
+    write_csv,
+)
+from kdstudio.core.sweep.plan import Figures, estimate_time, fit_budget
+from kdstudio.core.sweep.queue import (
     StudentSpec,
     Sweep,
     SweepError,
@@ -23,16 +33,6 @@ from kdstudio.core.sweep import (
     run_sweep,
     unfinished_sweeps,
 )
-from kdstudio.core.sweep_figures import (
-    TableRow,
-    front_rows,
-    pareto_front,
-    summary_sentence,
-    sweep_table,
-    table_csv,
-    write_csv,
-)
-from kdstudio.core.sweep_plan import Figures, estimate_time, fit_budget
 from tests.conftest import tiny_config
 
 

@@ -51,7 +51,12 @@ def test_window_appears_before_torch_is_imported():
 def _inside_qt_part(widget) -> bool:
     """Qt's own parts of a named control: a combo's popup and line edit, a spin box's line
     edit, a table's headers and corner button, the menu bar's overflow button."""
-    from PySide6.QtWidgets import QAbstractItemView, QAbstractSpinBox, QComboBox, QHeaderView
+    from PySide6.QtWidgets import (
+        QAbstractItemView,
+        QAbstractSpinBox,
+        QComboBox,
+        QHeaderView,
+    )
 
     if widget.objectName().startswith("qt_") or isinstance(widget, QHeaderView):
         return True
@@ -66,8 +71,14 @@ def _inside_qt_part(widget) -> bool:
 
 
 def test_every_interactive_widget_is_named(window):
-    from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractSpinBox, QComboBox,
-                                   QLineEdit, QPlainTextEdit)
+    from PySide6.QtWidgets import (
+        QAbstractButton,
+        QAbstractItemView,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+        QPlainTextEdit,
+    )
 
     unnamed = []
     for cls in (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox, QPlainTextEdit,

@@ -9,9 +9,18 @@ from types import SimpleNamespace
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (QAbstractButton, QAbstractItemView, QAbstractSpinBox, QComboBox,
-                               QLineEdit, QListWidget, QMessageBox, QPlainTextEdit, QTextBrowser,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QAbstractSpinBox,
+    QComboBox,
+    QLineEdit,
+    QListWidget,
+    QMessageBox,
+    QPlainTextEdit,
+    QTextBrowser,
+    QWidget,
+)
 
 from kdstudio.core import events as ev
 from kdstudio.core.config import default_config
@@ -19,9 +28,9 @@ from kdstudio.core.runs import Run, list_runs
 from kdstudio.core.trainer import run_training
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
-from kdstudio.ui.pages.compare import ComparePage
+from kdstudio.ui.pages.compare.page import ComparePage
+from kdstudio.ui.pages.compare.token_strip import percent
 from kdstudio.ui.settings import Settings
-from kdstudio.ui.widgets.token_strip import percent
 from kdstudio.ui.worker import TrainingController
 from tests.conftest import CORPUS, tiny_config
 

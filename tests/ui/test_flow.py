@@ -2,7 +2,13 @@
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QPlainTextEdit, QProgressBar, QPushButton, QTableView, QWidget
+from PySide6.QtWidgets import (
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QWidget,
+)
 
 from kdstudio.ui.main_window import MainWindow
 from tests.conftest import tiny_config

@@ -1,14 +1,14 @@
 """The Method page: task and presets write a valid config; advanced settings; the TOML dialog."""
 
 import dataclasses
-import tomllib
 
 import pytest
+import tomllib
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox
 
 from kdstudio.core.config import TASKS, config_from_dict, default_config, load_config
+from kdstudio.ui.pages.method.text import PRESETS
 from tests.ui.conftest import open_window
-from kdstudio.ui.widgets.method_text import PRESETS
 
 
 @pytest.fixture
@@ -154,7 +154,12 @@ def test_toml_save_failure_is_a_dialog(window, page, qtbot, tmp_path, monkeypatc
 
 def test_every_control_is_named(window, page):
     page.advanced.set_open(True)
-    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit
+    from PySide6.QtWidgets import (
+        QAbstractButton,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+    )
 
     missing = []
     for cls in (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox):
@@ -170,7 +175,7 @@ def test_method_fields_all_have_a_control(page):
     """Every MethodConfig and GenerationConfig field, and evaluation.baseline, is reachable
     from the page (basic, language-model or advanced)."""
     from kdstudio.core.config import GenerationConfig, MethodConfig
-    from kdstudio.ui.widgets.method_advanced import COMBOS, SPINS
+    from kdstudio.ui.pages.method.advanced import COMBOS, SPINS
 
     covered = {k for (s, k) in (*SPINS, *COMBOS, *page.lm.controls) if s == "method"}
     covered |= {"temperature", "logit_loss", "embedding_loss", "layer_pairs"}

@@ -202,7 +202,12 @@ def test_trust_remote_code_warns_and_writes(window, page, qtbot):
 
 
 def test_every_control_is_named(window, page):
-    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit
+    from PySide6.QtWidgets import (
+        QAbstractButton,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+    )
 
     missing = []
     for cls in (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox):
@@ -215,7 +220,7 @@ def test_every_control_is_named(window, page):
 
 
 def test_download_shows_progress_and_cancel_stops_it(window, page, qtbot, monkeypatch):
-    import kdstudio.core.inspect as inspect
+    import kdstudio.core.plan.shapes as inspect
     from kdstudio.core.errors import StoppedError
     from kdstudio.core.events import Progress
 

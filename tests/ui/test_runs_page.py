@@ -6,20 +6,25 @@ import shutil
 import threading
 
 import pytest
+from pyqtgraph import PlotWidget
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QAbstractButton, QComboBox, QFileDialog, QMessageBox, QTableView,
-                               QTableWidget)
-
-from pyqtgraph import PlotWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QComboBox,
+    QFileDialog,
+    QMessageBox,
+    QTableView,
+    QTableWidget,
+)
 
 from kdstudio.core.config import load_config
 from kdstudio.core.trainer import run_training
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
 from kdstudio.ui.main_window import demo_config
-from kdstudio.ui.pages.runs import RunsPage
-from kdstudio.ui.pages.runs_model import COL
+from kdstudio.ui.pages.runs.model import COL
+from kdstudio.ui.pages.runs.page import RunsPage
 from kdstudio.ui.settings import Settings
 from kdstudio.ui.worker import TrainingController
 from tests.conftest import tiny_config

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.runs import list_runs
-from kdstudio.core.sweep import Sweep, derived
+from kdstudio.core.sweep.queue import Sweep, derived
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
 

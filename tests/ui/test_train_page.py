@@ -7,8 +7,8 @@ from PySide6.QtWidgets import QMessageBox
 
 from kdstudio.core.events import Eval
 from kdstudio.core.runs import Run
-from tests.ui.conftest import open_window
 from tests.conftest import tiny_config
+from tests.ui.conftest import open_window
 
 RUN = 180000
 
@@ -206,7 +206,7 @@ def test_invalid_device_shows_a_dialog_and_the_app_keeps_running(window, qtbot, 
 
 
 def test_memory_warning_turns_amber_and_the_suggestion_applies(window, qtbot, tiny, monkeypatch):
-    import kdstudio.core.estimate as estimate
+    import kdstudio.core.plan.memory as estimate
 
     monkeypatch.setattr(estimate, "system_available_mb", lambda: 3000.0)
     w, page = window, _page(window)

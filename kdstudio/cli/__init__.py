@@ -1,0 +1,5 @@
+"""The command line: `kdstudio` (main), its progress display and the sweep command."""
+
+from kdstudio.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,3 @@
+from kdstudio.cli.commands import main
+
+raise SystemExit(main())

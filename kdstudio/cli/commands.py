@@ -1,0 +1,398 @@
+"""The command line: `kdstudio demo`, `run`, `resume`, `runs`, `show`, `config`, `preview`.
+
+The engine reports through events; this module turns them into a progress bar and tables.
+Heavy imports (torch, transformers) happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+DEMOS = {
+    "sentence-embedding": "sentence-embedding.toml",
+    "sequence-classification": "sequence-classification.toml",
+    "causal-lm": "causal-lm.toml",
+}
+DEMO_INTROS = {
+    "sentence-embedding": "a sentence encoder",
+    "sequence-classification": "a topic classifier",
+    "causal-lm": "a small GPT language model",
+}
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (logs, CI) gets a wide fixed width so tables are not squeezed to 80 columns.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kdstudio",
+        description="KD Studio: distill a large teacher model into a small student and measure "
+                    "what it keeps (quality) and what it saves (size, speed).")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--demo", action="store_true",
+                   help="open the desktop app with the built-in demo selected")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run a built-in demo offline (a few minutes on a laptop CPU)")
+    d.add_argument("--task", choices=sorted(DEMOS), default="sentence-embedding",
+                   help="which demo: distil a sentence encoder (sentence-embedding, the "
+                        "default), a topic classifier (sequence-classification) or a small GPT "
+                        "language model (causal-lm)")
+    d.add_argument("--steps", type=int, help="override the number of training steps")
+    d.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key, e.g. --set method.temperature=4")
+
+    r = sub.add_parser("run", help="run the distillation a TOML config describes")
+    r.add_argument("config", help="the run config (TOML); 'kdstudio config --template' writes one")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, e.g. --set training.max_steps=100 (repeatable)")
+
+    rs = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
+    rs.add_argument("run", help="run folder, folder name (or a unique prefix) or run name")
+
+    ls = sub.add_parser("runs", help="list past runs")
+    ls.add_argument("--limit", type=int, default=30, help="show at most this many (default 30)")
+
+    sh = sub.add_parser("show", help="show the before/after table of a run")
+    sh.add_argument("run", help="run folder, folder name (or a unique prefix) or run name")
+
+    c = sub.add_parser("config", help="write a config template, check a config, or print the key reference")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--template", action="store_true", help="print a complete config to start from")
+    g.add_argument("--check", metavar="FILE", help="validate a config file and report the first problem")
+    g.add_argument("--reference", action="store_true", help="print every key with its help (Markdown)")
+    c.add_argument("--task", default="sentence-embedding", help="task family for --template")
+
+    pv = sub.add_parser("preview", help="show the first rows of a data set and the detected columns")
+    pv.add_argument("dataset", help="builtin:NAME, a local file, or a Hub data set id")
+    pv.add_argument("--rows", type=int, default=10)
+    pv.add_argument("--split", default="train")
+    pv.add_argument("--config-name", default="")
+    pv.add_argument("--task", default="")
+
+    from kdstudio.cli.sweep import add_sweep_parser  # light: argparse only
+
+    add_sweep_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        from kdstudio import __version__
+
+        print(f"kdstudio {__version__}")
+        return 0
+    if args.command is None:
+        # No command: the desktop app. Qt is imported here, torch only later, off the GUI thread.
+        from kdstudio.ui.app import main as app_main
+
+        return app_main(demo=args.demo)
+    from kdstudio.core.errors import KDStudioError
+
+    console = _console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except KDStudioError as exc:
+        console.print(f"[bold red]{exc.title}:[/] {exc}")
+        return 2
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.core.config import load_config
+    from kdstudio.core.runs import resources_dir
+
+    path = resources_dir() / "demos" / DEMOS[args.task]
+    if not path.exists():
+        from kdstudio.core.errors import ConfigError
+
+        raise ConfigError(f"The {args.task} demo's config ({path}) is missing from this "
+                          "installation.", hint="Reinstall KD Studio, or pick another demo: "
+                          + ", ".join(sorted(DEMOS)) + ".")
+    cfg = load_config(path)
+    sets = list(args.set)
+    if args.steps is not None:
+        sets.append(f"training.max_steps={args.steps}")
+    if args.device:
+        sets.append(f"training.device={args.device}")
+    if sets:
+        cfg = cfg.with_overrides(sets)
+    console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling {DEMO_INTROS[args.task]}, "
+                  f"[cyan]{cfg.teacher.name}[/], into a smaller student on the built-in "
+                  "everyday-topics corpus.")
+    if cfg.evaluation.baseline:
+        console.print("The same student is also trained for the same steps without the teacher "
+                      "(plain training), so the table shows what the teacher adds.")
+    return _train_and_report(cfg, console)
+
+
+def cmd_run(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.core.config import load_config
+
+    cfg = load_config(args.config)
+    if args.set:
+        cfg = cfg.with_overrides(args.set)
+    return _train_and_report(cfg, console)
+
+
+def cmd_resume(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.core.runs import find_run
+
+    run = find_run(args.run)
+    status = run.status()
+    if status == "finished":
+        console.print(f"The run '{run.path.name}' already finished; nothing to resume.")
+        return 0
+    if status == "running":
+        console.print(f"[red]The run '{run.path.name}' is still running in another process.[/]")
+        return 2
+    return _train_and_report(None, console, resume=run.path)
+
+
+def cmd_runs(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from kdstudio.core.runs import list_runs, runs_dir
+
+    infos = list_runs()
+    if not infos:
+        console.print(f"No runs yet in {runs_dir()}. Try 'kdstudio demo'.")
+        return 0
+    from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS
+
+    table = Table(title=f"Runs in {runs_dir()}")
+    for col in ("run", "date", "task", "teacher -> student", "status", "headline", "kept", "speed-up"):
+        # The run id is what 'resume' and 'show' take: wrap it, never cut it short.
+        table.add_column(col, overflow="fold")
+    for i in infos[:args.limit]:
+        head = "-"
+        if i.headline_value is not None:
+            value = (f"{i.headline_value:.1%}" if i.headline in PERCENT_METRICS
+                     else f"{i.headline_value:.4g}")
+            head = f"{METRIC_LABELS.get(i.headline, i.headline).split(' (')[0]}: {value}"
+        table.add_row(i.id, i.created.replace("T", " "), i.task, f"{i.teacher} -> {i.student}",
+                      _status_style(i.status), head,
+                      f"{i.quality_retained:.1%}" if i.quality_retained is not None else "-",
+                      f"{i.speedup:.2f}x" if i.speedup else "-")
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.core.runs import find_run
+
+    run = find_run(args.run)
+    s = run.summary()
+    console.print(f"[bold]{s.get('name', run.path.name)}[/]  ({_status_style(run.status())})  {run.path}")
+    if s.get("student_metrics") or s.get("student_metrics_before"):
+        console.print(before_after_table(s))
+    _show_generations(run.path, console)
+    if s.get("error"):
+        console.print(f"[red]{s['error']}[/]")
+    return 0
+
+
+def _show_generations(run_dir: Any, console: Any, n: int = 5) -> None:
+    """A sequence-level run's first few teacher continuations, prompt in bold."""
+    from rich.markup import escape
+
+    from kdstudio.core.lm import GENERATIONS_FILE, load_generations
+
+    if not (run_dir / GENERATIONS_FILE).exists():
+        return
+    prompts, conts = load_generations(run_dir)
+    console.print(f"\n[bold]The teacher's continuations[/] ({len(prompts)} in "
+                  f"{run_dir / GENERATIONS_FILE}; the first {min(n, len(prompts))}):")
+    for p, c in list(zip(prompts, conts))[:n]:
+        console.print(f"  [bold]{escape(p)}[/]{escape(c)}")
+
+
+def cmd_config(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.core.config import (
+        config_reference_markdown,
+        default_config,
+        load_config,
+    )
+
+    if args.reference:
+        print(config_reference_markdown(), end="")
+    elif args.template:
+        print(default_config(args.task).to_toml(), end="")
+    else:
+        cfg = load_config(args.check)
+        console.print(f"[green]{args.check} is a valid {cfg.task} config.[/]")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace, console: Any) -> int:
+    from rich.table import Table
+
+    from kdstudio.core.config import DataConfig
+    from kdstudio.core.data import preview
+
+    pv = preview(DataConfig(dataset=args.dataset, split=args.split, config_name=args.config_name),
+                 n=args.rows, task=args.task)
+    table = Table(title=f"{pv.source}: {pv.num_rows} rows in split '{args.split}' "
+                        f"(splits: {', '.join(pv.splits)})")
+    for c in pv.columns:
+        mark = " (text)" if c == pv.text_column else " (label)" if c == pv.label_column else ""
+        table.add_column(c + mark, overflow="fold")
+    for row in pv.rows:
+        table.add_row(*[str(row.get(c, ""))[:200] for c in pv.columns])
+    console.print(table)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.cli.sweep import cmd_sweep as run_sweep_command
+
+    return run_sweep_command(args, console)
+
+
+COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs,
+            "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep}
+
+
+# -- progress and tables ---------------------------------------------------------------------
+
+def _status_style(status: str) -> str:
+    color = {"finished": "green", "stopped": "yellow", "interrupted": "yellow",
+             "failed": "red", "running": "cyan"}.get(status, "white")
+    return f"[{color}]{status}[/]"
+
+
+class ProgressSink:
+    """Draws engine events as a rich progress bar with ETA plus log lines."""
+
+    def __init__(self, console: Any):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=console,
+                                 transient=False)
+        self.train_task = None
+        self.stage_tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "ProgressSink":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, e: Any) -> None:
+        kind = e.kind
+        p = self.progress
+        if kind == "stage":
+            p.console.print(f"[dim]-> {e.name}[/] {e.detail}")
+        elif kind == "log":
+            style = "yellow" if e.level == "warning" else "dim"
+            p.console.print(f"[{style}]   {e.message}[/]")
+        elif kind == "progress":
+            t = self.stage_tasks.get(e.stage)
+            if t is None:
+                t = p.add_task(e.stage, total=e.total, info="")
+                self.stage_tasks[e.stage] = t
+            info = f"loss {e.metrics['loss']:.3f}" if "loss" in e.metrics else ""
+            p.update(t, completed=e.current, total=e.total, info=info)
+        elif kind == "started":
+            p.console.print(
+                f"   Teacher {e.teacher_params / 1e6:.1f}M parameters, student "
+                f"{e.student_params / 1e6:.1f}M ({e.student_params / e.teacher_params:.0%}) on "
+                f"{e.device}, {e.precision}; {e.train_samples} training examples.")
+            p.console.print(f"   Run folder: {e.run_dir}")
+            self.train_task = p.add_task("distilling", total=e.total_steps,
+                                         completed=e.start_step, info="")
+        elif kind == "step" and self.train_task is not None:
+            losses = " ".join(f"{k} {v:.4f}" for k, v in e.losses.items() if k != "total"
+                              or len(e.losses) > 2)
+            p.update(self.train_task, completed=e.step,
+                     info=f"{losses}  {e.samples_per_s:.0f} samples/s")
+        elif kind == "eval":
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
+            label = "before distillation" if e.step == 0 else f"step {e.step}"
+            p.console.print(f"   [cyan]eval ({label})[/]: {shown}")
+        elif kind == "checkpoint":
+            p.console.print(f"[dim]   checkpoint at step {e.step}[/]")
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(console: Any, what: str = "") -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C sets the yielded stop event (the run stops after this step
+    with a checkpoint); a second one aborts at once."""
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        console.print(f"\n[yellow]Stopping after this step and saving a checkpoint{what} "
+                      "(press Ctrl-C again to abort at once)...[/]")
+
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, on_sigint) if main else None
+    try:
+        yield stop
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
+def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int:
+    from kdstudio.core.trainer import run_training
+
+    with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
+        result = run_training(cfg, sink, stop, resume=resume)
+    if result.status == "stopped":
+        if not result.summary:
+            console.print("[yellow]Stopped before training began;[/] nothing was saved.")
+        else:
+            console.print(f"[yellow]Stopped.[/] A checkpoint is in {result.run_dir}. Continue with:\n"
+                          f"  kdstudio resume {result.run_dir.name}")
+        return 0
+    console.print(before_after_table(result.summary))
+    console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"
+                  + (" and sentence-transformers" if result.summary.get("task") == "sentence-embedding" else "")
+                  + ").")
+    return 0
+
+
+def before_after_table(s: dict[str, Any]) -> Any:
+    """Teacher, student before and student after distillation: quality, size and speed."""
+    from rich.table import Table
+
+    from kdstudio.core.run_compare import summary_columns, summary_rows
+
+    table = Table(title=f"{s.get('name', '')}: before and after distillation")
+    table.add_column("")
+    for col in summary_columns(s):
+        table.add_column(col, justify="right")
+    for row in summary_rows(s):
+        table.add_row(*row)
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The module that trains: the frozen teacher, the student and any learned projections.
+
+Its forward pass computes the objective (objective.py): the weighted sum of the active loss
+terms, each logged under its own name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdstudio.core.errors import ConfigError
+from kdstudio.core.models import hidden_size, num_layers
+from kdstudio.core.objective import Batch, TermInputs, active_terms, default_layer_pairs
+from kdstudio.core.tasks import Task, get_task
+
+
+class Distiller(nn.Module):
+    """Holds the frozen teacher, the student and any learned projections; computes the
+    objective as the weighted sum of the active loss terms."""
+
+    def __init__(self, task: Task | str, method: Any, teacher: Any, student: Any, *,
+                 kept_layers: list[int] | None = None, vocab_size: int = 0):
+        super().__init__()
+        self.task = get_task(task)
+        self.method, self.vocab_size = method, vocab_size
+        self.terms = active_terms(self.task, method)
+        self.student = student
+        self.teacher = [teacher]  # a list so the teacher is not registered as a trainable child
+        tw, sw = hidden_size(teacher), hidden_size(student)
+        self.pairs: list[tuple[int, int]] = []
+        if method.hidden_weight > 0:
+            ns, nt = num_layers(student), num_layers(teacher)
+            self.pairs = ([tuple(p) for p in method.layer_pairs] if method.layer_pairs
+                          else default_layer_pairs(ns, nt, kept_layers))
+            for s, t in self.pairs:
+                if s > ns or t > nt:
+                    raise ConfigError(f"method.layer_pairs has [{s}, {t}], but the student has "
+                                      f"hidden states 0..{ns} and the teacher 0..{nt}.")
+        # A linear map from the student's width to the teacher's, learned with the student.
+        self.hidden_proj = nn.ModuleList(
+            [nn.Linear(sw, tw, bias=False) for _ in self.pairs] if tw != sw else [])
+        self.embed_proj = (nn.Linear(sw, tw, bias=False)
+                           if self.task.output == "embedding" and tw != sw else None)
+
+    def trainable_parameters(self) -> list:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def project_embedding(self, emb: "torch.Tensor") -> "torch.Tensor":
+        return self.embed_proj(emb) if self.embed_proj is not None else emb
+
+    def forward(self, batch: Batch) -> tuple["torch.Tensor", dict[str, float]]:
+        """Returns the weighted total loss and each term's (unweighted) value."""
+        terms = [t for t in self.terms if not (t.skip and t.skip(batch))]
+        want_hidden = any(t.needs_hidden for t in terms)
+        # no_grad rather than inference_mode: inference tensors cannot be saved for the
+        # backward pass of the losses that mix them with the student's outputs.
+        t_feats: dict[str, Any] = {}
+        if any(t.needs_teacher for t in self.terms):
+            with torch.no_grad():
+                t_feats = self.task.forward_features(self.teacher[0], batch.teacher,
+                                                     hidden=want_hidden)
+        s_feats = self.task.forward_features(self.student, batch.student, hidden=want_hidden)
+        x = TermInputs(batch, s_feats, t_feats, self.method, self, self.vocab_size)
+        parts = {t.name: t.compute(x) for t in terms}
+        total = sum(t.weight(self.method) * parts[t.name] for t in terms)
+        values = {k: float(v.detach()) for k, v in parts.items()}
+        values["total"] = float(total.detach())
+        return total, values

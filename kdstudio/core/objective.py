@@ -1,0 +1,201 @@
+"""The distillation objective: loss terms, each a small object, summed with their weights.
+
+A term has a name (its curve is logged under it), the task families it applies to, the
+config key of its weight, and a compute function built on the pure functions in losses.py.
+The objective is the weighted sum of the terms whose weight is above zero; a new method is
+one more term here plus its test. Module level stays free of torch (config validation and
+the app read the terms before torch is imported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kdstudio.core.errors import ConfigError
+from kdstudio.core.tasks import CAUSAL_LM, CLASSIFICATION, EMBEDDING, Task, get_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass
+class Batch:
+    """What one micro-batch holds: inputs for each model (the same dict when tokenizers match)."""
+
+    student: dict[str, "torch.Tensor"]
+    teacher: dict[str, "torch.Tensor"]
+    labels: "torch.Tensor | None"
+    tokens: int
+    size: int
+    # Language models with different tokenizers: (n, 3) rows of (row, student pos, teacher
+    # pos) that predict the same next text; None when both read the same ids.
+    align: "torch.Tensor | None" = None
+    on_policy: bool = False  # the continuations are the student's own samples
+
+
+class TermInputs:
+    """What a term's compute sees: the batch, both models' features, the method, the module
+    holding learned projections. Shifted next-token views are made once and shared."""
+
+    def __init__(self, batch: Batch, student: dict, teacher: dict, method: Any,
+                 distiller: Any, vocab_size: int):
+        self.batch, self.s, self.t, self.method = batch, student, teacher, method
+        self.distiller, self.vocab_size = distiller, vocab_size
+        self._shift: dict[str, Any] = {}
+
+    def next_token(self) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """(student logits, labels, keep-mask) at the positions that predict a next token."""
+        if "s" not in self._shift:
+            labels = self.batch.student["labels"][:, 1:]
+            v = self.vocab_size or None
+            self._shift.update(s=self.s["logits"][:, :-1, :v], labels=labels, mask=labels != -100)
+        return self._shift["s"], self._shift["labels"], self._shift["mask"]
+
+    def teacher_next_token(self) -> "torch.Tensor":
+        v = self.vocab_size or None
+        return self.t["logits"][:, :-1, :v]
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str                      # logged under this name
+    weight_key: str                # the MethodConfig field holding its weight
+    tasks: tuple[Task, ...]        # the task families it applies to
+    label: str                     # words for people
+    compute: Callable[[TermInputs], Any]
+    needs_teacher: bool = True     # False: it learns from the data alone (a plain loss)
+    needs_hidden: bool = False     # it reads hidden states
+    skip: Callable[[Batch], bool] | None = None  # batches the term sits out
+
+    def applies_to(self, task: Task) -> bool:
+        return task in self.tasks
+
+    def weight(self, method: Any) -> float:
+        return float(getattr(method, self.weight_key, 0.0))
+
+
+# -- the terms ---------------------------------------------------------------------------------
+
+def _logit(x: TermInputs):
+    from kdstudio.core.losses import logit_distillation_loss
+
+    m = x.method
+    if x.distiller.task.generative:
+        s, _, mask = x.next_token()
+        t = x.teacher_next_token()
+    else:
+        s, t, mask = x.s["logits"], x.t["logits"], None
+    return logit_distillation_loss(s, t, loss=m.logit_loss, temperature=m.temperature,
+                                   beta=m.beta, alpha=m.alpha, mask=mask)
+
+
+def _hard_label(x: TermInputs):
+    from kdstudio.core.losses import hard_label_loss
+
+    if x.distiller.task.generative:
+        s, labels, _ = x.next_token()
+        return hard_label_loss(s, labels)
+    return hard_label_loss(x.s["logits"], x.batch.labels)
+
+
+def _cross_tokenizer(x: TermInputs):
+    from kdstudio.core.losses import cross_tokenizer_loss
+
+    if x.batch.align is None:
+        s, _, mask = x.next_token()
+        s_pos, t_pos = s[mask], x.teacher_next_token()[mask]
+    else:
+        r, si, ti = x.batch.align.unbind(-1)
+        s_pos, t_pos = x.s["logits"][r, si], x.t["logits"][r, ti]
+    return cross_tokenizer_loss(s_pos, t_pos, temperature=x.method.temperature)
+
+
+def _embedding(x: TermInputs):
+    from kdstudio.core.losses import embedding_loss
+
+    return embedding_loss(x.distiller.project_embedding(x.s["embedding"]),
+                          x.t["embedding"].float(), kind=x.method.embedding_loss)
+
+
+def _hidden(x: TermInputs):
+    from kdstudio.core.losses import hidden_state_loss
+
+    d = x.distiller
+    mask = x.batch.student["attention_mask"].bool()
+    total = 0.0
+    for i, (si, ti) in enumerate(d.pairs):
+        sh = x.s["hidden_states"][si]
+        if len(d.hidden_proj):
+            sh = d.hidden_proj[i](sh)
+        total = total + hidden_state_loss(sh, x.t["hidden_states"][ti].float(),
+                                          kind=x.method.hidden_loss, mask=mask)
+    return total / len(d.pairs)
+
+
+# The order is the order of the sum (and of the logged curves).
+TERMS: tuple[LossTerm, ...] = (
+    # With different tokenizers there are no shared ids to compare position by position.
+    LossTerm("logit", "logit_weight", (CAUSAL_LM, CLASSIFICATION), "logit distillation", _logit,
+             skip=lambda b: b.align is not None),
+    # On the student's own samples the "labels" are its own guesses: only the teacher's
+    # judgement of them teaches anything.
+    LossTerm("hard_label", "hard_label_weight", (CAUSAL_LM, CLASSIFICATION), "the hard-label loss",
+             _hard_label, needs_teacher=False, skip=lambda b: b.on_policy),
+    LossTerm("cross_tokenizer", "cross_tokenizer_weight", (CAUSAL_LM,),
+             "cross-tokenizer logit distillation", _cross_tokenizer),
+    LossTerm("embedding", "embedding_weight", (EMBEDDING,), "embedding distillation", _embedding),
+    LossTerm("hidden", "hidden_weight", (CAUSAL_LM, CLASSIFICATION, EMBEDDING),
+             "hidden-state distillation", _hidden, needs_hidden=True),
+)
+
+
+def terms_for(task: Task | str) -> list[LossTerm]:
+    task = get_task(task)
+    return [t for t in TERMS if t.applies_to(task)]
+
+
+def active_terms(task: Task | str, method: Any) -> list[LossTerm]:
+    return [t for t in terms_for(task) if t.weight(method) > 0]
+
+
+def plain_terms(task: Task | str) -> list[LossTerm]:
+    """The terms that learn from the data alone: the baseline's loss."""
+    return [t for t in terms_for(task) if not t.needs_teacher]
+
+
+def plain_method(method: Any, task: Task | str) -> Any:
+    """The same method with every teacher term switched off and the plain terms at weight 1."""
+    import dataclasses
+
+    plain = {t.weight_key for t in plain_terms(task)}
+    changes: dict[str, Any] = {t.weight_key: (1.0 if t.weight_key in plain else 0.0) for t in TERMS}
+    changes.update({f: off for f, off in get_task(task).own_method_fields})
+    return dataclasses.replace(method, **changes)
+
+
+def check_terms(task: Task | str, method: Any) -> None:
+    """Weights set for terms this task has no use for, or no weight at all: ConfigError."""
+    task = get_task(task)
+    for term in TERMS:
+        w = term.weight(method)
+        if w > 0 and not term.applies_to(task):
+            users = ", ".join(t.name for t in term.tasks)
+            raise ConfigError(
+                f"method.{term.weight_key} is {w}, but {term.label} applies only to {users}, "
+                f"not '{task.name}'.",
+                hint=f"Set it to 0, or choose a task it applies to ({users}).")
+    if not active_terms(task, method):
+        keys = ", ".join("method." + t.weight_key for t in terms_for(task))
+        raise ConfigError(f"Every loss weight for task '{task.name}' is 0 ({keys}), so the "
+                          "student would learn nothing.",
+                          hint="Give at least one of them a positive weight.")
+
+
+def default_layer_pairs(n_student: int, n_teacher: int, kept: list[int] | None) -> list[tuple[int, int]]:
+    """Student hidden state j (after layer j) against the teacher layer it came from, or an evenly
+    spaced one. Index 0 is the embedding output in both, which a derived student shares."""
+    if kept and len(kept) == n_student:
+        return [(j + 1, kept[j] + 1) for j in range(n_student)]
+    return [(j, round(j * n_teacher / n_student)) for j in range(1, n_student + 1)]

@@ -1,0 +1,1 @@
+"""Before a run: model shapes, memory and time estimates."""

@@ -1,0 +1,300 @@
+"""One model's answer on the Compare page: text, class probabilities or nearest neighbours.
+
+``AnswerView`` is the box titled "Teacher" or "Student". It shows a generated continuation
+(causal-lm), horizontal probability bars (classification) or the closest sentences with
+their cosines (sentence embeddings), and a line of figures (latency, tokens/s, memory).
+``verdict`` says in one sentence how the two answers differ.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPalette
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QSizePolicy,
+    QStackedWidget,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+MAX_BARS = 10
+ROW_H = 22
+
+
+MEMORY_LABELS = {
+    "gpu": ("peak GPU memory", "The most GPU memory PyTorch held while this model answered: "
+            "the weights of both loaded models plus this model's working memory."),
+    "process": ("process peak memory", "The most memory (resident set, RSS) the whole KD Studio "
+                "process held while this model answered: it includes both loaded models and the "
+                "app itself, so compare the two figures rather than read either as one model's "
+                "size."),
+}
+
+
+def figures_text(answer: Any) -> str:
+    """'Latency 12.3 ms · 81.0 tokens/s · peak GPU memory 310 MB' (only what was measured)."""
+    parts = [f"Latency {answer.latency_ms:,.1f} ms"]
+    if answer.tokens_per_s:
+        parts.append(f"{answer.tokens_per_s:,.1f} tokens/s")
+    if answer.peak_memory_mb:
+        label = MEMORY_LABELS.get(getattr(answer, "memory_scope", "") or "gpu", ("peak memory", ""))[0]
+        parts.append(f"{label} {answer.peak_memory_mb:,.0f} MB")
+    return "  ·  ".join(parts)
+
+
+def figures_tip(answer: Any) -> str:
+    """What each figure of figures_text measures."""
+    tips = ["Latency: the time from your input to the whole answer."]
+    if answer.tokens_per_s:
+        tips.append("Tokens/s: new tokens written per second.")
+    if answer.peak_memory_mb:
+        tips.append(MEMORY_LABELS.get(getattr(answer, "memory_scope", "") or "gpu", ("", ""))[1])
+    return "\n".join(t for t in tips if t)
+
+
+class ProbabilityBars(QWidget):
+    """Class probabilities as horizontal bars, the most likely class first and in bold."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._rows: list[tuple[str, float]] = []
+        self._more = 0
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def rows(self) -> list[tuple[str, float]]:
+        return list(self._rows)
+
+    def set_rows(self, rows: list[tuple[str, float]]) -> None:
+        self._rows = list(rows[:MAX_BARS])
+        self._more = max(0, len(rows) - MAX_BARS)
+        desc = ", ".join(f"{name} {p:.0%}" for name, p in self._rows)
+        self.setAccessibleDescription(desc + (f", and {self._more} more classes" if self._more else ""))
+        self.setToolTip("\n".join(f"{name}: {p:.2%}" for name, p in rows))
+        self.updateGeometry()
+        self.update()
+
+    def sizeHint(self) -> QSize:
+        return QSize(240, (len(self._rows) + (1 if self._more else 0)) * ROW_H + 4)
+
+    def minimumSizeHint(self) -> QSize:
+        return self.sizeHint()
+
+    def paintEvent(self, _event: Any) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        pal = self.palette()
+        fm = QFontMetrics(self.font())
+        label_w = min(max((fm.horizontalAdvance(n) for n, _ in self._rows), default=0) + 12,
+                      int(self.width() * 0.4))
+        pct_w = fm.horizontalAdvance("100.0%") + 8
+        bar_w = max(10, self.width() - label_w - pct_w)
+        bold = QFont(self.font())
+        bold.setBold(True)
+        for i, (name, prob) in enumerate(self._rows):
+            y = i * ROW_H + 2
+            p.setFont(bold if i == 0 else self.font())
+            p.setPen(pal.color(QPalette.ColorRole.WindowText))
+            text = fm.elidedText(name, Qt.TextElideMode.ElideRight, label_w - 8)
+            p.drawText(QRectF(0, y, label_w - 8, ROW_H), Qt.AlignmentFlag.AlignVCenter
+                       | Qt.AlignmentFlag.AlignRight, text)
+            track = QRectF(label_w, y + 4, bar_w, ROW_H - 8)
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(pal.color(QPalette.ColorRole.Midlight))
+            p.drawRoundedRect(track, 3, 3)
+            fill = QRectF(track.x(), track.y(), max(2.0, bar_w * max(0.0, min(1.0, prob))), track.height())
+            colour = pal.color(QPalette.ColorRole.Highlight)
+            if i > 0:
+                colour.setAlpha(150)
+            p.setBrush(colour)
+            p.drawRoundedRect(fill, 3, 3)
+            p.setPen(pal.color(QPalette.ColorRole.WindowText))
+            p.drawText(QRectF(label_w + bar_w, y, pct_w, ROW_H), Qt.AlignmentFlag.AlignVCenter
+                       | Qt.AlignmentFlag.AlignRight, f"{prob:.1%}")
+        if self._more:
+            p.setFont(self.font())
+            p.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            p.drawText(QRectF(label_w, len(self._rows) * ROW_H + 2, bar_w, ROW_H),
+                       Qt.AlignmentFlag.AlignVCenter, f"and {self._more} less likely classes")
+        p.end()
+
+
+class NeighbourList(QWidget):
+    """The closest sentences of the evaluation data, each with its cosine similarity."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._rows: list[tuple[str, float]] = []
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setHorizontalSpacing(10)
+        self.grid.setVerticalSpacing(8)
+        self.grid.setColumnStretch(1, 1)
+
+    def rows(self) -> list[tuple[str, float]]:
+        return list(self._rows)
+
+    def set_rows(self, rows: list[tuple[str, float]]) -> None:
+        while self.grid.count():
+            item = self.grid.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self._rows = list(rows)
+        for i, (text, cos) in enumerate(rows):
+            score = QLabel(f"{cos:.3f}")
+            score.setToolTip("Cosine similarity to your input (1 = the same direction)")
+            score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+            if i == 0:
+                score.setStyleSheet("font-weight: bold;")
+            sentence = QLabel(text)
+            sentence.setWordWrap(True)
+            sentence.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+            sentence.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.grid.addWidget(score, i, 0)
+            self.grid.addWidget(sentence, i, 1)
+        self.grid.setRowStretch(len(rows), 1)
+        self.setAccessibleDescription("; ".join(f"{t} (cosine {c:.3f})" for t, c in rows))
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that ends in an ellipsis when too narrow (the tooltip holds it all)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._full = ""
+        self.setMinimumWidth(10)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        self.setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle,
+                                                   max(10, self.width())))
+
+
+class AnswerView(QFrame):
+    """The box for one model ('teacher' or 'student'); its objectName is '<role>Output'."""
+
+    def __init__(self, role: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.role = role
+        who = role.capitalize()
+        self.setObjectName(f"{role}Output")
+        self.setAccessibleName(f"{who}'s answer")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(12, 10, 12, 10)
+        lay.setSpacing(6)
+        self.heading = QLabel(f"<b>{who}</b>")
+        self.model_label = ElidedLabel()
+        self.model_label.setObjectName(f"{role}ModelName")
+        self.model_label.setStyleSheet("color: palette(placeholder-text);")
+        lay.addWidget(self.heading)
+        lay.addWidget(self.model_label)
+
+        self.stack = QStackedWidget()
+        self.placeholder = QLabel()
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setWordWrap(True)
+        self.placeholder.setStyleSheet("color: palette(placeholder-text);")
+        self.text = QTextBrowser()
+        self.text.setObjectName(f"{role}Text")
+        self.text.setAccessibleName(f"{who}'s generated text")
+        self.text.setFrameShape(QFrame.Shape.NoFrame)
+        self.bars = ProbabilityBars()
+        self.bars.setObjectName(f"{role}Probabilities")
+        self.bars.setAccessibleName(f"{who}'s class probabilities")
+        self.neighbours = NeighbourList()
+        self.neighbours.setObjectName(f"{role}Neighbours")
+        self.neighbours.setAccessibleName(f"{who}'s nearest sentences")
+        for w in (self.placeholder, self.text, _top(self.bars), _top(self.neighbours)):
+            self.stack.addWidget(w)
+        lay.addWidget(self.stack, 1)
+        self.figures = QLabel("")
+        self.figures.setObjectName(f"{role}Figures")
+        self.figures.setAccessibleName(f"{who}'s speed")
+        self.figures.setWordWrap(True)  # a long memory figure must not widen the page
+        lay.addWidget(self.figures)
+        self.clear()
+
+    def set_model_name(self, name: str) -> None:
+        self.model_label.set_full_text(name)
+
+    def clear(self, message: str = "Type an input above, or click an example, and press "
+                                   "Compare: the answer appears here.") -> None:
+        self.placeholder.setText(message)
+        self.stack.setCurrentWidget(self.placeholder)
+        self.text.clear()
+        self.bars.set_rows([])
+        self.neighbours.set_rows([])
+        self.figures.setText("")
+        self.figures.setToolTip("")
+
+    def show_answer(self, task: str, prompt: str, answer: Any) -> None:
+        """Show a core.compare.ModelAnswer for the given task."""
+        if task == "causal-lm":
+            cont = answer.text if answer.text.strip() else ""
+            body = (f"<span style='color: palette(placeholder-text)'>{html.escape(prompt)}</span>"
+                    f"<b>{html.escape(cont)}</b>")
+            if not cont:
+                body += ("<br><br><i>(no new text: the model ended the text straight away)</i>")
+            self.text.setHtml(f"<div style='white-space: pre-wrap'>{body}</div>")
+            self.stack.setCurrentWidget(self.text)
+        elif task == "sequence-classification":
+            self.bars.set_rows(answer.probabilities)
+            self.stack.setCurrentIndex(2)
+        else:
+            self.neighbours.set_rows(answer.neighbours)
+            self.stack.setCurrentIndex(3)
+        self.figures.setText(figures_text(answer))
+        self.figures.setToolTip(figures_tip(answer))
+
+
+def verdict(task: str, cmp: Any) -> str:
+    """One plain sentence on how the two answers differ."""
+    t, s = cmp.teacher, cmp.student
+    if s.latency_ms > 0 and t.latency_ms > 0:
+        ratio = t.latency_ms / s.latency_ms
+        speed = (f"On this input the student answered {ratio:.1f}x faster than the teacher"
+                 if ratio >= 1 else
+                 f"On this input the student answered {1 / ratio:.1f}x slower than the teacher")
+    else:
+        speed = "Both models answered"
+    if task == "causal-lm":
+        same = t.text.strip() == s.text.strip()
+        return speed + (" and wrote the same continuation." if same
+                        else "; its continuation differs from the teacher's.")
+    if task == "sequence-classification":
+        tt = t.probabilities[0][0] if t.probabilities else "?"
+        st = s.probabilities[0][0] if s.probabilities else "?"
+        return speed + (f", and both chose “{tt}”." if tt == st
+                        else f"; the teacher chose “{tt}”, the student “{st}”.")
+    same = bool(t.neighbours and s.neighbours and t.neighbours[0][0] == s.neighbours[0][0])
+    return speed + (", and both found the same closest sentence." if same
+                    else "; their closest sentences differ.")
+
+
+def _top(widget: QWidget) -> QWidget:
+    """Keep a fixed-height widget at the top of the box instead of centred in it."""
+    holder = QWidget()
+    lay = QVBoxLayout(holder)
+    lay.setContentsMargins(0, 4, 0, 0)
+    lay.addWidget(widget)
+    lay.addStretch(1)
+    return holder

@@ -1,0 +1,394 @@
+"""The Compare page: a run's teacher and student side by side on the user's own input.
+
+The user picks a finished or stopped run; its models load in a background job (one job at
+a time touches them), then each comparison runs in a job too. The table shows what the
+student saves and keeps; the pinned inputs show the student's answers at every evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kdstudio.core.runs import Run
+from kdstudio.ui.context import AppContext
+from kdstudio.ui.dialogs import show_error, show_exception
+from kdstudio.ui.pages.compare.answer import AnswerView, verdict
+from kdstudio.ui.pages.compare.input import InputPanel
+from kdstudio.ui.pages.compare.jobs import (
+    COMPARABLE,
+    comparable_runs,
+    compare_job,
+    history_job,
+)
+from kdstudio.ui.pages.compare.pinned import PinnedPanel
+from kdstudio.ui.pages.compare.table import FiguresPanel, table_from_summary
+from kdstudio.ui.pages.compare.token_strip import TokenPanel
+
+TASK_NAMES = {"causal-lm": "Text generation", "sequence-classification": "Classification",
+              "sentence-embedding": "Sentence embeddings"}
+
+
+class ComparePage(QWidget):
+    title = "Compare"
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("comparePage")
+        self._run_dir = ""
+        self._summary: dict[str, Any] = {}
+        self._task = ""
+        self._comparer: Any = None
+        self._comparer_dir = ""
+        self._failed_dir = ""
+        self._history_dir = ""
+        self._epoch = 0  # bumped when loaded models go stale: a job's older models are not kept
+        self._busy = False
+        self._live = False
+        self._build()
+        self.pinned.set_inputs(ctx.config.evaluation.pinned_inputs)
+        self.pinned.inputs_edited.connect(lambda xs: ctx.set_value("evaluation", "pinned_inputs", xs))
+        ctx.config_replaced.connect(self._sync_pinned)
+        ctx.config_changed.connect(lambda section: section == "evaluation" and self._sync_pinned())
+        ctx.run_event.connect(self._on_run_event)
+        ctx.run_started.connect(self._on_run_started)
+        ctx.run_finished.connect(self._on_run_finished)
+        ctx.run_opened.connect(self.open_run)
+        self.refresh_runs()
+        if not self._run_dir:
+            self._select_run("")
+
+    # -- construction --------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        root.setContentsMargins(16, 12, 16, 12)
+        root.setSpacing(10)
+        head = QHBoxLayout()
+        run_label = QLabel("Run to compare:")
+        self.run_combo = QComboBox()
+        self.run_combo.setObjectName("compareRunCombo")
+        self.run_combo.setAccessibleName("Run to compare")
+        self.run_combo.view().setObjectName("compareRunList")
+        self.run_combo.view().setAccessibleName("Runs")
+        self.run_combo.setToolTip("Finished and stopped runs, newest first.")
+        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.run_combo.setMinimumContentsLength(30)
+        run_label.setBuddy(self.run_combo)
+        self.run_combo.currentIndexChanged.connect(self._on_combo)
+        head.addWidget(run_label)
+        head.addWidget(self.run_combo, 1)
+        root.addLayout(head)
+        self.run_info = QLabel()
+        self.run_info.setObjectName("compareRunInfo")
+        self.run_info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.run_info.setStyleSheet("color: palette(placeholder-text);")
+        root.addWidget(self.run_info)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("compareSplitter")
+        self.splitter.setChildrenCollapsible(False)
+        root.addWidget(self.splitter, 1)
+
+        self.left = QStackedWidget()
+        self.left.addWidget(self._empty_state())
+        work = QWidget()
+        wl = QVBoxLayout(work)
+        wl.setContentsMargins(0, 0, 0, 0)
+        wl.setSpacing(10)
+        self.input_panel = InputPanel()
+        self.input_panel.compare_requested.connect(self.compare)
+        self.input_panel.pin_requested.connect(self._pin_current)
+        self.input_panel.example_chosen.connect(self._use_example)
+        wl.addWidget(self.input_panel)
+        answers = QHBoxLayout()
+        answers.setSpacing(10)
+        self.teacher_view, self.student_view = AnswerView("teacher"), AnswerView("student")
+        answers.addWidget(self.teacher_view, 1)
+        answers.addWidget(self.student_view, 1)
+        wl.addLayout(answers, 1)
+        self.verdict = QLabel()
+        self.verdict.setObjectName("compareVerdict")
+        self.verdict.setWordWrap(True)
+        wl.addWidget(self.verdict)
+        self.token_panel = TokenPanel()
+        wl.addWidget(self.token_panel)
+        self.left.addWidget(work)
+        self.splitter.addWidget(self.left)
+
+        right = QWidget()
+        right.setMinimumWidth(300)
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.setSpacing(10)
+        self.figures_box = FiguresPanel()
+        self.table = self.figures_box.table
+        rl.addWidget(self.figures_box)
+        self.pinned = PinnedPanel()
+        rl.addWidget(self.pinned, 1)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([620, 440])
+
+    def _empty_state(self) -> QWidget:
+        box = QWidget()
+        box.setObjectName("compareEmpty")
+        lay = QVBoxLayout(box)
+        lay.setContentsMargins(40, 40, 40, 40)
+        lay.addStretch(1)
+        heading = QLabel("Nothing to compare yet")
+        heading.setStyleSheet("font-size: 16pt; font-weight: bold;")
+        heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        text = QLabel("Here a run's teacher and student answer your own input side by side, "
+                      "with their speed, size and the quality the student keeps.<br><br>"
+                      "Run one of the built-in demos first (<b>Run ▸ Run a built-in demo</b>), or start "
+                      "a run on the Train page. When it finishes, it appears here; past runs "
+                      "can be opened from the Runs page.")
+        text.setWordWrap(True)
+        text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        text.setMaximumWidth(520)
+        buttons = QHBoxLayout()
+        for name, label, key in (("compareGoTrainButton", "Go to Train", "train"),
+                                 ("compareGoRunsButton", "Open the Runs page", "runs")):
+            b = QPushButton(label)
+            b.setObjectName(name)
+            b.setAccessibleName(label)
+            b.clicked.connect(lambda _=False, k=key: self.ctx.navigate.emit(k))
+            buttons.addWidget(b)
+        lay.addWidget(heading)
+        lay.addSpacing(8)
+        lay.addWidget(text, 0, Qt.AlignmentFlag.AlignHCenter)
+        lay.addSpacing(12)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addLayout(buttons)
+        row.addStretch(1)
+        lay.addLayout(row)
+        lay.addStretch(2)
+        return box
+
+    # -- which run -----------------------------------------------------------------------------
+    def current_run(self) -> str:
+        return self._run_dir
+
+    def refresh_runs(self, select: str | None = None) -> None:
+        """Re-read the run store; keep the selection, or select ``select``, or the newest run."""
+        infos = comparable_runs()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        for info in infos:
+            when = info.created.replace("T", " ")[:16]
+            self.run_combo.addItem(f"{info.name}  ·  {TASK_NAMES.get(info.task, info.task)}  ·  {when}",
+                                   str(info.path))
+            self.run_combo.setItemData(self.run_combo.count() - 1,
+                                       f"{info.teacher} → {info.student} ({info.status})",
+                                       Qt.ItemDataRole.ToolTipRole)
+        if not infos:
+            self.run_combo.addItem("No finished runs yet")
+        found = [i for i in (self.run_combo.findData(str(x)) for x in (select, self._run_dir) if x)
+                 if i >= 0]
+        self.run_combo.setCurrentIndex(found[0] if found else 0)
+        self.run_combo.setEnabled(bool(infos))
+        self.run_combo.blockSignals(False)
+        self._on_combo()
+
+    def open_run(self, run_dir: str) -> None:
+        """Compare the given run (from ctx.run_opened), or say why it cannot be compared."""
+        self.refresh_runs(select=run_dir)
+        if self.run_combo.findData(str(run_dir)) < 0:
+            self.run_info.setText(f"The run '{Path(run_dir).name}' cannot be compared: it has no "
+                                  "saved student (it failed, or is still running).")
+
+    def _on_combo(self, *_: Any) -> None:
+        path = self.run_combo.currentData() or ""
+        if path != self._run_dir:
+            self._select_run(path)
+
+    def _select_run(self, path: str) -> None:
+        self._run_dir = path
+        self.left.setCurrentIndex(1 if path else 0)
+        self.figures_box.setVisible(bool(path))
+        self.teacher_view.clear()
+        self.student_view.clear()
+        self.verdict.clear()
+        self.token_panel.clear()
+        if not path:
+            self._summary, self._task = {}, ""
+            self.run_info.setText("")
+            return
+        self._summary = Run(Path(path)).summary()
+        s = self._summary
+        self._task = s.get("task", "")
+        status = "stopped early" if s.get("status") == "stopped" else s.get("status", "")
+        self.run_info.setText(f"{TASK_NAMES.get(self._task, self._task)}  ·  teacher: "
+                              f"{s.get('teacher', '?')}  →  student: {s.get('student', '?')}  ·  {status}")
+        self.run_info.setToolTip(path)
+        self.teacher_view.set_model_name(str(s.get("teacher", "")))
+        self.student_view.set_model_name(str(s.get("student", "")))
+        self.input_panel.set_task(self._task)
+        self.token_panel.setVisible(self._task == "causal-lm")
+        self.figures_box.set_figures(table_from_summary(s), s)
+        self._history_dir = ""
+        self._update_buttons()
+        self._ensure_loaded()
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self.refresh_runs()
+        self._ensure_loaded()
+
+    def _ensure_loaded(self) -> None:
+        """While the page is shown, load the selected run's pinned answers and models (not
+        during a training run: then the models load on the first Compare)."""
+        if not self._run_dir or self._live or not self.isVisible():
+            return
+        if self._history_dir != self._run_dir:
+            self._history_dir = path = self._run_dir
+            self.ctx.jobs.submit(lambda: history_job(path), self._on_history)
+        if not self._busy and self._comparer_dir != self._run_dir and self._failed_dir != self._run_dir:
+            self._start(None)
+
+    def compare(self) -> None:
+        """Compare teacher and student on the text in the input box (in a background job)."""
+        text = self.input_panel.text()
+        if not text.strip():
+            show_error(self, "Nothing to compare",
+                       "Type a sentence or a prompt in the box first, or click one of the examples.")
+            return
+        if not self._run_dir:
+            show_error(self, "No run to compare", "Pick a finished run at the top of the page first.")
+            return
+        if not self._busy:
+            self._start(text)
+
+    def _start(self, text: str | None) -> None:
+        run_dir = self._run_dir
+        comparer = self._comparer if self._comparer_dir == run_dir else None
+        if comparer is None:
+            self._comparer, self._comparer_dir = None, ""  # only one run's models held at a time
+        gen, epoch = self.input_panel.generation(), self._epoch
+        self._busy = True
+        if comparer is None:
+            self.input_panel.set_busy(True, "Loading...", "Loading the teacher and the student of "
+                                      "this run (only the first time)...")
+        else:
+            self.input_panel.set_busy(True, "Comparing...", "Both models are answering...")
+        self.ctx.jobs.submit(lambda: compare_job(run_dir, comparer, text, gen),
+                             lambda res: self._on_done(epoch, res),
+                             lambda exc: self._on_error(run_dir, exc))
+
+    def _on_done(self, epoch: int, res: tuple) -> None:
+        run_dir, comparer, text, result, tokens = res
+        self._busy = False
+        status = ""
+        if run_dir == self._run_dir:
+            if epoch == self._epoch:
+                self._comparer, self._comparer_dir = comparer, run_dir
+            self.figures_box.set_figures(comparer.table(), self._summary)
+            if result is not None:
+                self.teacher_view.show_answer(comparer.task, text, result.teacher)
+                self.student_view.show_answer(comparer.task, text, result.student)
+                self.verdict.setText(verdict(comparer.task, result))
+                if isinstance(tokens, str):
+                    self.token_panel.clear(f"No per-token view for this run: {tokens}")
+                elif tokens is not None:
+                    self.token_panel.set_view(tokens)
+            else:
+                status = "Ready: type an input and press Compare."
+        self.input_panel.set_busy(False, "Compare", status)
+        self._update_buttons()
+        self._ensure_loaded()  # the selection may have changed meanwhile
+
+    def _on_error(self, run_dir: str, exc: BaseException) -> None:
+        self._busy = False
+        if self._comparer_dir != run_dir:
+            self._failed_dir = run_dir  # no automatic retry; pressing Compare tries again
+        self.input_panel.set_busy(False, "Compare", "The comparison did not complete.")
+        self._update_buttons()
+        show_exception(self, exc)
+        self._ensure_loaded()
+
+    def _drop_models(self) -> None:
+        self._comparer, self._comparer_dir = None, ""
+        self._epoch += 1
+
+    def _update_buttons(self) -> None:
+        if not self._busy:
+            self.input_panel.compare_button.setEnabled(bool(self._run_dir))
+
+    # -- input helpers -------------------------------------------------------------------------
+    def _use_example(self, text: str) -> None:
+        self.input_panel.input.setPlainText(text)
+        self.compare()
+
+    def _pin_current(self) -> None:
+        text = self.input_panel.text()
+        if not text.strip():
+            show_error(self, "Nothing to pin", "Type an input in the box first, then pin it.")
+            return
+        if self.pinned.pin(text):
+            self.input_panel.status.setText("Pinned: the next run's student answers it at every "
+                                            "evaluation.")
+
+    # -- pinned inputs and the live run --------------------------------------------------------
+    def _sync_pinned(self) -> None:
+        if self.pinned.inputs() != list(self.ctx.config.evaluation.pinned_inputs):
+            self.pinned.set_inputs(self.ctx.config.evaluation.pinned_inputs)
+
+    def _on_history(self, res: tuple) -> None:
+        run_dir, evals = res
+        if run_dir != self._run_dir or self._live:
+            return
+        self.pinned.clear_answers()
+        for step, samples in evals:
+            self.pinned.show_samples(samples, "", step)
+        if evals:
+            self.pinned.set_status(f"From this run's last evaluation (step {evals[-1][0]}); hover "
+                                   "over an answer for the earlier ones.")
+
+    def _on_run_started(self) -> None:
+        self._live = True
+        self._drop_models()  # leave the memory to the training run; they reload when needed
+        self.pinned.clear_answers("Waiting for the first evaluation of the run in progress...")
+
+    def _on_run_event(self, event: Any) -> None:
+        if getattr(event, "kind", "") != "eval" or not event.samples:
+            return
+        if not self._live:
+            self._live = True
+            self.pinned.clear_answers()
+        self.pinned.show_samples(event.samples, f"Step {event.step} of the run in progress; the "
+                                 "answers update at every evaluation.", event.step)
+
+    def _on_run_finished(self, result: Any) -> None:
+        self._live = False
+        if result is None:
+            self.pinned.set_status("The run failed; these are the answers of its last evaluation.")
+            return
+        run_dir = str(result.run_dir)
+        if self._comparer_dir == run_dir:
+            self._drop_models()  # its student was saved again
+        if run_dir == self._failed_dir:
+            self._failed_dir = ""
+        if result.status in COMPARABLE:
+            if self._run_dir == run_dir:
+                self._run_dir = ""  # re-read it: a resumed run has a new summary and student
+            self.refresh_runs(select=run_dir)
+            step = result.summary.get("steps", "")
+            self.pinned.set_status(f"From the run's last evaluation (step {step}); hover over an "
+                                   "answer for the earlier ones.")

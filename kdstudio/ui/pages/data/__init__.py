@@ -1,0 +1,1 @@
+"""The Data page: the data source, its preview, columns and splits."""

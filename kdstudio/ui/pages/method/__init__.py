@@ -1,0 +1,1 @@
+"""The Method page: task family, method, loss weights, explained."""

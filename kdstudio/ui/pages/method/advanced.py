@@ -1,0 +1,213 @@
+"""The Method page's advanced settings, folded away: every weight, the loss details, the teacher.
+
+Each control is tied to one config field: it shows the field, writes it through
+``ctx.set_value`` and carries the field's help text as its tooltip. Rows the task cannot
+use are hidden; rows the current choices do not use are disabled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kdstudio.core.config import MethodConfig, TeacherConfig
+from kdstudio.ui.dialogs import show_error
+from kdstudio.ui.pages.method.text import (
+    DTYPE_TEXT,
+    HIDDEN_LOSS_TEXT,
+    PREPARE_TEXT,
+    WEIGHTS_TRADE,
+    format_pairs,
+    parse_pairs,
+)
+from kdstudio.ui.widgets.common import show_value
+
+# (section, key) -> (label, minimum, maximum, step, decimals)
+SPINS = {
+    ("method", "logit_weight"): ("Teacher's probabilities", 0.0, 100.0, 0.1, 3),
+    ("method", "hard_label_weight"): ("True labels", 0.0, 100.0, 0.1, 3),
+    ("method", "hidden_weight"): ("Hidden layers", 0.0, 100.0, 0.1, 3),
+    ("method", "embedding_weight"): ("Sentence embeddings", 0.0, 100.0, 0.1, 3),
+    ("method", "beta"): ("Jensen-Shannon balance (beta)", 0.0, 1.0, 0.05, 2),
+    ("method", "alpha"): ("Skew mix (alpha)", 0.0, 1.0, 0.05, 2),
+    ("teacher", "prepare_epochs"): ("Fine-tuning epochs", 0.01, 100.0, 0.5, 2),
+    ("teacher", "prepare_learning_rate"): ("Fine-tuning learning rate", 0.0, 1.0, 1e-5, 6),
+}
+COMBOS = {
+    ("method", "hidden_loss"): ("Compare hidden layers by", HIDDEN_LOSS_TEXT),
+    ("teacher", "dtype"): ("Teacher precision", DTYPE_TEXT),
+    ("teacher", "prepare"): ("Fine-tune the teacher first", PREPARE_TEXT),
+}
+HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
+HELP.update({("teacher", f.name): f.metadata["help"] for f in dataclasses.fields(TeacherConfig)})
+
+
+class AdvancedSettings(QWidget):
+    """A fold-out button and the three groups of advanced controls under it."""
+
+    def __init__(self, ctx: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("methodAdvanced")
+        self.controls: dict[tuple[str, str], QWidget] = {}
+        self.rows: dict[tuple[str, str], tuple[QFormLayout, QWidget]] = {}
+        self._pairs_seen = ""
+
+        self.toggle = QToolButton()
+        self.toggle.setObjectName("methodAdvancedToggle")
+        self.toggle.setAccessibleName("Show advanced settings")
+        self.toggle.setText("Advanced settings: every weight, loss details, the teacher")
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.toggle.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
+        self.toggle.toggled.connect(self.set_open)
+
+        self.body = QWidget()
+        self.body.setObjectName("methodAdvancedBody")
+        weights = QGroupBox("Loss weights: how much each lesson counts")
+        weights.setObjectName("methodWeightsGroup")
+        wform = self._form(weights, ["logit_weight", "hard_label_weight", "hidden_weight",
+                                     "embedding_weight"], "method")
+        trade = QLabel(WEIGHTS_TRADE)
+        trade.setWordWrap(True)
+        trade.setObjectName("methodWeightsNote")
+        wform.addRow(trade)
+        details = QGroupBox("Loss details")
+        details.setObjectName("methodDetailsGroup")
+        dform = self._form(details, ["beta", "alpha", "hidden_loss"], "method")
+        self.pairs = QLineEdit()
+        self.pairs.setObjectName("method_layer_pairs")
+        self.pairs.setAccessibleName("Hidden layer pairs")
+        self.pairs.setPlaceholderText("automatic (each student layer to its teacher layer)")
+        self.pairs.setToolTip(HELP[("method", "layer_pairs")] + " Type pairs as student:teacher, "
+                              "separated by commas, e.g. 1:2, 2:4, 3:6.")
+        self.pairs.editingFinished.connect(self._pairs_edited)
+        self.pairs.setMinimumWidth(260)
+        self._add_row(dform, ("method", "layer_pairs"), "Hidden layer pairs", self.pairs)
+        teacher = QGroupBox("Teacher")
+        teacher.setObjectName("methodTeacherGroup")
+        self._form(teacher, ["dtype", "prepare", "prepare_epochs", "prepare_learning_rate"],
+                   "teacher")
+
+        right = QVBoxLayout()
+        right.addWidget(details)
+        right.addWidget(teacher)
+        right.addStretch(1)
+        left = QVBoxLayout()
+        left.addWidget(weights)
+        left.addStretch(1)
+        cols = QHBoxLayout(self.body)
+        cols.setContentsMargins(0, 0, 0, 0)
+        cols.addLayout(left, 1)
+        cols.addLayout(right, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        lay.addWidget(self.body)
+        self.set_open(False)
+
+    # -- construction ----------------------------------------------------------------------
+    def _form(self, box: QGroupBox, keys: list[str], section: str,
+              form: QFormLayout | None = None) -> QFormLayout:
+        if form is None:
+            form = QFormLayout(box)
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        for key in keys:
+            field = (section, key)
+            if field in SPINS:
+                label, lo, hi, step, decimals = SPINS[field]
+                w = QDoubleSpinBox()
+                w.setRange(lo, hi)
+                w.setSingleStep(step)
+                w.setDecimals(decimals)
+                w.setKeyboardTracking(False)
+                w.valueChanged.connect(lambda v, f=field: self._write(f, float(v)))
+            else:
+                label, choices = COMBOS[field]
+                w = QComboBox()
+                for value, text in choices.items():
+                    w.addItem(text, value)
+                w.activated.connect(lambda _i, f=field, c=w: self._write(f, c.currentData()))
+            w.setObjectName(f"{section}_{key}")
+            w.setAccessibleName(label)
+            w.setToolTip(HELP[field])
+            self.controls[field] = w
+            self._add_row(form, field, label, w)
+        return form
+
+    def _add_row(self, form: QFormLayout, field: tuple[str, str], label: str, w: QWidget) -> None:
+        name = QLabel(label + ":")
+        name.setToolTip(HELP[field])
+        form.addRow(name, w)
+        self.rows[field] = (form, w)
+
+    def set_open(self, open_: bool) -> None:
+        self.toggle.blockSignals(True)
+        self.toggle.setChecked(open_)
+        self.toggle.blockSignals(False)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
+        self.body.setVisible(open_)
+
+    # -- showing and writing ---------------------------------------------------------------
+    def refresh(self) -> None:
+        """Show the config's values; hide what the task cannot use, disable what is unused."""
+        cfg = self.ctx.config
+        for (section, key), w in self.controls.items():
+            show_value(w, getattr(getattr(cfg, section), key))
+        if not self.pairs.hasFocus():
+            self.pairs.setText(format_pairs(cfg.method.layer_pairs))
+            self._pairs_seen = self.pairs.text()
+        embedding = cfg.task == "sentence-embedding"
+        visible = {("method", "logit_weight"): not embedding,
+                   ("method", "hard_label_weight"): not embedding,
+                   ("method", "beta"): not embedding, ("method", "alpha"): not embedding,
+                   ("method", "embedding_weight"): embedding}
+        for f in (("teacher", "prepare"), ("teacher", "prepare_epochs"),
+                  ("teacher", "prepare_learning_rate")):
+            visible[f] = cfg.task == "sequence-classification"
+        for field, (form, w) in self.rows.items():
+            form.setRowVisible(w, visible.get(field, True))
+        m = cfg.method
+        self.controls[("method", "beta")].setEnabled(m.logit_loss == "jsd")
+        skew = m.logit_loss in ("skew_kl", "skew_reverse_kl")
+        self.controls[("method", "alpha")].setEnabled(skew)
+        self.controls[("method", "hidden_loss")].setEnabled(m.hidden_weight > 0)
+        self.pairs.setEnabled(m.hidden_weight > 0)
+        prepares = cfg.teacher.prepare != "never"
+        self.controls[("teacher", "prepare_epochs")].setEnabled(prepares)
+        self.controls[("teacher", "prepare_learning_rate")].setEnabled(prepares)
+
+    def _write(self, field: tuple[str, str], value: Any) -> None:
+        self.ctx.set_value(field[0], field[1], value)
+
+    def _pairs_edited(self) -> None:
+        text = self.pairs.text()
+        if text == self._pairs_seen:  # Enter and then leaving the field both finish editing
+            return
+        self._pairs_seen = text
+        try:
+            pairs = parse_pairs(text)
+        except ValueError as exc:
+            show_error(self, "Layer pairs not understood",
+                       f"'{exc}' is not a pair of layer numbers. Write each pair as "
+                       "student:teacher, separated by commas, for example 1:2, 2:4, 3:6 "
+                       "(0 is the embeddings, 1 the first layer). Leave it empty to pair the "
+                       "layers automatically.")
+            return
+        self.ctx.set_value("method", "layer_pairs", pairs)

@@ -1,0 +1,320 @@
+"""The Method page: the task family, how the student learns (presets), and advanced settings.
+
+Basic choices are a few plain presets that set the loss weights; the temperature and the
+logit loss sit next to them; language models add sequence-level, on-policy and
+cross-tokenizer distillation; every task can train a plain-training baseline beside the
+student; every other knob is folded under Advanced settings. Switching the task applies that
+task's method defaults, so the config stays valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kdstudio.core.config import TASKS, MethodConfig, default_config
+from kdstudio.core.errors import ConfigError
+from kdstudio.ui.context import AppContext
+from kdstudio.ui.pages.method.advanced import HELP, AdvancedSettings
+from kdstudio.ui.pages.method.lm import BaselineBox, LanguageModelMethods
+from kdstudio.ui.pages.method.text import (
+    CAUTION,
+    CUSTOM_TEXT,
+    EMBEDDING_LOSS_TEXT,
+    LOGIT_LOSS_TEXT,
+    NO_LOGITS,
+    PRESETS,
+    TASK_TEXT,
+    TEMPERATURE,
+    WHY,
+    matching_preset,
+)
+from kdstudio.ui.pages.method.toml import TomlDialog
+
+MAX_PRESETS = max(len(p) for p in PRESETS.values())
+
+
+class MethodPage(QWidget):
+    title = "Method"
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("methodPage")
+        self.toml_dialog: TomlDialog | None = None
+
+        content = QWidget()
+        lay = QVBoxLayout(content)
+        lay.setContentsMargins(16, 12, 16, 12)
+        lay.setSpacing(12)
+        heading = QLabel("How the student learns")
+        heading.setObjectName("methodHeading")
+        heading.setStyleSheet("font-size: 16pt; font-weight: bold;")
+        lay.addWidget(heading)
+        lay.addWidget(self._task_group())
+        row = QHBoxLayout()
+        row.setSpacing(16)
+        row.addWidget(self._method_group(), 1)
+        row.addWidget(self._explain_group(), 1)
+        lay.addLayout(row)
+        lay.addWidget(self._settings_group())
+        self.lm = LanguageModelMethods(ctx)
+        lay.addWidget(self.lm)
+        self.baseline = BaselineBox(ctx)
+        lay.addWidget(self.baseline)
+        self.advanced = AdvancedSettings(ctx)
+        lay.addWidget(self.advanced)
+        lay.addStretch(1)
+
+        bottom = QHBoxLayout()
+        self.validity = QLabel()
+        self.validity.setObjectName("methodValidity")
+        self.validity.setWordWrap(True)
+        self.toml_button = QPushButton("Show as TOML...")
+        self.toml_button.setObjectName("showTomlButton")
+        self.toml_button.setAccessibleName("Show the run config as TOML")
+        self.toml_button.setToolTip("See the whole run as the config file the command line "
+                                    "takes ('kdstudio run'), and save or copy it.")
+        self.toml_button.clicked.connect(self.show_toml)
+        bottom.addWidget(self.validity, 1)
+        bottom.addWidget(self.toml_button, 0, Qt.AlignmentFlag.AlignTop)
+
+        scroll = QScrollArea()
+        scroll.setObjectName("methodScroll")
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 8)
+        outer.addWidget(scroll, 1)
+        bottom.setContentsMargins(16, 0, 16, 0)
+        outer.addLayout(bottom)
+
+        ctx.config_replaced.connect(self.refresh)
+        ctx.config_changed.connect(self._config_changed)
+        self.refresh()
+
+    # -- construction ----------------------------------------------------------------------
+    def _task_group(self) -> QGroupBox:
+        box = QGroupBox("What kind of model: the task")
+        box.setObjectName("taskGroup")
+        grid = QGridLayout(box)
+        grid.setHorizontalSpacing(20)
+        self.task_group = QButtonGroup(self)
+        self.task_buttons: dict[str, QRadioButton] = {}
+        for col, task in enumerate(TASKS):
+            name, about = TASK_TEXT[task]
+            b = QRadioButton(name)
+            b.setObjectName(f"task_{task}")
+            b.setAccessibleName(f"Task: {name}")
+            b.setToolTip(about)
+            b.setStyleSheet("font-weight: bold;")
+            b.toggled.connect(lambda on, t=task: on and self._task_chosen(t))
+            self.task_group.addButton(b)
+            self.task_buttons[task] = b
+            text = QLabel(about)
+            text.setWordWrap(True)
+            text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+            grid.addWidget(b, 0, col)
+            grid.addWidget(text, 1, col)
+            grid.setColumnStretch(col, 1)
+        return box
+
+    def _method_group(self) -> QGroupBox:
+        box = QGroupBox("Method: what the student imitates")
+        box.setObjectName("presetGroup")
+        lay = QVBoxLayout(box)
+        self.preset_group = QButtonGroup(self)
+        self.preset_buttons: list[QRadioButton] = []
+        self.preset_labels: list[QLabel] = []
+        for i in range(MAX_PRESETS):  # relabelled for each task
+            b = QRadioButton()
+            b.setObjectName(f"preset_{i}")
+            b.setAccessibleName(f"Method preset {i + 1}")  # renamed for each task's presets
+            b.toggled.connect(lambda on, i=i: on and self._preset_chosen(i))
+            summary = QLabel()
+            summary.setWordWrap(True)
+            summary.setContentsMargins(22, 0, 0, 6)
+            summary.setStyleSheet("color: palette(placeholder-text);")
+            self.preset_group.addButton(b)
+            self.preset_buttons.append(b)
+            self.preset_labels.append(summary)
+            lay.addWidget(b)
+            lay.addWidget(summary)
+        self.custom_button = QRadioButton("Custom weights (see Advanced settings)")
+        self.custom_button.setObjectName("preset_custom")
+        self.custom_button.setAccessibleName("Method: custom weights")
+        self.custom_button.setToolTip("Shown when the loss weights match none of the presets.")
+        self.preset_group.addButton(self.custom_button)
+        lay.addWidget(self.custom_button)
+        lay.addStretch(1)
+        return box
+
+    def _explain_group(self) -> QGroupBox:
+        box = QGroupBox("What this means")
+        box.setObjectName("explainGroup")
+        lay = QVBoxLayout(box)
+        self.explain = QLabel()
+        self.explain.setObjectName("methodExplanation")
+        self.explain.setWordWrap(True)
+        self.explain.setTextFormat(Qt.TextFormat.RichText)
+        self.explain.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        why = QLabel(WHY)
+        why.setObjectName("methodWhy")
+        why.setWordWrap(True)
+        caution = QLabel(CAUTION)
+        caution.setWordWrap(True)
+        caution.setStyleSheet("color: palette(placeholder-text);")
+        lay.addWidget(self.explain)
+        lay.addStretch(1)
+        lay.addWidget(why)
+        lay.addWidget(caution)
+        return box
+
+    def _settings_group(self) -> QGroupBox:
+        box = QGroupBox("Settings")
+        box.setObjectName("basicSettingsGroup")
+        form = QFormLayout(box)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setObjectName("method_temperature")
+        self.temperature.setAccessibleName("Temperature")
+        self.temperature.setRange(0.05, 20.0)
+        self.temperature.setSingleStep(0.5)
+        self.temperature.setDecimals(2)
+        self.temperature.setKeyboardTracking(False)
+        self.temperature.setToolTip(HELP[("method", "temperature")])
+        self.temperature.valueChanged.connect(
+            lambda v: self.ctx.set_value("method", "temperature", float(v)))
+        temp_text = QLabel(TEMPERATURE)
+        temp_text.setWordWrap(True)
+        temp_row = QHBoxLayout()
+        temp_row.addWidget(self.temperature, 0, Qt.AlignmentFlag.AlignTop)
+        temp_row.addWidget(temp_text, 1)
+        self.logit_loss = QComboBox()
+        self.logit_loss.setObjectName("method_logit_loss")
+        self.logit_loss.setAccessibleName("How the difference in probabilities is measured")
+        self.logit_loss.setToolTip(HELP[("method", "logit_loss")])
+        for value, text in LOGIT_LOSS_TEXT.items():
+            self.logit_loss.addItem(text, value)
+        self.logit_loss.activated.connect(
+            lambda _i: self.ctx.set_value("method", "logit_loss", self.logit_loss.currentData()))
+        self.embedding_loss = QComboBox()
+        self.embedding_loss.setObjectName("method_embedding_loss")
+        self.embedding_loss.setAccessibleName("How sentence embeddings are compared")
+        self.embedding_loss.setToolTip(HELP[("method", "embedding_loss")])
+        for value, text in EMBEDDING_LOSS_TEXT.items():
+            self.embedding_loss.addItem(text, value)
+        self.embedding_loss.activated.connect(lambda _i: self.ctx.set_value(
+            "method", "embedding_loss", self.embedding_loss.currentData()))
+        self.no_logits = QLabel(NO_LOGITS)
+        self.no_logits.setObjectName("methodNoLogits")
+        self.no_logits.setWordWrap(True)
+        form.addRow("Temperature:", temp_row)
+        form.addRow("Measure the difference by:", self.logit_loss)
+        form.addRow("Compare embeddings by:", self.embedding_loss)
+        form.addRow(self.no_logits)
+        self.settings_form = form
+        self.temp_row = temp_row
+        return box
+
+    # -- showing the config ----------------------------------------------------------------
+    def refresh(self) -> None:
+        """Show every control from ctx.config (also after a new, opened or cloned config)."""
+        cfg = self.ctx.config
+        b = self.task_buttons[cfg.task]
+        b.blockSignals(True)
+        b.setChecked(True)
+        b.blockSignals(False)
+        presets = PRESETS[cfg.task]
+        current = matching_preset(cfg.task, cfg.method)
+        for i, (button, label) in enumerate(zip(self.preset_buttons, self.preset_labels)):
+            button.blockSignals(True)
+            if i < len(presets):
+                button.setText(presets[i].label)
+                button.setAccessibleName(f"Method: {presets[i].label}")
+                button.setChecked(presets[i] is current)
+                label.setText(presets[i].summary)
+            button.setVisible(i < len(presets))
+            label.setVisible(i < len(presets))
+            button.blockSignals(False)
+        self.custom_button.blockSignals(True)
+        self.custom_button.setChecked(current is None)
+        self.custom_button.setVisible(current is None)
+        self.custom_button.blockSignals(False)
+        self.explain.setText(current.explanation if current else CUSTOM_TEXT)
+        logits = cfg.task != "sentence-embedding"
+        self.settings_form.setRowVisible(self.temp_row, logits)
+        self.settings_form.setRowVisible(self.logit_loss, logits)
+        self.settings_form.setRowVisible(self.no_logits, not logits)
+        self.settings_form.setRowVisible(self.embedding_loss, not logits)
+        self.embedding_loss.setCurrentIndex(
+            max(0, self.embedding_loss.findData(cfg.method.embedding_loss)))
+        self.embedding_loss.setEnabled(cfg.method.embedding_weight > 0)
+        self.temperature.blockSignals(True)
+        self.temperature.setValue(cfg.method.temperature)
+        self.temperature.blockSignals(False)
+        self.logit_loss.setCurrentIndex(max(0, self.logit_loss.findData(cfg.method.logit_loss)))
+        self.advanced.refresh()
+        self.lm.setVisible(cfg.task == "causal-lm")
+        self.lm.refresh()
+        self.baseline.refresh()
+        self._update_validity()
+
+    def _config_changed(self, section: str) -> None:
+        if section in ("task", "method", "teacher"):
+            self.refresh()
+            return
+        if section == "generation":
+            self.lm.refresh()
+        elif section == "evaluation":
+            self.baseline.refresh()
+        self._update_validity()
+
+    def _update_validity(self) -> None:
+        try:
+            self.ctx.config.validate()
+        except ConfigError as exc:
+            self.validity.setText(f"<span style='color:#b3261e'>&#x2717; {exc}</span>")
+            return
+        self.validity.setText(
+            "<span style='color:#2e7d32'>&#x2713; The run config is valid.</span>")
+
+    # -- user choices ----------------------------------------------------------------------
+    def _task_chosen(self, task: str) -> None:
+        if task == self.ctx.config.task:
+            return
+        # The method's defaults differ between tasks (an embedding weight only for sentence
+        # embeddings, logits only for the others): apply them first, so the config is valid
+        # by the time anyone hears that the task changed.
+        defaults = default_config(task).method
+        for f in dataclasses.fields(MethodConfig):
+            self.ctx.set_value("method", f.name, getattr(defaults, f.name))
+        self.ctx.set_value("", "task", task)
+
+    def _preset_chosen(self, index: int) -> None:
+        preset = PRESETS[self.ctx.config.task][index]
+        for key, value in preset.values().items():
+            self.ctx.set_value("method", key, value)
+        self.refresh()
+
+    def show_toml(self) -> None:
+        self.toml_dialog = TomlDialog(self.ctx, self)
+        self.toml_dialog.open()
+

@@ -1,0 +1,1 @@
+"""The Models page: teacher and student, their cards and compatibility."""

@@ -1,0 +1,1 @@
+"""The Runs page: every past run, its curves, figures and actions."""

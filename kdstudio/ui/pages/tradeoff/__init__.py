@@ -1,0 +1,1 @@
+"""The Tradeoff page: several students of one teacher on one chart."""

@@ -1,0 +1,487 @@
+"""The Tradeoff page: several students of one teacher, one chart of quality against size.
+
+The user ticks students (layer counts derived from the teacher, other models) and an
+optional second axis; the page shows how many runs that is and how long they should take,
+asks before starting, then runs them one after another (tradeoff_queue.SweepQueue). Each
+finished run adds a point to the chart and a row to the table. Sweeps found unfinished on
+disk at start-up are offered for resuming. Reading files, estimating and planning all run
+in ctx.jobs; only drawing happens on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kdstudio.core.errors import KDStudioError
+from kdstudio.core.sweep.queue import Sweep
+from kdstudio.ui.context import AppContext
+from kdstudio.ui.dialogs import show_error, show_exception
+from kdstudio.ui.pages.tradeoff.budget import BudgetBox, advise
+from kdstudio.ui.pages.tradeoff.queue import (  # noqa: F401 (the window's)
+    SweepQueue,
+    load_sweep_view,
+    show_on_runs_page,
+)
+from kdstudio.ui.pages.tradeoff.queue_view import QueueView, sweep_text, when
+from kdstudio.ui.pages.tradeoff.results import TradeoffResults
+from kdstudio.ui.pages.tradeoff.setup import SweepSetup
+from kdstudio.ui.widgets.common import named
+
+
+class TradeoffPage(QWidget):
+    title = "Tradeoff"
+
+    sweeps_loaded = Signal()         # the list of sweeps was read from disk
+    results_shown = Signal(str)      # this sweep's queue, chart and table are on show
+    plan_ready = Signal(object)      # (planned Sweep, TimeEstimate) before the confirmation
+    open_run_requested = Signal(str)  # a point or row was clicked: open this run
+    unfinished_found = Signal(str)   # at start-up: a sentence about sweeps left unfinished
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("tradeoffPage")
+        self.current: Sweep | None = None
+        self.confirm_dialog: QMessageBox | None = None
+        self._shape: tuple[tuple[str, str], Any] | None = None
+        self._shape_key: tuple[str, str] | None = None
+        self._plan_no = 0
+        self._started_up = False
+        self.queue = SweepQueue(ctx, self)
+        self._build()
+        self._plan_timer = QTimer(self, singleShot=True, interval=400)
+        self._plan_timer.timeout.connect(self.update_plan)
+
+        self.setup.changed.connect(self._plan_timer.start)
+        self.budget.propose_requested.connect(self.propose_budget)
+        self.budget.use_layers.connect(self.setup.check_layers)
+        self.results.point_clicked.connect(self._open_run)
+        self.results.exported.connect(self._on_exported)
+        self.queue.entry_changed.connect(self._on_entry_changed)
+        self.queue.running_changed.connect(lambda _r: self._update_buttons())
+        self.queue.done.connect(self._on_queue_done)
+        ctx.training.running_changed.connect(lambda _r: self._update_buttons())
+        ctx.config_replaced.connect(self._on_config)
+        ctx.config_changed.connect(lambda section: self._on_config(section))
+        ctx.teacher_info.connect(self._on_teacher_info)
+        self.setup.set_base(ctx.config)
+        self._update_buttons()
+        # After the window is up: unfinished sweeps on disk are offered for resuming.
+        QTimer.singleShot(0, self.refresh_sweeps)
+
+    # -- construction --------------------------------------------------------------------------
+    def _button(self, text: str, name: str, tip: str, slot: Any) -> QPushButton:
+        b = named(QPushButton(text), name, text.rstrip("\u2026"), tip)
+        b.setMinimumHeight(30)
+        b.clicked.connect(lambda: slot())
+        return b
+
+    def _build(self) -> None:
+        heading = QLabel("<span style='font-size: 15pt; font-weight: 600;'>Size and quality</span>")
+        heading.setObjectName("tradeoffHeading")
+        intro = QLabel("How small can the student get before it stops being good enough? Distill "
+                       "several students of one teacher and see the quality each keeps against "
+                       "its size and speed.")
+        intro.setObjectName("tradeoffIntro")
+        intro.setWordWrap(True)
+        intro.setStyleSheet("color: #555555;")
+
+        self.banner = QFrame()
+        self.banner.setObjectName("sweepResumeBanner")
+        self.banner.setStyleSheet("QFrame#sweepResumeBanner { background: #fff4e0; "
+                                  "border: 1px solid #e0b060; border-radius: 4px; }")
+        self.banner_label = QLabel()
+        self.banner_label.setObjectName("sweepResumeText")
+        self.banner_label.setWordWrap(True)
+        self.banner_resume = self._button("Resume it", "bannerResumeButton", "Run the rest of this "
+                                          "sweep; a stopped run continues from its checkpoint.",
+                                          self.resume_current)
+        blay = QHBoxLayout(self.banner)
+        blay.setContentsMargins(10, 6, 10, 6)
+        blay.addWidget(self.banner_label, 1)
+        blay.addWidget(self.banner_resume)
+        self.banner.setVisible(False)
+
+        self.setup = SweepSetup()
+        self.plan_label = QLabel("Tick some students to see the plan.")
+        self.plan_label.setObjectName("sweepPlanLabel")
+        self.plan_label.setWordWrap(True)
+        self.plan_label.setStyleSheet("font-weight: 600;")
+        self.start_button = self._button("Start sweep\u2026", "startSweepButton",
+                                         "Show the plan and start the runs, one after another.",
+                                         self.start_clicked)
+        f = self.start_button.font()
+        f.setBold(True)
+        self.start_button.setFont(f)
+        self.stop_button = self._button("Stop", "stopSweepButton", "Stop the current run after "
+                                        "this step (it keeps a checkpoint) and pause the queue.",
+                                        self.queue.stop)
+        self.resume_button = self._button("Resume", "resumeSweepButton", "Run what is left of the "
+                                          "sweep on show; a stopped run continues from its "
+                                          "checkpoint.", self.resume_current)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button, 2)
+        buttons.addWidget(self.stop_button, 1)
+        buttons.addWidget(self.resume_button, 1)
+        self.queue_table = QueueView()
+        self.queue_table.run_activated.connect(self._open_run)
+        self.budget = BudgetBox()
+
+        left = QWidget()
+        left.setObjectName("tradeoffControls")
+        llay = QVBoxLayout(left)
+        llay.setContentsMargins(0, 0, 8, 0)
+        llay.setSpacing(8)
+        llay.addWidget(self.setup)
+        llay.addWidget(self.plan_label)
+        llay.addLayout(buttons)
+        llay.addWidget(QLabel("<b>Queue</b>"))
+        llay.addWidget(self.queue_table, 1)
+        llay.addWidget(self.budget)
+        scroll = QScrollArea()
+        scroll.setObjectName("tradeoffControlsScroll")
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(450)
+
+        self.sweep_combo = named(QComboBox(), "sweepCombo", "Sweep on show",
+                                 "Every sweep on this computer, newest first.")
+        self.sweep_combo.activated.connect(lambda _i: self._combo_picked())
+        chooser = QHBoxLayout()
+        chooser.addWidget(QLabel("Sweep:"))
+        chooser.addWidget(self.sweep_combo, 1)
+        self.results = TradeoffResults()
+        right = QWidget()
+        rlay = QVBoxLayout(right)
+        rlay.setContentsMargins(8, 0, 0, 0)
+        rlay.addLayout(chooser)
+        rlay.addWidget(self.results, 1)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.setObjectName("tradeoffSplit")
+        split.setChildrenCollapsible(False)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([470, 900])
+        self.message = QLabel()
+        self.message.setObjectName("tradeoffMessage")
+        self.message.setWordWrap(True)
+        self.message.setStyleSheet("color: #444444;")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(16, 12, 16, 10)
+        lay.setSpacing(8)
+        lay.addWidget(heading)
+        lay.addWidget(intro)
+        lay.addWidget(self.banner)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.message)
+
+    # -- the teacher and the base config -------------------------------------------------------
+    def _on_config(self, section: str = "") -> None:
+        self.setup.set_base(self.ctx.config)
+        if section in ("", "teacher", "task"):
+            self._read_teacher()
+        self._plan_timer.start()
+
+    def _on_teacher_info(self, info: Any) -> None:
+        if info and info.get("layers"):
+            self.setup.set_teacher_layers(int(info["layers"]))
+
+    def _read_teacher(self) -> None:
+        """Count the teacher's layers from its config files (in a job)."""
+        cfg = self.ctx.config
+        key = (cfg.teacher.name, cfg.task)
+        if key == self._shape_key:
+            return
+        self._shape_key = key
+        cfg = copy.deepcopy(cfg)
+
+        def job() -> Any:
+            from kdstudio.core.sweep.plan import teacher_shape_for
+
+            return teacher_shape_for(cfg)
+
+        def done(shape: Any) -> None:
+            if self._shape_key == key:
+                self._shape = (key, shape)
+                self.setup.set_teacher_layers(shape.num_layers)
+
+        def failed(exc: BaseException) -> None:
+            if self._shape_key == key:
+                self._shape = None
+                self.setup.set_teacher_layers(None, f"The teacher's layers could not be read: "
+                                                    f"{exc} Other students can still be added.")
+
+        self.ctx.jobs.submit(job, done, failed)
+
+    def teacher_shape(self) -> Any:
+        key = (self.ctx.config.teacher.name, self.ctx.config.task)
+        return self._shape[1] if self._shape and self._shape[0] == key else None
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not event.spontaneous():
+            self._read_teacher()
+            self._plan_timer.start()
+
+    # -- planning and starting -----------------------------------------------------------------
+    def _plan_job(self) -> Any:
+        """What planning needs, gathered now; the job builds the sweep and times it."""
+        students = self.setup.students()
+        axis, values = self.setup.axis()
+        base = copy.deepcopy(self.ctx.config)
+        shape = self.teacher_shape()
+        layers = shape.num_layers if shape else self.setup.teacher_layers
+
+        def job() -> Any:
+            from kdstudio.core.sweep.plan import estimate_time
+
+            plan = Sweep.new(base, students, axis, values, teacher_layers=layers)
+            return plan, estimate_time(plan, teacher_shape=shape)
+
+        return job
+
+    def update_plan(self) -> None:
+        """The number of runs and their time, on the label (newest answer only)."""
+        self._plan_no += 1
+        number = self._plan_no
+        if not self.setup.students():
+            self.plan_label.setText("Tick at least one student (or add another model).")
+            return
+        try:
+            job = self._plan_job()
+        except KDStudioError as exc:
+            self.plan_label.setText(f"<span style='color:#c62828'>{exc}</span>")
+            return
+        self.plan_label.setText("Working out the plan\u2026")
+
+        def done(result: Any) -> None:
+            if number == self._plan_no:
+                self.plan_label.setText(result[1].text[0].upper() + result[1].text[1:])
+
+        def failed(exc: BaseException) -> None:
+            if number == self._plan_no:
+                self.plan_label.setText(f"<span style='color:#c62828'>{exc}</span>")
+
+        self.ctx.jobs.submit(job, done, failed)
+
+    def start_clicked(self) -> None:
+        try:
+            self.ctx.config.validate()
+            job = self._plan_job()
+        except KDStudioError as exc:
+            show_exception(self, exc)
+            return
+        self.start_button.setEnabled(False)
+        self.message.setText("Working out the plan\u2026")
+
+        def failed(exc: BaseException) -> None:
+            self._update_buttons()
+            self.message.clear()
+            show_exception(self, exc)
+
+        self.ctx.jobs.submit(job, self._confirm, failed)
+
+    def _confirm(self, result: Any) -> None:
+        plan, est = result
+        self._update_buttons()
+        self.message.clear()
+        self.plan_ready.emit(result)
+        runs = len(plan.entries)
+        box = QMessageBox(QMessageBox.Icon.Question, "Start the sweep?",
+                          f"<b>{runs} run{'s' if runs != 1 else ''}</b>: "
+                          f"{'; '.join(e.label for e in plan.entries)}.<br><br>"
+                          f"{est.text[0].upper()}{est.text[1:]}<br><br>They run one after another "
+                          "and each appears on the Runs page. You can stop the queue and resume "
+                          "it later, even after closing KD Studio.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setObjectName("sweepConfirmDialog")
+        box.button(QMessageBox.StandardButton.Yes).setText("Start")
+        box.finished.connect(lambda _r: self._confirmed(box, plan))
+        self.confirm_dialog = box
+        box.open()
+
+    def _confirmed(self, box: QMessageBox, plan: Sweep) -> None:
+        self.confirm_dialog = None
+        if box.clickedButton() is not box.button(QMessageBox.StandardButton.Yes):
+            return
+        try:
+            plan.save()
+        except OSError as exc:
+            show_error(self, "Could not save the sweep", f"The queue could not be written to "
+                                                          f"{plan.folder}: {exc}.")
+            return
+        self._run(plan)
+
+    def _run(self, sweep: Sweep, retry_failed: bool = False) -> None:
+        try:
+            self.queue.start(sweep, retry_failed=retry_failed)
+        except KDStudioError as exc:
+            show_exception(self, exc)
+            return
+        except OSError as exc:
+            show_error(self, "Could not start the sweep", f"The queue in {sweep.folder} could not "
+                                                           f"be written: {exc}.")
+            return
+        same = self.current is not None and self.current.id == sweep.id
+        self.current = sweep
+        self._show_loaded(sweep, self.results.rows if same else [])
+        self.refresh_sweeps(select=sweep.id)
+        self.message.setText(f"The sweep is running: {sweep.describe()}. Progress is on the Train "
+                             "page; each run lands on the Runs page.")
+
+    def resume_current(self) -> None:
+        if self.current is not None:
+            self._run(self.current, retry_failed=True)
+
+    # -- the queue -------------------------------------------------------------------------------
+    def _on_entry_changed(self, entry: Any) -> None:
+        if self.current is not None and self.queue.sweep is not None \
+                and self.current.id == self.queue.sweep.id:
+            self._fill_queue()
+            if entry.status == "finished":
+                self.reload_figures()
+
+    def _on_queue_done(self, status: str) -> None:
+        sweep = self.current
+        text = {"finished": "The sweep finished: every student is on the chart.",
+                "stopped": "The sweep is paused. Resume runs what is left; a stopped run "
+                           "continues from its checkpoint.",
+                "incomplete": "The sweep ended, but some runs failed; the queue says why. "
+                              "Resume tries them again."}[status]
+        self.message.setText(text)
+        self._update_buttons()
+        self.refresh_sweeps(select=sweep.id if sweep else None)
+        if sweep is not None:
+            self.reload_figures()
+
+    # -- sweeps on disk --------------------------------------------------------------------------
+    def refresh_sweeps(self, select: str | None = None) -> None:
+        from kdstudio.core.sweep.queue import list_sweeps
+
+        self.ctx.jobs.submit(list_sweeps, lambda sweeps: self._on_sweeps(sweeps, select),
+                             lambda exc: self.message.setText(f"The sweeps could not be read: {exc}"))
+
+    def _on_sweeps(self, sweeps: list[Sweep], select: str | None) -> None:
+        keep = select or (self.current.id if self.current else None)
+        self.sweep_combo.blockSignals(True)
+        self.sweep_combo.clear()
+        for s in sweeps:
+            self.sweep_combo.addItem(sweep_text(s), str(s.folder))
+            self.sweep_combo.setItemData(self.sweep_combo.count() - 1, s.id, Qt.ItemDataRole.ToolTipRole)
+        self.sweep_combo.blockSignals(False)
+        if not self._started_up:
+            self._started_up = True
+            waiting = [s for s in sweeps if s.is_unfinished() and not s.runner_alive()]
+            if waiting and not keep:
+                keep = waiting[0].id
+                n = len(waiting)
+                text = (f"{n} sweep{'s' if n > 1 else ''} did not finish; the newest is on the "
+                        "Tradeoff page, ready to resume.")
+                self.unfinished_found.emit(text)
+        ids = [s.id for s in sweeps]
+        if keep in ids:
+            self.sweep_combo.setCurrentIndex(ids.index(keep))
+            if self.current is None or self.current.id != keep:
+                self.show_sweep(sweeps[ids.index(keep)].folder)
+        elif sweeps and self.current is None:
+            self.show_sweep(sweeps[0].folder)
+        self.sweeps_loaded.emit()
+
+    def _combo_picked(self) -> None:
+        folder = self.sweep_combo.currentData()
+        if folder:
+            self.show_sweep(Path(folder))
+
+    def show_sweep(self, folder: Path) -> None:
+        """Load a sweep's queue and figures (in a job) and show them."""
+        live = self.queue.sweep
+        snap = live.copy() if live is not None and live.folder == Path(folder) else None
+        self.ctx.jobs.submit(lambda: load_sweep_view(Path(folder), snap),
+                             lambda res: self._show_loaded(*res),
+                             lambda exc: show_exception(self, exc))
+
+    def reload_figures(self) -> None:
+        if self.current is not None:
+            self.show_sweep(self.current.folder)
+
+    def _show_loaded(self, sweep: Sweep, rows: list[Any]) -> None:
+        live = self.queue.sweep
+        # The queue's own object stays the one shown while it runs, so statuses stay live.
+        self.current = live if live is not None and live.id == sweep.id else sweep
+        self.results.folder = sweep.folder
+        self.results.teacher = Path(sweep.base.teacher.name.rstrip("/\\")).name
+        self.results.set_rows(rows, sweep.axis)
+        self._fill_queue()
+        self._update_buttons()
+        self.results_shown.emit(sweep.id)
+
+    def _fill_queue(self) -> None:
+        quality = {r.run_dir: r.quality_retained for r in self.results.rows if r.run_dir}
+        self.queue_table.fill(self.current, quality)
+        self._update_banner()
+
+    def _update_banner(self) -> None:
+        s = self.current
+        show = (s is not None and self.queue.sweep is None and s.is_unfinished()
+                and not s.runner_alive())
+        if show:
+            self.banner_label.setText(f"<b>This sweep did not finish</b> ({when(s.created)}: "
+                                      f"{s.describe()}). Resume runs the rest; a stopped run "
+                                      "continues from its checkpoint.")
+        elif s is not None and s.runner_alive():
+            show = True
+            self.banner_label.setText(f"This sweep is running in another process (pid "
+                                      f"{s.runner.get('pid')}); its points appear as its runs "
+                                      "finish. Press Refresh in a while.")
+        self.banner_resume.setVisible(s is not None and not s.runner_alive())
+        self.banner.setVisible(show)
+
+    def _update_buttons(self) -> None:
+        busy = self.queue.is_running() or self.ctx.training.is_running()
+        s = self.current
+        self.start_button.setEnabled(not busy)
+        self.stop_button.setEnabled(self.queue.is_running())
+        can_resume = (s is not None and not busy and not s.runner_alive()
+                      and bool(s.todo(retry_failed=True)))
+        self.resume_button.setEnabled(can_resume)
+        self.banner_resume.setEnabled(can_resume)
+        self._update_banner()
+
+    # -- results ---------------------------------------------------------------------------------
+    def _open_run(self, run_dir: str) -> None:
+        self.message.setText(f"Opened the run {Path(run_dir).name} on the Runs page.")
+        self.open_run_requested.emit(run_dir)
+
+    def _on_exported(self, path: str) -> None:
+        what = "chart" if path.lower().endswith(".png") else "table"
+        self.message.setText(f"Saved the {what} to {path}.")
+
+    # -- fit my budget -------------------------------------------------------------------------
+    def propose_budget(self, kind: str, limit: float) -> None:
+        cfg = copy.deepcopy(self.ctx.config)
+        shape, layers = self.teacher_shape(), sorted(self.setup.layer_boxes) or None
+        self.budget.set_busy()
+        self.ctx.jobs.submit(lambda: advise(cfg, shape, kind, limit, layers), self.budget.set_advice,
+                             lambda exc: self.budget.set_error(str(exc)))

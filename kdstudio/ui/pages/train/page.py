@@ -1,0 +1,418 @@
+"""The Train page: hyperparameters, a memory check, run controls, live plots, log and answers.
+
+Engine events arrive through ctx.run_event; each one only appends to the plots' buffers,
+which redraw a few times a second (see widgets/train_plots.py), so a fast run never floods
+the GUI thread. A past run opened on the Runs page is read in a job and replayed through
+the same code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from kdstudio.ui.context import AppContext
+from kdstudio.ui.pages.train.history import metric_label, read_history
+from kdstudio.ui.pages.train.log import LogPane, describe, format_duration
+from kdstudio.ui.pages.train.memory import MemoryLine
+from kdstudio.ui.pages.train.pinned import AnswersTable, PinnedInputs
+from kdstudio.ui.pages.train.plots import TrainPlots
+from kdstudio.ui.pages.train.settings import TrainSettings
+
+ESTIMATE_SECTIONS = {"task", "teacher", "student", "method", "data", "training"}
+RESUMABLE = ("stopped", "interrupted")
+
+
+def _button(text: str, name: str, tip: str) -> QPushButton:
+    b = QPushButton(text)
+    b.setObjectName(name)
+    b.setAccessibleName(text)
+    b.setToolTip(tip)
+    b.setMinimumHeight(30)
+    return b
+
+
+class TrainPage(QWidget):
+    title = "Train"
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setObjectName("trainPage")
+        self.metric = ""               # the headline metric of the run on show
+        self.resume_dir = ""           # a stopped run that Resume continues
+        self.last_step: Any = None
+        self._estimate_stale = True
+        self._teacher_info: tuple[str, dict] | None = None
+        self._history_no = 0
+        self._live_plot_events: list[Any] | None = None  # held while a resumed run's past loads
+        self._build()
+        self._estimate_timer = QTimer(self, singleShot=True, interval=500)
+        self._estimate_timer.timeout.connect(self.estimate_memory)
+
+        ctx.run_event.connect(lambda e: self._apply(e, live=True))
+        ctx.run_started.connect(self._on_run_started)
+        ctx.run_finished.connect(self._on_run_finished)
+        ctx.run_opened.connect(self.show_run)
+        ctx.teacher_info.connect(self._on_teacher_info)
+        ctx.config_changed.connect(lambda s: self._schedule_estimate() if s in ESTIMATE_SECTIONS else None)
+        ctx.config_replaced.connect(self._on_config_replaced)
+        ctx.training.running_changed.connect(self._on_running_changed)
+        ctx.training.paused_changed.connect(self._on_paused_changed)
+        self._on_running_changed(ctx.training.is_running())
+
+    # -- construction --------------------------------------------------------------------------
+    def _build(self) -> None:
+        heading = QLabel("Train")
+        heading.setObjectName("trainHeading")
+        font = heading.font()
+        font.setPointSizeF(font.pointSizeF() * 1.5)
+        font.setBold(True)
+        heading.setFont(font)
+
+        self.settings = TrainSettings(self.ctx)
+        self.memory = MemoryLine()
+        self.memory.apply_requested.connect(self._apply_suggestion)
+        self.run_button = _button("Start training", "runButton",
+                                  "Check the settings and start distilling (Ctrl+R).")
+        font = self.run_button.font()
+        font.setBold(True)
+        self.run_button.setFont(font)
+        self.run_button.setDefault(True)
+        self.pause_button = _button("Pause", "pauseButton", "Hold training between two steps; "
+                                    "press again to continue.")
+        self.stop_button = _button("Stop", "stopButton", "Stop after the current step and keep a "
+                                   "checkpoint, so the run can be resumed.")
+        self.resume_button = _button("Resume the stopped run", "resumeButton",
+                                     "Continue the stopped run from its last checkpoint.")
+        self.resume_button.setVisible(False)
+        self.run_button.clicked.connect(lambda: self.ctx.start_run())
+        self.pause_button.clicked.connect(self.ctx.pause_run)
+        self.stop_button.clicked.connect(self._stop)
+        self.resume_button.clicked.connect(self._resume)
+        buttons = QHBoxLayout()
+        buttons.setSpacing(6)
+        buttons.addWidget(self.run_button, 2)
+        buttons.addWidget(self.pause_button, 1)
+        buttons.addWidget(self.stop_button, 1)
+        self.pinned = PinnedInputs(self.ctx)
+
+        left = QWidget()
+        left.setObjectName("trainControls")
+        llay = QVBoxLayout(left)
+        llay.setContentsMargins(0, 0, 6, 0)
+        llay.setSpacing(8)
+        llay.addWidget(self.settings)
+        llay.addWidget(self.memory)
+        llay.addLayout(buttons)
+        llay.addWidget(self.resume_button)
+        llay.addWidget(self.pinned, 1)
+        scroll = QScrollArea()
+        scroll.setObjectName("trainControlsScroll")
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(340)
+        scroll.setMaximumWidth(400)
+
+        self.progress = QProgressBar()
+        self.progress.setObjectName("trainProgress")
+        self.progress.setAccessibleName("Training progress")
+        self.progress.setFormat("Not started")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.elapsed_label = QLabel("Elapsed \u2013")
+        self.elapsed_label.setObjectName("elapsedLabel")
+        self.eta_label = QLabel("Left \u2013")
+        self.eta_label.setObjectName("etaLabel")
+        self.eta_label.setToolTip("Estimated time until the last step, from the speed so far.")
+        for label in (self.elapsed_label, self.eta_label):
+            label.setMinimumWidth(110)
+        prow = QHBoxLayout()
+        prow.setSpacing(10)
+        prow.addWidget(self.progress, 1)
+        prow.addWidget(self.elapsed_label)
+        prow.addWidget(self.eta_label)
+        self.status = QLabel("Ready. Press Start training when the settings look right.")
+        self.status.setObjectName("trainStatus")
+        self.status.setWordWrap(True)
+
+        self.plots = TrainPlots()
+        self.plots.redrawn.connect(self._show_progress)
+        self.log = LogPane()
+        self.answers = AnswersTable()
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("trainTabs")
+        self.tabs.addTab(self.log, "Log")
+        self.tabs.addTab(self.answers, "Student's answers")
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setObjectName("trainSplitter")
+        split.addWidget(self.plots)
+        split.addWidget(self.tabs)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+
+        right = QVBoxLayout()
+        right.setSpacing(6)
+        right.addLayout(prow)
+        right.addWidget(self.status)
+        right.addWidget(split, 1)
+        body = QHBoxLayout()
+        body.setSpacing(14)
+        body.addWidget(scroll)
+        body.addLayout(right, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(18, 14, 18, 14)
+        lay.setSpacing(10)
+        lay.addWidget(heading)
+        lay.addLayout(body, 1)
+
+    # -- run controls --------------------------------------------------------------------------
+    def _stop(self) -> None:
+        self.ctx.stop_run()
+        self.stop_button.setEnabled(False)
+        self.status.setText("Stopping after the current step and saving a checkpoint\u2026")
+
+    def _resume(self) -> None:
+        if self.resume_dir:
+            self.ctx.start_run(resume=Path(self.resume_dir))
+
+    def _on_running_changed(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        if not running:
+            self.pause_button.setText("Pause")
+            if self._estimate_stale:
+                self._schedule_estimate()
+        if running:
+            self.resume_button.setVisible(False)
+
+    def _on_paused_changed(self, paused: bool) -> None:
+        self.pause_button.setText("Continue" if paused else "Pause")
+        self.pause_button.setAccessibleName(self.pause_button.text())
+        if self.ctx.training.is_running():
+            self.status.setText("Paused. Press Continue to go on." if paused else "Training\u2026")
+
+    def _on_run_started(self) -> None:
+        self._history_no += 1  # a past run still loading must not draw over this one
+        self._clear()
+        self.progress.setRange(0, 0)  # busy until the engine says how many steps
+        self.progress.setFormat("Preparing\u2026")
+        self.status.setText("Preparing the run\u2026")
+
+    def _on_run_finished(self, result: Any) -> None:
+        self.plots.flush()
+        status = getattr(result, "status", None)
+        if status == "finished":
+            self.progress.setRange(0, max(1, self.progress.maximum()))
+            self.progress.setValue(self.progress.maximum())
+            self.progress.setFormat("Finished: %v of %m steps")
+            self.status.setText("Finished. Compare teacher and student on the Compare page.")
+            self.eta_label.setText("Left 0:00")
+        elif status == "stopped" and not getattr(result, "summary", None):
+            # Stopped while loading or preparing: no run folder, nothing to resume.
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("Stopped before training began")
+            self.status.setText("Stopped before training began; nothing was saved.")
+            self._offer_resume("", False)
+            return
+        elif status == "stopped":
+            self.progress.setFormat("Stopped at step %v of %m")
+            self.status.setText("Stopped. The checkpoint is kept: Resume continues from it.")
+        else:
+            if self.progress.maximum() == 0:
+                self.progress.setRange(0, 1)
+            self.progress.setFormat("Failed")
+            self.status.setText("The run did not finish; the log says why.")
+        self._offer_resume(str(getattr(result, "run_dir", "") or ""), status == "stopped")
+
+    def _offer_resume(self, run_dir: str, on: bool) -> None:
+        self.resume_dir = run_dir if on else ""
+        self.resume_button.setVisible(on and bool(run_dir))
+
+    # -- events --------------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self.plots.reset()
+        self.log.clear()
+        self.answers.clear()
+        self.metric = ""
+        self.last_step = None
+        self._live_plot_events = None
+        self.elapsed_label.setText("Elapsed \u2013")
+        self.eta_label.setText("Left \u2013")
+
+    def _apply(self, e: Any, *, live: bool) -> None:
+        """Draw one engine event (live, or replayed from a past run's metrics.jsonl)."""
+        kind = getattr(e, "kind", "")
+        if kind == "started":
+            self._on_started(e, live)
+        elif kind == "step":
+            self._on_step(e)
+        elif kind == "eval":
+            self._on_eval(e)
+        elif kind == "stage" and live:
+            self.status.setText(f"{e.name.capitalize()}\u2026 {e.detail}".strip())
+        elif kind == "progress" and live:
+            total = f" of {e.total:,.0f}" if e.total else ""
+            self.status.setText(f"{e.stage.capitalize()}: {e.current:,.0f}{total} {e.unit}".strip())
+        elif kind == "finished" and not live:
+            self._on_run_finished(SimpleNamespace(status=e.status, run_dir=e.run_dir))
+        if live and self._live_plot_events is not None and kind in ("step", "eval"):
+            self._live_plot_events.append(e)
+        line = describe(e, self.metric)
+        if line is not None:
+            self.log.add(*line, stamp=live)
+
+    def _on_started(self, e: Any, live: bool) -> None:
+        self.progress.setRange(0, max(1, e.total_steps))
+        self.progress.setValue(e.start_step)
+        self.progress.setFormat("Step %v of %m")
+        self.plots.set_total_steps(e.total_steps)
+        if live:
+            from kdstudio.core.runs import Run
+
+            self.metric = Run(Path(e.run_dir)).summary().get("headline_metric", "") or self.metric
+            self.plots.set_metric(self.metric, metric_label(self.metric))
+            self.status.setText(f"Training on {e.device}\u2026")
+            if e.start_step > 0:
+                self._load_past_curves(e.run_dir, e.start_step)
+
+    def _on_step(self, e: Any) -> None:
+        self.plots.add_step(e)  # progress and times follow at the plots' capped rate
+        self.last_step = e
+
+    def _show_progress(self) -> None:
+        e = self.last_step
+        if e is None:
+            return
+        if self.progress.maximum() != e.total_steps:
+            self.progress.setRange(0, max(1, e.total_steps))
+            self.progress.setFormat("Step %v of %m")
+        self.progress.setValue(e.step)
+        self.elapsed_label.setText(f"Elapsed {format_duration(e.elapsed_s)}")
+        self.eta_label.setText(f"Left {format_duration(e.eta_s)}")
+
+    def _on_eval(self, e: Any) -> None:
+        metrics, teacher = e.metrics or {}, e.teacher_metrics or {}
+        if self.metric not in metrics and metrics:
+            self.metric = next(iter(metrics))
+            self.plots.set_metric(self.metric, metric_label(self.metric))
+        self.plots.add_eval(e.step, metrics.get(self.metric), teacher.get(self.metric))
+        if e.samples:
+            self.answers.show_samples(e.step, e.samples)
+
+    def _load_past_curves(self, run_dir: str, start_step: int) -> None:
+        """A resumed run: draw the steps before the checkpoint too, read in a job."""
+        self._live_plot_events = []
+        number = self._history_no
+
+        def done(history: dict[str, Any]) -> None:
+            if number != self._history_no or self._live_plot_events is None:
+                return
+            live, self._live_plot_events = self._live_plot_events, None
+            starts = [i for i, d in enumerate(history["events"]) if d.get("kind") == "started"]
+            past = history["events"][:starts[-1]] if starts else []
+            self.plots.reset()
+            self.plots.set_metric(self.metric, metric_label(self.metric))
+            for d in past:
+                if d.get("kind") in ("step", "eval") and d.get("step", 0) <= start_step:
+                    self._plot_only(SimpleNamespace(**d))
+            for e in live:
+                self._plot_only(e)
+            self.plots.flush()
+
+        self.ctx.jobs.submit(lambda: read_history(run_dir), done, lambda _exc: None)
+
+    def _plot_only(self, e: Any) -> None:
+        if e.kind == "step":
+            self.plots.add_step(e)
+        else:
+            self._on_eval(e)
+
+    # -- past runs -----------------------------------------------------------------------------
+    def show_run(self, run_dir: str) -> None:
+        """Draw a past run's curves (ignored while a run is in progress)."""
+        if self.ctx.training.is_running():
+            return
+        self._history_no += 1
+        number = self._history_no
+        self.status.setText(f"Loading the run {Path(run_dir).name}\u2026")
+        self.ctx.jobs.submit(lambda: read_history(run_dir),
+                             lambda h: self._show_history(number, run_dir, h),
+                             lambda exc: self._history_failed(number, run_dir, exc))
+
+    def _show_history(self, number: int, run_dir: str, history: dict[str, Any]) -> None:
+        if number != self._history_no or self.ctx.training.is_running():
+            return
+        self._clear()
+        self.metric = history["metric"]
+        self.plots.set_metric(self.metric, history["label"])
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("Step %v of %m")
+        for d in history["events"]:
+            self._apply(SimpleNamespace(**d), live=False)
+        self.plots.flush()
+        status = history["status"]
+        self.status.setText(f"Showing the run {Path(run_dir).name} ({status}).")
+        self._offer_resume(run_dir, status in RESUMABLE and history["resumable"])
+
+    def _history_failed(self, number: int, run_dir: str, exc: BaseException) -> None:
+        if number == self._history_no:
+            self.status.setText(f"The run {Path(run_dir).name} could not be read: {exc}")
+
+    # -- memory estimate -----------------------------------------------------------------------
+    def _on_teacher_info(self, info: Any) -> None:
+        self._teacher_info = (self.ctx.config.teacher.name, info) if info else None
+        self._schedule_estimate()
+
+    def _on_config_replaced(self) -> None:
+        self.settings.refresh()
+        self.pinned.refresh()
+        self._schedule_estimate()
+
+    def _schedule_estimate(self) -> None:
+        # Estimated when the page is in view and no run is going (the run measures its own
+        # memory in the Memory plot); not while the app starts.
+        self._estimate_stale = True
+        if self.isVisible() and not self.ctx.training.is_running():
+            self._estimate_timer.start()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._estimate_stale:
+            self._schedule_estimate()
+
+    def estimate_memory(self) -> None:
+        """Estimate in a job (the line shows only the newest answer)."""
+        self._estimate_stale = False
+        name = self.ctx.config.teacher.name
+        info = self._teacher_info[1] if self._teacher_info and self._teacher_info[0] == name else None
+        self.memory.estimate(self.ctx.jobs, self.ctx.config, info)
+
+    def _apply_suggestion(self, changes: dict[str, Any]) -> None:
+        for dotted, value in changes.items():
+            section, key = dotted.split(".", 1)
+            self.ctx.set_value(section, key, value)
+        self.settings.refresh()
+        done = ", ".join(f"{k.split('.', 1)[1].replace('_', ' ')} {v}" for k, v in changes.items())
+        self.log.add(f"Applied the memory suggestion: {done}.")
