@@ -82,21 +82,30 @@ class Optimizer:
     autocast: Callable[[], Any]
 
 
-def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimizer
-                   ) -> tuple[dict[str, float], float, int, int]:
-    """Accumulate gradients over ``accum`` micro-batches, clip, step, advance the schedule.
-    Returns (losses, lr, samples, tokens)."""
+def accumulate(distiller: Distiller, batches: Any, accum: int, scaler: Any,
+               autocast: Callable[[], Any]) -> tuple[dict[str, float], int, int]:
+    """Forward and backward ``accum`` micro-batches, summing their gradients into .grad.
+    Returns (each term's value averaged over the micro-batches, samples, tokens)."""
     sums: dict[str, float] = {}
     samples = tokens = 0
     for batch in batches:
-        with opt.autocast():
+        with autocast():
             loss, parts = distiller(batch)
-        # Dividing by accum makes the summed gradients an average over the micro-batches.
-        opt.scaler.scale(loss / accum).backward()
+        # Dividing by accum makes the summed gradients an average over the micro-batches:
+        # the same gradient as one batch accum times the size, at a micro-batch's memory.
+        scaler.scale(loss / accum).backward()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v / accum
         samples += batch.size
         tokens += batch.tokens
+    return sums, samples, tokens
+
+
+def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimizer
+                   ) -> tuple[dict[str, float], float, int, int]:
+    """Accumulate gradients over ``accum`` micro-batches, clip, step, advance the schedule.
+    Returns (losses, lr, samples, tokens)."""
+    sums, samples, tokens = accumulate(distiller, batches, accum, opt.scaler, opt.autocast)
     if opt.max_grad_norm > 0:
         opt.scaler.unscale_(opt.optimizer)
         torch.nn.utils.clip_grad_norm_(distiller.trainable_parameters(), opt.max_grad_norm)

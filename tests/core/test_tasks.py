@@ -1,0 +1,78 @@
+"""The task registry and the loss-term seam: each family and each term in one place."""
+
+import sys
+
+import pytest
+
+from kdstudio.core.config import config_from_dict, default_config
+from kdstudio.core.errors import ConfigError
+from kdstudio.core.objective import TERMS, active_terms, check_terms, plain_terms, terms_for
+from kdstudio.core.tasks import (CAUSAL_LM, CLASSIFICATION, EMBEDDING, REGISTRY, TASK_NAMES, Task,
+                                 get_task)
+
+
+def test_registry_gives_one_object_per_family_and_refuses_unknown_names():
+    assert set(TASK_NAMES) == {"causal-lm", "sequence-classification", "sentence-embedding"}
+    for name, task in REGISTRY.items():
+        assert isinstance(task, Task) and task.name == name and get_task(name) is task
+        assert get_task(task) is task
+        assert task.title and task.description and task.auto_class and task.demo_file
+    with pytest.raises(ConfigError, match="task is 'translation'.*'causal-lm'"):
+        get_task("translation")
+
+
+def test_each_family_answers_its_own_questions():
+    assert CAUSAL_LM.generative and CAUSAL_LM.packs and not CAUSAL_LM.needs_labels
+    assert CLASSIFICATION.needs_labels and CLASSIFICATION.has_task_head
+    assert EMBEDDING.output == "embedding" and not EMBEDDING.generative
+    assert EMBEDDING.headline(False) == ("cosine_to_teacher", True)
+    assert EMBEDDING.headline(True) == ("knn_accuracy", True)
+    assert CAUSAL_LM.headline(True) == ("perplexity", False)
+    # The baseline needs a loss that learns from the data alone.
+    assert CAUSAL_LM.has_plain_loss and CLASSIFICATION.has_plain_loss
+    assert not EMBEDDING.has_plain_loss
+
+
+def test_terms_apply_to_the_families_they_name():
+    names = lambda task: [t.name for t in terms_for(task)]
+    assert names(CAUSAL_LM) == ["logit", "hard_label", "cross_tokenizer", "hidden"]
+    assert names(CLASSIFICATION) == ["logit", "hard_label", "hidden"]
+    assert "embedding" in names(EMBEDDING) and "logit" not in names(EMBEDDING)
+    assert [t.name for t in plain_terms(CAUSAL_LM)] == ["hard_label"]
+    assert len({t.name for t in TERMS}) == len(TERMS)
+    assert len({t.weight_key for t in TERMS}) == len(TERMS)
+
+
+def test_weights_for_terms_of_another_family_are_refused_with_the_key():
+    m = default_config("sentence-embedding").method
+    m.logit_weight = 1.0
+    with pytest.raises(ConfigError, match="method.logit_weight is 1.0.*not 'sentence-embedding'"):
+        check_terms(EMBEDDING, m)
+    with pytest.raises(ConfigError, match="cross_tokenizer_weight.*only to the causal-lm"):
+        config_from_dict({"task": "sequence-classification",
+                          "method": {"cross_tokenizer_weight": 1.0}})
+    m = default_config("causal-lm").method
+    m.logit_weight = 0.0
+    with pytest.raises(ConfigError, match="Every loss weight"):
+        check_terms(CAUSAL_LM, m)
+    m.hard_label_weight = 1.0
+    assert [t.name for t in active_terms(CAUSAL_LM, m)] == ["hard_label"]
+
+
+def test_defaults_come_from_the_task():
+    for task in REGISTRY.values():
+        cfg = default_config(task.name)
+        for key, value in task.method_defaults.items():
+            assert getattr(cfg.method, key) == value
+        for key, value in task.data_defaults.items():
+            assert getattr(cfg.data, key) == value
+        cfg.validate()
+
+
+def test_config_and_tasks_import_without_torch():
+    import subprocess
+
+    code = ("import sys, kdstudio.core.config, kdstudio.core.tasks, kdstudio.core.objective; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
