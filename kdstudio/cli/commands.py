@@ -1,36 +1,30 @@
 """The command line: `kdstudio demo`, `run`, `resume`, `runs`, `show`, `config`, `preview`.
 
-The engine reports through events; this module turns them into a progress bar and tables.
-Heavy imports (torch, transformers) happen inside the commands, so `--help` is instant.
+The engine reports through events; kdstudio.cli.progress turns them into a progress bar, and
+this module prints the tables. Heavy imports (torch, transformers) happen inside the
+commands, so `--help` is instant. Imports go one way: commands -> sweep -> progress.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-DEMOS = {
-    "sentence-embedding": "sentence-embedding.toml",
-    "sequence-classification": "sequence-classification.toml",
-    "causal-lm": "causal-lm.toml",
-}
-DEMO_INTROS = {
-    "sentence-embedding": "a sentence encoder",
-    "sequence-classification": "a topic classifier",
-    "causal-lm": "a small GPT language model",
-}
+from kdstudio.cli.progress import ProgressSink, ctrl_c_stops, make_console, status_style
+from kdstudio.core.tasks import DEFAULT_TASK, REGISTRY, all_tasks, get_task
+
+# The built-in demos: resources/demos/<file> of each task family that ships one.
+DEMOS = {t.name: t.demo_file for t in all_tasks() if t.demo_file}
 
 
-def _console():
-    from rich.console import Console
-
-    # Piped output (logs, CI) gets a wide fixed width so tables are not squeezed to 80 columns.
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+def _demo_help() -> str:
+    shown = sorted((get_task(name) for name in DEMOS), key=lambda t: t.demo_rank)
+    parts = [f"{t.demo_intro} ({t.name}{', the default' if t is DEFAULT_TASK else ''})"
+             for t in shown]
+    listed = ", ".join(parts[:-1]) + " or " + parts[-1] if len(parts) > 1 else "".join(parts)
+    return f"which demo: distil {listed}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run a built-in demo offline (a few minutes on a laptop CPU)")
-    d.add_argument("--task", choices=sorted(DEMOS), default="sentence-embedding",
-                   help="which demo: distil a sentence encoder (sentence-embedding, the "
-                        "default), a topic classifier (sequence-classification) or a small GPT "
-                        "language model (causal-lm)")
+    d.add_argument("--task", choices=sorted(DEMOS), default=DEFAULT_TASK.name,
+                   help=_demo_help())
     d.add_argument("--steps", type=int, help="override the number of training steps")
     d.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     d.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -72,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--template", action="store_true", help="print a complete config to start from")
     g.add_argument("--check", metavar="FILE", help="validate a config file and report the first problem")
     g.add_argument("--reference", action="store_true", help="print every key with its help (Markdown)")
-    c.add_argument("--task", default="sentence-embedding", help="task family for --template")
+    c.add_argument("--task", default=DEFAULT_TASK.name, help="task family for --template")
 
     pv = sub.add_parser("preview", help="show the first rows of a data set and the detected columns")
     pv.add_argument("dataset", help="builtin:NAME, a local file, or a Hub data set id")
@@ -101,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return app_main(demo=args.demo)
     from kdstudio.core.errors import KDStudioError
 
-    console = _console()
+    console = make_console()
     try:
         return COMMANDS[args.command](args, console)
     except KDStudioError as exc:
@@ -130,7 +122,7 @@ def cmd_demo(args: argparse.Namespace, console: Any) -> int:
         sets.append(f"training.device={args.device}")
     if sets:
         cfg = cfg.with_overrides(sets)
-    console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling {DEMO_INTROS[args.task]}, "
+    console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling {get_task(args.task).demo_intro}, "
                   f"[cyan]{cfg.teacher.name}[/], into a smaller student on the built-in "
                   "everyday-topics corpus.")
     if cfg.evaluation.baseline:
@@ -184,7 +176,7 @@ def cmd_runs(args: argparse.Namespace, console: Any) -> int:
                      else f"{i.headline_value:.4g}")
             head = f"{METRIC_LABELS.get(i.headline, i.headline).split(' (')[0]}: {value}"
         table.add_row(i.id, i.created.replace("T", " "), i.task, f"{i.teacher} -> {i.student}",
-                      _status_style(i.status), head,
+                      status_style(i.status), head,
                       f"{i.quality_retained:.1%}" if i.quality_retained is not None else "-",
                       f"{i.speedup:.2f}x" if i.speedup else "-")
     console.print(table)
@@ -196,7 +188,7 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
 
     run = find_run(args.run)
     s = run.summary()
-    console.print(f"[bold]{s.get('name', run.path.name)}[/]  ({_status_style(run.status())})  {run.path}")
+    console.print(f"[bold]{s.get('name', run.path.name)}[/]  ({status_style(run.status())})  {run.path}")
     if s.get("student_metrics") or s.get("student_metrics_before"):
         console.print(before_after_table(s))
     _show_generations(run.path, console)
@@ -266,99 +258,7 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_
             "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep}
 
 
-# -- progress and tables ---------------------------------------------------------------------
-
-def _status_style(status: str) -> str:
-    color = {"finished": "green", "stopped": "yellow", "interrupted": "yellow",
-             "failed": "red", "running": "cyan"}.get(status, "white")
-    return f"[{color}]{status}[/]"
-
-
-class ProgressSink:
-    """Draws engine events as a rich progress bar with ETA plus log lines."""
-
-    def __init__(self, console: Any):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[info]}"), console=console,
-                                 transient=False)
-        self.train_task = None
-        self.stage_tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> "ProgressSink":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
-
-    def __call__(self, e: Any) -> None:
-        kind = e.kind
-        p = self.progress
-        if kind == "stage":
-            p.console.print(f"[dim]-> {e.name}[/] {e.detail}")
-        elif kind == "log":
-            style = "yellow" if e.level == "warning" else "dim"
-            p.console.print(f"[{style}]   {e.message}[/]")
-        elif kind == "progress":
-            t = self.stage_tasks.get(e.stage)
-            if t is None:
-                t = p.add_task(e.stage, total=e.total, info="")
-                self.stage_tasks[e.stage] = t
-            info = f"loss {e.metrics['loss']:.3f}" if "loss" in e.metrics else ""
-            p.update(t, completed=e.current, total=e.total, info=info)
-        elif kind == "started":
-            p.console.print(
-                f"   Teacher {e.teacher_params / 1e6:.1f}M parameters, student "
-                f"{e.student_params / 1e6:.1f}M ({e.student_params / e.teacher_params:.0%}) on "
-                f"{e.device}, {e.precision}; {e.train_samples} training examples.")
-            p.console.print(f"   Run folder: {e.run_dir}")
-            self.train_task = p.add_task("distilling", total=e.total_steps,
-                                         completed=e.start_step, info="")
-        elif kind == "step" and self.train_task is not None:
-            losses = " ".join(f"{k} {v:.4f}" for k, v in e.losses.items() if k != "total"
-                              or len(e.losses) > 2)
-            p.update(self.train_task, completed=e.step,
-                     info=f"{losses}  {e.samples_per_s:.0f} samples/s")
-        elif kind == "eval":
-            shown = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
-            label = "before distillation" if e.step == 0 else f"step {e.step}"
-            p.console.print(f"   [cyan]eval ({label})[/]: {shown}")
-        elif kind == "checkpoint":
-            p.console.print(f"[dim]   checkpoint at step {e.step}[/]")
-
-
-@contextlib.contextmanager
-def ctrl_c_stops(console: Any, what: str = "") -> Iterator[threading.Event]:
-    """While inside, the first Ctrl-C sets the yielded stop event (the run stops after this step
-    with a checkpoint); a second one aborts at once."""
-    stop = threading.Event()
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.print(f"\n[yellow]Stopping after this step and saving a checkpoint{what} "
-                      "(press Ctrl-C again to abort at once)...[/]")
-
-    main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, on_sigint) if main else None
-    try:
-        yield stop
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-
+# -- reports -------------------------------------------------------------------------------
 
 def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int:
     from kdstudio.core.trainer import run_training
@@ -373,9 +273,11 @@ def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int
                           f"  kdstudio resume {result.run_dir.name}")
         return 0
     console.print(before_after_table(result.summary))
+    task = REGISTRY.get(str(result.summary.get("task", "")))
+    # An encoder's student is saved with a sentence-transformers config beside its weights.
+    also = " and sentence-transformers" if task is not None and task.output == "embedding" else ""
     console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"
-                  + (" and sentence-transformers" if result.summary.get("task") == "sentence-embedding" else "")
-                  + ").")
+                  f"{also}).")
     return 0
 
 

@@ -12,6 +12,9 @@ import argparse
 import sys
 from typing import Any
 
+from kdstudio.cli.progress import ProgressSink, ctrl_c_stops
+from kdstudio.core.events import Event, SweepProgress
+
 
 def add_sweep_parser(sub: Any) -> None:
     sw = sub.add_parser(
@@ -112,10 +115,8 @@ class SweepSink:
         self.console = console
         self.bar: Any = None
 
-    def __call__(self, e: Any) -> None:
-        from kdstudio.cli.commands import ProgressSink
-
-        if e.kind != "sweep":
+    def __call__(self, e: Event) -> None:
+        if not isinstance(e, SweepProgress):
             if self.bar is not None:
                 self.bar(e)
             return
@@ -169,8 +170,6 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
             return 0
     sweep.save()
     console.print(f"   Sweep folder: {sweep.folder}")
-
-    from kdstudio.cli.commands import ctrl_c_stops
 
     sink = SweepSink(console)
     try:

@@ -69,7 +69,7 @@ class StudentConfig:
 
 
 @dataclass
-class MethodConfig:
+class _BuiltinMethod:
     logit_loss: str = _f("forward_kl", "Divergence between teacher and student output "
                          "distributions.", choices=LOGIT_LOSSES)
     temperature: float = _f(2.0, "Softens both distributions (softmax(logits / T)) so the "
@@ -110,6 +110,22 @@ class MethodConfig:
                                 "scored by the teacher with the logit (or cross-tokenizer) loss. "
                                 "0 = supervised distillation, 1 = fully on-policy.",
                                 min=0.0, max=1.0)
+
+
+def _method_config() -> type:
+    """[method]: the built-in fields plus those each extra loss term declares (core/terms)."""
+    from kdstudio.core.terms import discover
+
+    extra = []
+    for name, tp, default, help_text, rules in discover()[1]:
+        extra.append((name, tp, _f(default, help_text, **rules)))
+    cls = dataclasses.make_dataclass("MethodConfig", extra, bases=(_BuiltinMethod,))
+    cls.__module__ = __name__
+    cls.__doc__ = "The distillation method and its loss weights."
+    return cls
+
+
+MethodConfig = _method_config()
 
 
 @dataclass

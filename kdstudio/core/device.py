@@ -1,22 +1,59 @@
-"""Which device and precision a run uses, and what it reports about them."""
+"""Which device and precision a run uses, and what it reports about them.
+
+The one device resolver: ``resolve_device_name`` says which device 'auto' means here (a
+name, unchecked, for estimates made before a run) and ``resolve_device`` turns a config's
+device into a checked ``torch.device`` for the run itself. torch is imported inside the
+functions, so the app and the pre-run estimates can import this module before torch.
+"""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING
 
 from kdstudio.core.errors import ConfigError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device_name(name: str) -> str:
+    """'auto' becomes 'cuda', 'mps' or 'cpu' as a run would choose; any other name is kept
+    unchecked (the memory estimate says in words when that device is missing)."""
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if _mps_available():
+        return "mps"
+    return "cpu"
+
+
+def device_type(name: str) -> str:
+    """The kind of a device name: 'cuda:1' -> 'cuda' ('' -> 'cpu')."""
+    return name.split(":", 1)[0] or "cpu"
+
+
+def is_gpu(name: str) -> bool:
+    """Whether a device name (resolved, as resolve_device_name gives it) is a GPU."""
+    return name.startswith(("cuda", "mps"))
+
 
 def resolve_device(name: str) -> torch.device:
+    """The run's device for training.device, checked: ConfigError names what is missing."""
+    import torch
+
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(resolve_device_name(name))
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -27,13 +64,15 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(f"training.device is '{name}', but there are only "
                           f"{torch.cuda.device_count()} GPU(s).")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if dev.type == "mps" and not _mps_available():
         raise ConfigError("training.device is 'mps', but Apple's Metal backend is not available.",
                           hint="Use 'auto' or 'cpu'.")
     return dev
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    import torch
+
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -45,6 +84,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def teacher_dtype(name: str, device: torch.device, precision: str) -> torch.dtype:
+    import torch
+
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if precision == "bf16" else torch.float16
@@ -52,15 +93,21 @@ def teacher_dtype(name: str, device: torch.device, precision: str) -> torch.dtyp
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast_for(device: torch.device, precision: str):
+    """A factory of the autocast context for a precision (a no-op context for fp32)."""
     if precision == "fp32":
         return nullcontext
+    import torch
+
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
-def _memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: PyTorch's CUDA allocations on a GPU, the process's RSS otherwise."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
         import resource
@@ -72,8 +119,11 @@ def _memory_mb(device: torch.device) -> float:
         return 0.0
 
 
-def _device_name(device: torch.device) -> str:
+def device_label(device: torch.device) -> str:
+    """The device in words for summaries: the GPU's model and memory, else its name."""
     if device.type == "cuda":
+        import torch
+
         props = torch.cuda.get_device_properties(device)
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
     return str(device)

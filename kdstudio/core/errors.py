@@ -52,6 +52,12 @@ class RunError(KDStudioError):
     title = "Run problem"
 
 
+class SweepError(KDStudioError):
+    """A sweep's students, axis or queue file is unusable, or it is already running."""
+
+    title = "Sweep problem"
+
+
 class StoppedError(KDStudioError):
     """Raised inside long preparation stages when the user asked to stop."""
 

@@ -134,8 +134,9 @@ def _hidden(x: TermInputs):
     return total / len(d.pairs)
 
 
-# The order is the order of the sum (and of the logged curves).
-TERMS: tuple[LossTerm, ...] = (
+# The order is the order of the sum (and of the logged curves): the built-in five, then the
+# terms of core/terms in module-name order.
+_BUILTIN: tuple[LossTerm, ...] = (
     # With different tokenizers there are no shared ids to compare position by position.
     LossTerm("logit", "logit_weight", (CAUSAL_LM, CLASSIFICATION), "logit distillation", _logit,
              skip=lambda b: b.align is not None),
@@ -149,6 +150,15 @@ TERMS: tuple[LossTerm, ...] = (
     LossTerm("hidden", "hidden_weight", (CAUSAL_LM, CLASSIFICATION, EMBEDDING),
              "hidden-state distillation", _hidden, needs_hidden=True),
 )
+
+
+def _all_terms() -> tuple[LossTerm, ...]:
+    from kdstudio.core.terms import discover
+
+    return _BUILTIN + tuple(discover()[0])
+
+
+TERMS: tuple[LossTerm, ...] = _all_terms()
 
 
 def terms_for(task: Task | str) -> list[LossTerm]:

@@ -25,9 +25,9 @@ from kdstudio.core.compare import PinnedInputs
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.data import BatchOrder, load_text_data
 from kdstudio.core.device import (
-    _autocast,
-    _device_name,
-    _memory_mb,
+    autocast_for,
+    device_label,
+    peak_memory_mb,
     resolve_device,
     resolve_precision,
     teacher_dtype,
@@ -321,7 +321,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     tc = cfg.training
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    ctx = RunContext(device, precision, _autocast(device, precision), emit, stop)
+    ctx = RunContext(device, precision, autocast_for(device, precision), emit, stop)
     su = setup_run(cfg, ctx, runs.run)
     task, student, distiller, evaluator = su.task, su.student, su.distiller, su.evaluator
     t_source = su.teacher.source
@@ -359,7 +359,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                        teacher_params=t_params, student_params=s_params, kept_layers=su.kept,
                        total_steps=total_steps, headline_metric=su.headline,
                        label_names=su.data.label_names, teacher_source=t_source)
-    emit(Started(run_dir=str(run.path), task=task.name, device=_device_name(device),
+    emit(Started(run_dir=str(run.path), task=task.name, device=device_label(device),
                  precision=precision, teacher=cfg.teacher.name, student=su.student_desc,
                  teacher_params=t_params, student_params=s_params, total_steps=total_steps,
                  start_step=start_step, train_samples=su.n_train,
@@ -385,7 +385,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         elapsed = time.perf_counter() - t_start
         emit(Step(step=step, total_steps=total_steps, losses=r.losses, lr=r.lr,
                   samples_per_s=r.samples / r.seconds, tokens_per_s=r.tokens / r.seconds,
-                  memory_mb=_memory_mb(device), elapsed_s=elapsed,
+                  memory_mb=peak_memory_mb(device), elapsed_s=elapsed,
                   eta_s=elapsed / (step - start_step) * (total_steps - step)))
         if tc.eval_every and step % tc.eval_every == 0 and step < total_steps:
             emit(Eval(step=step, metrics=evaluator.student_metrics(student), samples=su.pinned()))

@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from kdstudio.core.config import RunConfig
+from kdstudio.core.events import Started
 from kdstudio.ui.jobs import JobRunner
 from kdstudio.ui.settings import Settings
 from kdstudio.ui.worker import TrainingController
@@ -40,7 +41,7 @@ class AppContext(QObject):
         training.event.connect(self._on_event)
 
     def _on_event(self, event: Any) -> None:
-        if getattr(event, "kind", "") == "started":
+        if isinstance(event, Started):
             self.current_run_dir = event.run_dir
         self.run_event.emit(event)
 

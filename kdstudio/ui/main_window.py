@@ -23,7 +23,9 @@ from PySide6.QtWidgets import (
 from kdstudio import __version__
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.errors import ConfigError, KDStudioError
+from kdstudio.core.events import Stage, Started, Step
 from kdstudio.core.runs import resources_dir
+from kdstudio.core.tasks import DEFAULT_TASK, Task, all_tasks, get_task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
 from kdstudio.ui.jobs import JobRunner
@@ -34,24 +36,22 @@ DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
 PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs", "tradeoff")
 
 
-# The built-in demos (resources/demos/<task>.toml), in the Run menu's order; the first is
-# the app's default. Keep in step with kdstudio.cli.commands.DEMOS.
-DEMOS = {
-    "sentence-embedding": "&Sentence embeddings: distil MiniLM",
-    "sequence-classification": "&Text classifier: topics of everyday sentences",
-    "causal-lm": "&Language model: distil a small GPT",
-}
+# The built-in demos (resources/demos/<demo_file> of each task family that ships one), in
+# the Run menu's order.
+DEMOS: tuple[Task, ...] = tuple(sorted((t for t in all_tasks() if t.demo_file),
+                                       key=lambda t: t.demo_rank))
 
 
-def demo_path(task: str = "sentence-embedding") -> Path:
-    return resources_dir() / "demos" / f"{task}.toml"
+def demo_path(task: str | Task = DEFAULT_TASK) -> Path:
+    return resources_dir() / "demos" / get_task(task).demo_file
 
 
-def demo_config(task: str = "sentence-embedding") -> RunConfig:
+def demo_config(task: str | Task = DEFAULT_TASK) -> RunConfig:
     """A built-in demo's config; ConfigError naming the file when it is missing or invalid."""
     path = demo_path(task)
     if not path.exists():
-        raise ConfigError(f"The {task} demo's config ({path}) is missing from this installation.",
+        raise ConfigError(f"The {get_task(task).name} demo's config ({path}) is missing from this "
+                          "installation.",
                           hint="Reinstall KD Studio, or choose another demo in the Run menu.")
     return load_config(path)
 
@@ -182,10 +182,10 @@ class MainWindow(QMainWindow):
         self.demo_menu = run.addMenu("Run a built-in &demo")
         self.demo_menu.setObjectName("demoMenu")
         self.demo_actions: dict[str, QAction] = {}
-        for task, label in DEMOS.items():
-            act = self._action(self.demo_menu, label, lambda t=task: self.load_demo(t))
-            act.setObjectName(f"demo_{task}")
-            self.demo_actions[task] = act
+        for task in DEMOS:
+            act = self._action(self.demo_menu, task.demo_menu, lambda t=task: self.load_demo(t))
+            act.setObjectName(f"demo_{task.name}")
+            self.demo_actions[task.name] = act
 
         view = mb.addMenu("&View")
         for i, key in enumerate(PAGE_KEYS):
@@ -217,7 +217,7 @@ class MainWindow(QMainWindow):
         self.ctx.replace_config(default_config(self.ctx.config.task))
         self.show_page("models")
 
-    def load_demo(self, task: str = "sentence-embedding") -> bool:
+    def load_demo(self, task: str | Task = DEFAULT_TASK) -> bool:
         """Load a built-in demo's config and show the Train page; a missing demo is a dialog."""
         try:
             cfg = demo_config(task)
@@ -291,15 +291,14 @@ class MainWindow(QMainWindow):
         self.show_page("train")
 
     def _on_run_event(self, e: Any) -> None:
-        kind = getattr(e, "kind", "")
-        if kind == "stage":
+        if isinstance(e, Stage):
             self.activity_label.setText(f"{e.name.capitalize()}... {e.detail}")
-        elif kind == "step":
+        elif isinstance(e, Step):
             # Fast runs send many steps a second; a status-bar relayout for each would add up.
             if e.step == e.total_steps or self._status_clock.elapsed() > 250:
                 self._status_clock.restart()
                 self.activity_label.setText(f"Training: step {e.step} of {e.total_steps}")
-        elif kind == "started":
+        elif isinstance(e, Started):
             self.settings.push_recent("recent_runs", e.run_dir)
 
     def _on_run_finished(self, result: Any) -> None:

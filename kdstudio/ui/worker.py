@@ -26,6 +26,7 @@ class TrainingWorker(QObject):
         self.config, self.resume = config, resume
         self.stop_event = threading.Event()
         self.pause_event = threading.Event()
+        self.held = threading.Event()  # set while the training thread waits, paused
 
     @Slot()
     def run(self) -> None:
@@ -55,8 +56,11 @@ class TrainingWorker(QObject):
     def _sink(self, event: Any) -> None:
         self.event.emit(event)
         # Pausing holds the training thread here, between steps; stop releases it.
-        while self.pause_event.is_set() and not self.stop_event.is_set():
-            self.stop_event.wait(0.05)
+        if self.pause_event.is_set() and not self.stop_event.is_set():
+            self.held.set()
+            while self.pause_event.is_set() and not self.stop_event.is_set():
+                self.stop_event.wait(0.05)
+            self.held.clear()
 
 
 class TrainingController(QObject):
@@ -78,6 +82,11 @@ class TrainingController(QObject):
 
     def is_paused(self) -> bool:
         return self._worker is not None and self._worker.pause_event.is_set()
+
+    def is_held(self) -> bool:
+        """Whether the training thread has stopped between steps and waits for Continue (a
+        pause asked for mid-step takes effect when that step reports)."""
+        return self._worker is not None and self._worker.held.is_set()
 
     def start(self, config: Any, resume: Path | None = None) -> None:
         if self.is_running():

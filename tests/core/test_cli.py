@@ -1,3 +1,4 @@
+import pytest
 import tomllib
 
 from kdstudio.cli.commands import main
@@ -27,6 +28,7 @@ def test_bad_config_is_refused_with_the_key(capsys, tmp_path):
     assert "'forward_kl'" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_run_list_show_resume(capsys, tmp_path, tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], name="cli-run", training={"max_steps": 1})
     path = tmp_path / "run.toml"

@@ -13,6 +13,7 @@ def _run(cfg):
     return result, seen
 
 
+@pytest.mark.slow
 def test_causal_lm_side_by_side_and_pinned(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], evaluation={"pinned_inputs": ["The weather", "A cup of"]})
     result, seen = _run(cfg)
@@ -34,6 +35,7 @@ def test_causal_lm_side_by_side_and_pinned(tiny):
         c.compare("  ")
 
 
+@pytest.mark.slow
 def test_classification_probabilities(tiny):
     result, _ = _run(tiny_config("sequence-classification", tiny["bert"]))
     c = Comparer.from_run(result.run_dir, device="cpu")
@@ -44,6 +46,7 @@ def test_classification_probabilities(tiny):
         assert {n for n, _ in answer.probabilities} >= {"sport", "food"}
 
 
+@pytest.mark.slow
 def test_embedding_neighbours(tiny):
     result, seen = _run(tiny_config("sentence-embedding", tiny["bert"],
                                     evaluation={"pinned_inputs": ["Snow is on the way."]}))

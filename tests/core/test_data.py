@@ -24,6 +24,7 @@ def test_builtin_corpus_meets_its_datasheet():
     assert all(4 <= len(t.split()) <= 40 for t in texts)
 
 
+@pytest.mark.slow
 def test_builtin_load_detects_columns_and_splits():
     d = load_text_data(DataConfig(eval_fraction=0.2), "sequence-classification", seed=1)
     assert d.text_column == "text" and d.label_column == "topic"

@@ -1,8 +1,12 @@
 """The built-in demos on the real MiniLM teacher, shortened to a few steps."""
 
+import pytest
+
 from kdstudio.core.config import load_config
 from kdstudio.core.runs import resources_dir
 from kdstudio.core.trainer import run_training
+
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
 
 
 def test_embedding_demo_measurably_helps():

@@ -1,8 +1,12 @@
 """The causal-LM demo: distilling the built-in GPT beats training the same student without it."""
 
+import pytest
+
 from kdstudio.core.config import load_config
 from kdstudio.core.runs import resources_dir
 from kdstudio.core.trainer import run_training
+
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
 
 
 def test_distilled_student_beats_plain_training_in_few_steps():

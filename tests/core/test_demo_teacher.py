@@ -59,6 +59,7 @@ def test_it_is_a_small_builtin_gpt2_with_its_own_tokenizer(teacher, record):
     assert (FOLDER / "generation_config.json").exists() and (FOLDER / "README.md").exists()
 
 
+@pytest.mark.slow
 def test_heldout_perplexity_matches_what_it_ships_with(teacher, record, eval_texts):
     figures, ev = record["figures"], record["evaluation"]
     trained = perplexity(teacher.model, teacher.tokenizer, eval_texts, ev)

@@ -115,6 +115,7 @@ def test_estimate_for_a_tiny_config(tiny):
     assert e.parts["teacher weights"] < 1 and "logits" in e.parts
 
 
+@pytest.mark.slow
 def test_token_count_exact_and_sampled(tiny):
     from kdstudio.core.data import load_text_data
     from kdstudio.core.models import load_tokenizer

@@ -92,6 +92,7 @@ def test_bad_sources_name_the_problem(tiny, tmp_path):
         inspect_model(str(folder), "sentence-embedding", role="teacher")
 
 
+@pytest.mark.slow
 def test_architecture_without_the_task_variant(tiny, tmp_path):
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 

@@ -100,6 +100,7 @@ def test_prompts_are_clean_prefixes(tiny):
 
 # -- runs -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cross_tokenizer_run_trains_and_says_what_works(tiny):
     other = str(tiny["gpt2-othertok"])
     cfg = tiny_config("causal-lm", tiny["gpt2"], student={"name": other},
@@ -116,6 +117,7 @@ def test_cross_tokenizer_run_trains_and_says_what_works(tiny):
         run_training(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("student", ["derived", "othertok"])
 def test_sequence_level_run_saves_and_reuses_generations(tiny, student, capsys):
     s = {"layers": 2} if student == "derived" else {"name": str(tiny["gpt2-othertok"])}
@@ -150,6 +152,7 @@ def test_sequence_level_run_saves_and_reuses_generations(tiny, student, capsys):
     assert "The teacher's continuations" in out and rows[0]["prompt"][:10] in out
 
 
+@pytest.mark.slow
 def test_sequence_level_with_logits_when_tokenizers_match(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], generation=GEN, student={"layers": 2},
                       method={"sequence_level": True, "logit_weight": 1.0, "hard_label_weight": 1.0})
@@ -158,6 +161,7 @@ def test_sequence_level_with_logits_when_tokenizers_match(tiny):
     assert {"logit", "hard_label"} <= set(rec.of(ev.Step)[0].losses)
 
 
+@pytest.mark.slow
 def test_bad_reuse_file_is_a_clear_error(tiny, tmp_path):
     bad = tmp_path / "g.jsonl"
     bad.write_text("not json\n")
@@ -169,6 +173,7 @@ def test_bad_reuse_file_is_a_clear_error(tiny, tmp_path):
         load_generations(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("share", [0.5, 1.0])
 def test_on_policy_share(tiny, share, monkeypatch):
     import kdstudio.core.trainer as trainer
@@ -200,6 +205,7 @@ def test_on_policy_share(tiny, share, monkeypatch):
         assert (b.student["labels"][:, 0] == -100).all()
 
 
+@pytest.mark.slow
 def test_on_policy_across_tokenizers(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], generation=GEN,
                       student={"name": str(tiny["gpt2-othertok"])},
@@ -211,6 +217,7 @@ def test_on_policy_across_tokenizers(tiny):
                for s in rec.of(ev.Step))
 
 
+@pytest.mark.slow
 def test_on_policy_resume_matches_uninterrupted(tiny):
     base = dict(generation=GEN, student={"layers": 2},
                 training={"max_steps": 4, "eval_every": 0, "save_every": 0},
@@ -228,6 +235,7 @@ def test_on_policy_resume_matches_uninterrupted(tiny):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_baseline_trains_the_same_student_without_a_teacher(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], student={"layers": 2},
                       evaluation={"baseline": True, "latency_repeats": 2})

@@ -39,6 +39,7 @@ def test_config_diff_of_dicts_names_keys_present_on_one_side():
     assert diff == [("s.x", 1, 2), ("s.y", None, None)]
 
 
+@pytest.mark.slow
 def test_run_config_diff_of_two_real_runs(tiny):
     ra = run_training(tiny_config("causal-lm", tiny["gpt2"], name="a", training={"max_steps": 2}))
     rb = run_training(tiny_config("causal-lm", tiny["gpt2"], name="b", method={"temperature": 3.0},
@@ -176,6 +177,7 @@ def test_key_help_and_value_format():
     assert format_value([[1, 2]]) == "[[1, 2]]" and format_value(0.5) == "0.5"
 
 
+@pytest.mark.slow
 def test_curves_of_a_stopped_run_and_a_torn_line(tiny):
     stop = threading.Event()
 

@@ -10,9 +10,11 @@ import pytest
 
 from kdstudio.cli.commands import main
 from kdstudio.core import events as ev
-from kdstudio.core.errors import ConfigError
+from kdstudio.core.errors import ConfigError, SweepError
+from kdstudio.core.plan.measured import Figures
 from kdstudio.core.plan.memory import ModelShape
 from kdstudio.core.runs import Run, list_runs
+from kdstudio.core.sweep.budget import fit_budget
 from kdstudio.core.sweep.figures import (
     TableRow,
     front_rows,
@@ -22,17 +24,10 @@ from kdstudio.core.sweep.figures import (
     table_csv,
     write_csv,
 )
-from kdstudio.core.sweep.plan import Figures, estimate_time, fit_budget
-from kdstudio.core.sweep.queue import (
-    StudentSpec,
-    Sweep,
-    SweepError,
-    derived,
-    find_sweep,
-    list_sweeps,
-    run_sweep,
-    unfinished_sweeps,
-)
+from kdstudio.core.sweep.plan import estimate_time
+from kdstudio.core.sweep.queue import run_sweep
+from kdstudio.core.sweep.spec import StudentSpec, derived
+from kdstudio.core.sweep.store import Sweep, find_sweep, list_sweeps, unfinished_sweeps
 from tests.conftest import tiny_config
 
 
@@ -60,6 +55,7 @@ class Recorder:
 
 # -- the queue on real runs ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_three_tiny_students_stop_resume_table_and_chart(tiny, tmp_path):
     sweep = Sweep.new(base_config(tiny), derived(1, 2, 3), teacher_layers=4)
     assert [e.label for e in sweep.entries] == ["1 layer", "2 layers", "3 layers"]
@@ -126,6 +122,7 @@ def test_three_tiny_students_stop_resume_table_and_chart(tiny, tmp_path):
     assert len(list_runs()) == 3
 
 
+@pytest.mark.slow
 def test_a_failing_student_is_recorded_and_the_queue_goes_on(tiny, tmp_path):
     students = [StudentSpec(name=str(tmp_path / "no-such-model")), StudentSpec(layers=1)]
     sweep = Sweep.new(base_config(tiny), students)
@@ -141,6 +138,7 @@ def test_a_failing_student_is_recorded_and_the_queue_goes_on(tiny, tmp_path):
     assert sweep.todo(retry_failed=True) == [sweep.entries[0]]
 
 
+@pytest.mark.slow
 def test_cli_sweep_end_to_end(tiny, tmp_path, capsys, kd_home):
     cfg_path = tmp_path / "base.toml"
     base_config(tiny).save(cfg_path)

@@ -42,6 +42,7 @@ def _check_run_folder(result, task):
     return run, s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["gpt2", "llama"])
 def test_causal_lm_logit_and_hidden(tiny, shape):
     cfg = tiny_config("causal-lm", tiny[shape],
@@ -67,6 +68,7 @@ def test_causal_lm_logit_and_hidden(tiny, shape):
     assert student(**tok(["hello there"], return_tensors="pt")).logits.shape[-1] >= len(tok)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["forward_kl", "reverse_kl", "skew_kl", "skew_reverse_kl"])
 def test_each_logit_loss_trains(tiny, loss):
     cfg = tiny_config("causal-lm", tiny["gpt2"], method={"logit_loss": loss},
@@ -77,6 +79,7 @@ def test_each_logit_loss_trains(tiny, loss):
     assert len(values) == 2 and all(v > 0 and v == v for v in values)
 
 
+@pytest.mark.slow
 def test_padded_vocab_student(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"], student={"name": str(tiny["gpt2-padded"])},
                       training={"max_steps": 2})
@@ -84,6 +87,7 @@ def test_padded_vocab_student(tiny):
     assert Run(result.run_dir).summary()["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_sequence_classification_prepares_and_reuses_teacher(tiny, kd_home):
     cfg = tiny_config("sequence-classification", tiny["bert"])
     rec = Recorder()
@@ -105,6 +109,7 @@ def test_sequence_classification_prepares_and_reuses_teacher(tiny, kd_home):
     assert student.config.num_labels == 10 and student.config.id2label[0] == "arts"
 
 
+@pytest.mark.slow
 def test_sentence_embedding_saves_a_sentence_transformers_model(tiny):
     cfg = tiny_config("sentence-embedding", tiny["bert"], method={"hidden_weight": 1.0,
                                                                   "hidden_loss": "cosine"})
@@ -129,6 +134,7 @@ def test_sentence_embedding_saves_a_sentence_transformers_model(tiny):
     assert torch.allclose(st_emb, ours, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_narrower_student_with_projection(tiny):
     cfg = tiny_config("sentence-embedding", tiny["bert"],
                       student={"layers": 2, "hidden_size": 16}, method={"hidden_weight": 0.5})
@@ -140,6 +146,7 @@ def test_narrower_student_with_projection(tiny):
         s["student_metrics"]["cosine_to_teacher"]  # not NaN: the projection maps widths
 
 
+@pytest.mark.slow
 def test_embedding_distillation_across_tokenizers(tiny):
     """Pooled embeddings can be compared even when the two tokenizers differ."""
     cfg = tiny_config("sentence-embedding", tiny["bert"], student={"name": str(tiny["gpt2-othertok"])})
@@ -150,6 +157,7 @@ def test_embedding_distillation_across_tokenizers(tiny):
     assert rec.of(ev.Step)[-1].losses["embedding"] > 0
 
 
+@pytest.mark.slow
 def test_incompatible_vocab_is_refused_before_training(tiny, kd_home):
     cfg = tiny_config("causal-lm", tiny["gpt2"], student={"name": str(tiny["gpt2-othertok"])})
     rec = Recorder()
@@ -160,6 +168,7 @@ def test_incompatible_vocab_is_refused_before_training(tiny, kd_home):
     assert list_runs() == []  # nothing half-made is left in the run store
 
 
+@pytest.mark.slow
 def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         run_training(tiny_config("causal-lm", tiny["gpt2"], data={"dataset": str(tmp_path / "x.csv")}))
@@ -171,6 +180,7 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
         run_training(tiny_config("causal-lm", tiny["gpt2"], training={"precision": "fp16"}))
 
 
+@pytest.mark.slow
 def test_stop_leaves_checkpoint_and_resume_matches_uninterrupted(tiny):
     base = dict(training={"max_steps": 6, "eval_every": 0, "save_every": 0})
     full = run_training(tiny_config("causal-lm", tiny["gpt2"], **base))
@@ -196,6 +206,7 @@ def test_stop_leaves_checkpoint_and_resume_matches_uninterrupted(tiny):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_stop_before_training(tiny):
     stop = threading.Event()
     stop.set()
@@ -203,6 +214,7 @@ def test_stop_before_training(tiny):
     assert result.status == "stopped"
 
 
+@pytest.mark.slow
 def test_grad_accumulation_and_checkpoint_rotation(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"],
                       training={"max_steps": 5, "grad_accum_steps": 2, "save_every": 1,
@@ -215,6 +227,7 @@ def test_grad_accumulation_and_checkpoint_rotation(tiny):
     assert all(e.samples_per_s > 0 for e in rec.of(ev.Step))
 
 
+@pytest.mark.slow
 def test_runs_listing(tiny):
     run_training(tiny_config("sentence-embedding", tiny["bert"], name="listed-run",
                              training={"max_steps": 1}))
@@ -225,6 +238,7 @@ def test_runs_listing(tiny):
     assert i.headline == "knn_accuracy" and i.headline_value is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision,teacher_dtype", [("bf16", "auto"), ("fp32", "bfloat16")])
 def test_reduced_precision_on_cpu(tiny, precision, teacher_dtype):
     cfg = tiny_config("causal-lm", tiny["llama"], training={"precision": precision, "max_steps": 2},

@@ -8,6 +8,7 @@ import textwrap
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
+from kdstudio.core.events import Step
 from kdstudio.ui.main_window import PAGE_KEYS
 from kdstudio.ui.settings import Settings
 from tests.conftest import ROOT, tiny_config
@@ -19,6 +20,7 @@ def window(qtbot):
     return open_window(qtbot, demo=True)
 
 
+@pytest.mark.slow
 def test_opens_with_the_demo_selected(window):
     assert window.windowTitle() == "KD Studio"
     assert window.ctx.config.teacher.name == "all-MiniLM-L6-v2"
@@ -30,6 +32,7 @@ def test_opens_with_the_demo_selected(window):
     assert window.current_page_key() == "train"  # the demo opens where its Start button is
 
 
+@pytest.mark.slow
 def test_window_appears_before_torch_is_imported():
     code = textwrap.dedent("""
         import sys, time
@@ -70,6 +73,7 @@ def _inside_qt_part(widget) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_every_interactive_widget_is_named(window):
     from PySide6.QtWidgets import (
         QAbstractButton,
@@ -93,6 +97,7 @@ def test_every_interactive_widget_is_named(window):
     assert unnamed == []
 
 
+@pytest.mark.slow
 def test_required_object_names(window):
     from PySide6.QtWidgets import QProgressBar, QWidget
 
@@ -102,6 +107,7 @@ def test_required_object_names(window):
     assert isinstance(window.findChild(QWidget, "trainProgress"), QProgressBar)
 
 
+@pytest.mark.slow
 def test_invalid_config_shows_a_dialog_and_keeps_running(window, qtbot):
     window.ctx.config.training.device = "cuda:7"
     window.ctx.config.method.embedding_weight = 0.0  # every weight 0: ConfigError at validation
@@ -112,6 +118,7 @@ def test_invalid_config_shows_a_dialog_and_keeps_running(window, qtbot):
     assert not window.training.is_running()
 
 
+@pytest.mark.slow
 def test_open_config_errors_and_success(window, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[training]\nbatchsize = 3\n")
@@ -144,6 +151,7 @@ def test_settings_round_trip_and_corrupt_file(tmp_path):
     assert typed["last_teacher"] == "" and typed["geometry"] == "abc"  # wrong types ignored
 
 
+@pytest.mark.slow
 def test_corrupt_settings_warns_in_the_app(qtbot, kd_home):
     kd_home.mkdir(parents=True, exist_ok=True)
     (kd_home / "settings.json").write_text("]]")
@@ -152,6 +160,7 @@ def test_corrupt_settings_warns_in_the_app(qtbot, kd_home):
     assert w.findChild(QMessageBox, "warningDialog").windowTitle() == "Settings were reset"
 
 
+@pytest.mark.slow
 def test_geometry_and_last_config_survive_a_restart(qtbot, kd_home):
     w = open_window(qtbot, demo=True)
     w.resize(1100, 730)
@@ -165,12 +174,13 @@ def test_geometry_and_last_config_survive_a_restart(qtbot, kd_home):
     assert w2.ctx.config.training.max_steps == 33
 
 
+@pytest.mark.slow
 def test_close_during_a_run_stops_with_a_checkpoint(qtbot, tiny, monkeypatch):
     w = open_window(qtbot, demo=True)
     w.ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 400,
                                                                            "eval_every": 0}))
     steps = []
-    w.ctx.run_event.connect(lambda e: steps.append(e) if e.kind == "step" else None)
+    w.ctx.run_event.connect(lambda e: steps.append(e) if isinstance(e, Step) else None)
     w.start_run()
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)

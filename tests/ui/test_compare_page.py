@@ -107,6 +107,7 @@ def compare(qtbot, page, text):
     qtbot.mouseClick(button(page), Qt.MouseButton.LeftButton)
 
 
+@pytest.mark.slow
 def test_causal_lm_side_by_side(qtbot, page, store):
     page.show()
     assert page.current_run() == str(list_runs()[0].path)  # the newest run by default
@@ -167,6 +168,7 @@ def test_causal_lm_side_by_side(qtbot, page, store):
     assert "Perplexity" in page.findChild(QWidget, "compareFiguresNote").text()
 
 
+@pytest.mark.slow
 def test_classification_shows_all_class_probabilities(qtbot, page, store):
     page.show()
     select(qtbot, page, store[1]["sequence-classification"])
@@ -183,6 +185,7 @@ def test_classification_shows_all_class_probabilities(qtbot, page, store):
     assert "Latency" in page.findChild(QWidget, "studentFigures").text()
 
 
+@pytest.mark.slow
 def test_embedding_shows_neighbours_with_cosines(qtbot, page, store):
     page.show()
     select(qtbot, page, store[1]["sentence-embedding"])
@@ -201,6 +204,7 @@ def test_embedding_shows_neighbours_with_cosines(qtbot, page, store):
         assert f"{cos[0]:.3f}" in n.accessibleDescription() and n.isVisible()
 
 
+@pytest.mark.slow
 def test_empty_input_gives_a_dialog_and_no_job(qtbot, page, store):
     page.show()
     qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
@@ -268,6 +272,7 @@ def test_pinned_inputs_follow_the_run_and_are_editable(qtbot, make_page):
     assert page.pinned.inputs() == ["Only this"]
 
 
+@pytest.mark.slow
 def test_a_past_run_fills_the_pinned_answers_from_its_evaluations(qtbot, page, store):
     page.show()
     select(qtbot, page, store[1]["causal-lm"])
@@ -278,6 +283,7 @@ def test_a_past_run_fills_the_pinned_answers_from_its_evaluations(qtbot, page, s
     assert "step" in table.item(1, 1).toolTip() and "last evaluation" in page.pinned.status.text()
 
 
+@pytest.mark.slow
 def test_run_opened_and_run_finished_switch_the_compared_run(qtbot, page, store, tmp_path):
     page.show()
     runs = store[1]
@@ -313,6 +319,7 @@ def test_without_runs_the_page_says_what_to_do(qtbot, make_page):
     assert page.ctx.jobs.active() == 0
 
 
+@pytest.mark.slow
 def test_every_interactive_widget_is_named(qtbot, page, store):
     page.show()
     qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
@@ -334,6 +341,7 @@ def test_every_interactive_widget_is_named(qtbot, page, store):
     assert unnamed == []
 
 
+@pytest.mark.slow
 def test_a_real_run_shows_its_pinned_answers_then_becomes_the_compared_run(qtbot, make_page, tiny):
     page = make_page(pinned=PINNED)
     ctx = page.ctx
@@ -341,7 +349,7 @@ def test_a_real_run_shows_its_pinned_answers_then_becomes_the_compared_run(qtbot
     page.show()
     table = page.findChild(QWidget, "pinnedTable")
     evals = []
-    ctx.run_event.connect(lambda e: e.kind == "eval" and evals.append(e))
+    ctx.run_event.connect(lambda e: isinstance(e, ev.Eval) and evals.append(e))
     ctx.training.start(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 2},
                                    evaluation={"pinned_inputs": PINNED}))
     ctx.run_started.emit()
@@ -357,6 +365,7 @@ def test_a_real_run_shows_its_pinned_answers_then_becomes_the_compared_run(qtbot
     qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
 
 
+@pytest.mark.slow
 def test_during_a_run_models_load_only_when_asked(qtbot, page, store):
     page.show()
     qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
@@ -375,6 +384,7 @@ def test_during_a_run_models_load_only_when_asked(qtbot, page, store):
     assert page.ctx.config.evaluation.pinned_inputs == [PINNED[0], "Rain is expected"]
 
 
+@pytest.mark.slow
 def test_generation_settings_reach_both_models(qtbot, page, store, monkeypatch):
     page.show()
     select(qtbot, page, store[1]["causal-lm"])
@@ -397,6 +407,7 @@ def test_generation_settings_reach_both_models(qtbot, page, store, monkeypatch):
         assert (gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed) == (5, pytest.approx(0.8), pytest.approx(0.9), 7)
 
 
+@pytest.mark.slow
 def test_per_token_view_says_why_when_it_cannot_be_drawn(qtbot, page, store, monkeypatch):
     from kdstudio.core.compare import Comparer
     from kdstudio.core.errors import CompatibilityError

@@ -4,10 +4,13 @@ import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from kdstudio.core.config import load_config
+from kdstudio.core.events import Eval
 from kdstudio.core.runs import resources_dir
 from kdstudio.ui.main_window import DEMOS
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
+
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
 
 RUN = 180000
 
@@ -24,7 +27,8 @@ def test_the_run_menu_offers_the_three_demos(qtbot):
     assert menu.menuAction() in run_menu.actions()
     tasks = [a.objectName() for a in menu.actions()]
     assert tasks == ["demo_sentence-embedding", "demo_sequence-classification", "demo_causal-lm"]
-    assert list(DEMOS) == ["sentence-embedding", "sequence-classification", "causal-lm"]
+    assert [t.name for t in DEMOS] == ["sentence-embedding", "sequence-classification", "causal-lm"]
+    assert [a.text() for a in menu.actions()] == [t.demo_menu for t in DEMOS]
     assert all(a.text() and a.isEnabled() for a in menu.actions())
     for task in ("sequence-classification", "sentence-embedding"):  # shipped with the app
         w.show_page("models")
@@ -68,7 +72,7 @@ def test_pinned_prompts_show_the_students_generation_at_each_evaluation(qtbot, t
     seen = []
 
     def check(e):  # runs after the page has drawn the event (it connected first)
-        if e.kind != "eval":
+        if not isinstance(e, Eval):
             return
         table = page.answers.table
         seen.append((e.step, [s["student"] for s in e.samples],

@@ -14,6 +14,8 @@ from kdstudio.ui.main_window import MainWindow
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
 
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
+
 
 def _text(widget: QWidget) -> str:
     parts = []

@@ -7,7 +7,7 @@ import tomllib
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox
 
 from kdstudio.core.config import TASKS, config_from_dict, default_config, load_config
-from kdstudio.ui.pages.method.text import PRESETS
+from kdstudio.ui.pages.method.text import presets_of
 from tests.ui.conftest import open_window
 
 
@@ -26,11 +26,12 @@ def page(window):
     return window.pages["method"]
 
 
+@pytest.mark.slow
 def test_fills_from_the_config_and_on_replace(window, page):
     cfg = window.ctx.config
     assert page.task_buttons["sentence-embedding"].isChecked()
     assert page.preset_buttons[0].isChecked() and page.preset_buttons[0].text() == \
-        PRESETS["sentence-embedding"][0].label
+        presets_of("sentence-embedding")[0].label
     assert not page.temperature.isVisible()
     assert page.embedding_loss.currentData() == cfg.method.embedding_loss
 
@@ -41,7 +42,7 @@ def test_fills_from_the_config_and_on_replace(window, page):
     assert page.task_buttons["sequence-classification"].isChecked()
     assert page.temperature.value() == 3.5 and page.temperature.isVisible()
     assert page.logit_loss.currentData() == "jsd"
-    assert page.preset_buttons[0].text() == PRESETS["sequence-classification"][0].label
+    assert page.preset_buttons[0].text() == presets_of("sequence-classification")[0].label
     assert page.preset_buttons[0].isChecked()
     page.advanced.set_open(True)
     assert page.advanced.controls[("method", "beta")].isEnabled()  # jsd uses beta
@@ -55,6 +56,7 @@ def test_fills_from_the_config_and_on_replace(window, page):
     assert window.ctx.config.method.logit_loss == "reverse_kl"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", TASKS)
 def test_task_switch_and_presets_give_valid_configs(window, page, qtbot, task):
     if task == window.ctx.config.task:
@@ -64,7 +66,7 @@ def test_task_switch_and_presets_give_valid_configs(window, page, qtbot, task):
     assert cfg.task == task
     assert cfg.method == default_config(task).method
     cfg.validate()
-    for i, preset in enumerate(PRESETS[task]):
+    for i, preset in enumerate(presets_of(task)):
         page.preset_buttons[i].click()
         assert page.preset_buttons[i].isChecked()
         for key, value in preset.values().items():
@@ -97,6 +99,7 @@ def test_custom_weights_and_all_zero_is_reported(window, page):
     assert "#x2713" in page.validity.text()
 
 
+@pytest.mark.slow
 def test_layer_pairs_parse_and_bad_input_gets_a_dialog(window, page, qtbot):
     page.preset_buttons[1].click()  # embeddings and hidden layers
     page.advanced.set_open(True)
@@ -114,6 +117,7 @@ def test_layer_pairs_parse_and_bad_input_gets_a_dialog(window, page, qtbot):
     box.accept()
 
 
+@pytest.mark.slow
 def test_toml_dialog_shows_the_config_saves_and_copies(window, page, qtbot, tmp_path, monkeypatch):
     page.task_buttons["causal-lm"].click()
     page.preset_buttons[1].click()
@@ -137,6 +141,7 @@ def test_toml_dialog_shows_the_config_saves_and_copies(window, page, qtbot, tmp_
     dialog.accept()
 
 
+@pytest.mark.slow
 def test_toml_save_failure_is_a_dialog(window, page, qtbot, tmp_path, monkeypatch):
     page.toml_button.click()
     dialog = page.toml_dialog
@@ -152,6 +157,7 @@ def test_toml_save_failure_is_a_dialog(window, page, qtbot, tmp_path, monkeypatc
     dialog.accept()
 
 
+@pytest.mark.slow
 def test_every_control_is_named(window, page):
     page.advanced.set_open(True)
     from PySide6.QtWidgets import (
@@ -171,6 +177,7 @@ def test_every_control_is_named(window, page):
     assert missing == []
 
 
+@pytest.mark.slow
 def test_method_fields_all_have_a_control(page):
     """Every MethodConfig and GenerationConfig field, and evaluation.baseline, is reachable
     from the page (basic, language-model or advanced)."""
@@ -185,6 +192,7 @@ def test_method_fields_all_have_a_control(page):
     assert page.baseline.check.objectName() == "evaluation_baseline"
 
 
+@pytest.mark.slow
 def test_language_model_methods_show_for_causal_lm_only_and_explain_themselves(window, page):
     assert not page.lm.isVisible() and page.baseline.isVisible()  # the demo is sentence-embedding
     page.task_buttons["causal-lm"].click()
@@ -212,6 +220,7 @@ def test_language_model_methods_show_for_causal_lm_only_and_explain_themselves(w
     window.ctx.config.validate()
 
 
+@pytest.mark.slow
 def test_language_model_settings_round_trip_through_toml(window, page, qtbot):
     page.task_buttons["causal-lm"].click()
     lm = page.lm
@@ -256,6 +265,7 @@ def test_language_model_settings_round_trip_through_toml(window, page, qtbot):
     assert lm.gen_box.isEnabled() and not lm.gen_rows["max_prompts"].isEnabled()
 
 
+@pytest.mark.slow
 def test_cross_tokenizer_preset(window, page):
     page.task_buttons["causal-lm"].click()
     labels = [b.text() for b in page.preset_buttons if b.isVisible()]

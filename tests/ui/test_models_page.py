@@ -9,6 +9,8 @@ from kdstudio.core.models import count_params, derive_student, load_model
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
 
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
+
 
 @pytest.fixture
 def window(qtbot):

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.config import load_config
+from kdstudio.core.events import Step
 from kdstudio.core.trainer import run_training
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
@@ -95,6 +96,7 @@ def click_header(qtbot, page, key):
     qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
 
 
+@pytest.mark.slow
 def test_table_lists_both_runs_with_status_and_headline(qtbot, ctx, two_runs):
     a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -112,6 +114,7 @@ def test_table_lists_both_runs_with_status_and_headline(qtbot, ctx, two_runs):
     assert page.body.currentIndex() == 1 and not page.action_bar.isHidden()
 
 
+@pytest.mark.slow
 def test_sorting_by_clicking_headers_orders_numbers_and_dates(qtbot, ctx, two_runs):
     a, b = two_runs
     third = a.run_dir.with_name(a.run_dir.name + "-copy")
@@ -133,6 +136,7 @@ def test_sorting_by_clicking_headers_orders_numbers_and_dates(qtbot, ctx, two_ru
     assert column(page, "created") == ["2025-12-31 23:59", "2026-02-10 08:00", "2026-03-01 10:00"]
 
 
+@pytest.mark.slow
 def test_selecting_a_run_shows_its_summary_figures_and_curves(qtbot, ctx, two_runs):
     a, _b = two_runs
     page = open_page(qtbot, ctx)
@@ -155,6 +159,7 @@ def test_selecting_a_run_shows_its_summary_figures_and_curves(qtbot, ctx, two_ru
     assert [c.name() for c in metric] == ["student", "teacher"]
 
 
+@pytest.mark.slow
 def test_overlay_draws_one_curve_per_selected_run(qtbot, ctx, two_runs):
     a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -175,6 +180,7 @@ def test_overlay_draws_one_curve_per_selected_run(qtbot, ctx, two_runs):
     assert max(len(c.getData()[0]) for c in dlg.curves) >= 2
 
 
+@pytest.mark.slow
 def test_config_difference_dialog_lists_the_changed_keys(qtbot, ctx, two_runs):
     a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -188,6 +194,7 @@ def test_config_difference_dialog_lists_the_changed_keys(qtbot, ctx, two_runs):
     assert "Softens" in table.item(row, 0).toolTip()
 
 
+@pytest.mark.slow
 def test_clone_replaces_the_config_and_opens_models(qtbot, ctx, two_runs):
     _a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -203,6 +210,7 @@ def test_clone_replaces_the_config_and_opens_models(qtbot, ctx, two_runs):
     assert ctx.config.to_dict() == expected.to_dict()
 
 
+@pytest.mark.slow
 def test_open_and_double_click_open_the_run_on_the_train_page(qtbot, ctx, two_runs, monkeypatch):
     a, _b = two_runs
     page = open_page(qtbot, ctx)
@@ -226,6 +234,7 @@ def test_open_and_double_click_open_the_run_on_the_train_page(qtbot, ctx, two_ru
     assert not ({"Overlay curves", "Compare configs", "Resume"} & enabled)
 
 
+@pytest.mark.slow
 def test_export_copies_a_loadable_student(qtbot, ctx, two_runs, tmp_path, monkeypatch):
     a, _b = two_runs
     dest = tmp_path / "exported"
@@ -243,6 +252,7 @@ def test_export_copies_a_loadable_student(qtbot, ctx, two_runs, tmp_path, monkey
     assert str(dest) in page.message.text()
 
 
+@pytest.mark.slow
 def test_export_asks_before_writing_into_a_non_empty_folder(qtbot, ctx, two_runs, tmp_path, monkeypatch):
     a, _b = two_runs
     dest = tmp_path / "busy"
@@ -271,6 +281,7 @@ def test_export_asks_before_writing_into_a_non_empty_folder(qtbot, ctx, two_runs
     assert (dest / "model.safetensors").is_file() and (dest / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_delete_asks_then_removes_the_folder(qtbot, ctx, two_runs, monkeypatch):
     a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -289,6 +300,7 @@ def test_delete_asks_then_removes_the_folder(qtbot, ctx, two_runs, monkeypatch):
     qtbot.waitUntil(lambda: column(page, "name") == ["b"], timeout=WAIT)
 
 
+@pytest.mark.slow
 def test_delete_refuses_the_running_run(qtbot, ctx, two_runs, monkeypatch):
     _a, b = two_runs
     page = open_page(qtbot, ctx)
@@ -306,11 +318,12 @@ def test_delete_refuses_the_running_run(qtbot, ctx, two_runs, monkeypatch):
     assert not asked and b.run_dir.exists()
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_from_the_page_and_becomes_finished(qtbot, ctx, tiny, two_runs):
     stop = threading.Event()
 
     def sink(event):
-        if event.kind == "step" and event.step >= 1:
+        if isinstance(event, Step) and event.step >= 1:
             stop.set()
 
     stopped = run_training(tiny_config("causal-lm", tiny["gpt2"], name="halted", training={"max_steps": 3}),
@@ -335,6 +348,7 @@ def test_a_stopped_run_resumes_from_the_page_and_becomes_finished(qtbot, ctx, ti
     assert not page.act_resume.isEnabled()
 
 
+@pytest.mark.slow
 def test_damaged_summaries_do_not_break_the_table(qtbot, ctx, two_runs):
     a, b = two_runs
     (a.run_dir / "summary.json").write_text("{ this is not json")
@@ -373,6 +387,7 @@ def test_an_empty_store_says_how_to_make_a_first_run(qtbot, ctx):
         page.findChild(QAbstractButton, "setupRunButton").click()
 
 
+@pytest.mark.slow
 def test_a_new_run_appears_when_it_starts_and_finishes(qtbot, ctx, tiny):
     page = open_page(qtbot, ctx)
     ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], name="live", training={"max_steps": 2}))
@@ -382,6 +397,7 @@ def test_a_new_run_appears_when_it_starts_and_finishes(qtbot, ctx, tiny):
                     timeout=WAIT)
 
 
+@pytest.mark.slow
 def test_every_interactive_widget_is_named(qtbot, ctx, two_runs):
     page = open_page(qtbot, ctx)
     select(qtbot, page, two_runs[0])
@@ -397,6 +413,7 @@ def test_every_interactive_widget_is_named(qtbot, ctx, two_runs):
     assert unnamed == []
 
 
+@pytest.mark.slow
 def test_a_sequence_level_run_shows_the_teachers_continuations(qtbot, ctx, two_runs):
     from kdstudio.core.lm import GENERATIONS_FILE, save_generations
 
@@ -413,6 +430,7 @@ def test_a_sequence_level_run_shows_the_teachers_continuations(qtbot, ctx, two_r
     assert not view.isVisibleTo(page)
 
 
+@pytest.mark.slow
 def test_a_run_with_a_baseline_shows_the_plain_training_column(qtbot, ctx, tiny):
     r = run_training(tiny_config("causal-lm", tiny["gpt2"], name="with-baseline",
                                  student={"layers": 2}, evaluation={"baseline": True}))

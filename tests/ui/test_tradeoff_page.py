@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -16,10 +17,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.events import Step
 from kdstudio.core.runs import list_runs
 from kdstudio.core.sweep.queue import Sweep, derived
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
+
+pytestmark = pytest.mark.slow  # every test here takes more than about two seconds
 
 RUN = 300000
 WAIT = 60000
@@ -130,7 +134,7 @@ def test_an_unfinished_sweep_is_offered_stopped_and_resumed(qtbot, tiny):
     armed = [True]
 
     def stop_at_first_step(e):
-        if armed[0] and getattr(e, "kind", "") == "step":
+        if armed[0] and isinstance(e, Step):
             armed[0] = False
             page.stop_button.click()
 
@@ -185,7 +189,7 @@ def test_closing_the_app_mid_sweep_leaves_it_resumable(qtbot, tiny, monkeypatch)
     sweep = Sweep.new(base(tiny).with_overrides(["training.max_steps=40"]), derived(1, 2))
     sweep.save()
     steps = []
-    w.ctx.run_event.connect(lambda e: steps.append(e) if e.kind == "step" else None)
+    w.ctx.run_event.connect(lambda e: steps.append(e) if isinstance(e, Step) else None)
     page._run(sweep)
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=WAIT)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)

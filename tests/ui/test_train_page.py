@@ -3,9 +3,9 @@ pause, errors, the memory estimate and a past run's curves."""
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
 
-from kdstudio.core.events import Eval
+from kdstudio.core.events import Eval, Step
 from kdstudio.core.runs import Run
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
@@ -29,7 +29,7 @@ def _click(qtbot, button):
 
 
 def _steps(events):
-    return [e for e in events if e.kind == "step"]
+    return [e for e in events if isinstance(e, Step)]
 
 
 def _record(w):
@@ -38,6 +38,7 @@ def _record(w):
     return events
 
 
+@pytest.mark.slow
 def test_settings_are_written_into_the_config(window, qtbot):
     s, t = _page(window).settings, window.ctx.config.training
     s.steps_spin.setValue(123)
@@ -76,6 +77,7 @@ def test_settings_are_written_into_the_config(window, qtbot):
     assert s.unit_combo.currentData() == "steps" and s.device_combo.currentText() == "cpu"
 
 
+@pytest.mark.slow
 def test_a_short_run_draws_every_plot(window, qtbot, tiny):
     w, page = window, _page(window)
     w.ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 6, "eval_every": 2},
@@ -102,7 +104,7 @@ def test_a_short_run_draws_every_plot(window, qtbot, tiny):
     assert page.progress.maximum() == 6 and page.progress.value() == 6
     assert page.elapsed_label.text() != "Elapsed \u2013"
 
-    evals = [e for e in events if e.kind == "eval"]
+    evals = [e for e in events if isinstance(e, Eval)]
     assert list(page.plots.eval_curve.xData) == [e.step for e in evals] == [0, 2, 4, 6]
     assert page.plots.metric == "perplexity"
     line = page.plots.teacher_line
@@ -124,6 +126,7 @@ def test_a_short_run_draws_every_plot(window, qtbot, tiny):
     assert page.status.text().startswith("Showing the run") and page.progress.value() == 6
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_checkpoint_and_resume_finishes(window, qtbot, tiny):
     w, page = window, _page(window)
     w.ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 6, "eval_every": 0}))
@@ -131,7 +134,7 @@ def test_stop_keeps_a_checkpoint_and_resume_finishes(window, qtbot, tiny):
     clicked = []
 
     def stop_at_first_step(e):
-        if e.kind == "step" and not clicked:
+        if isinstance(e, Step) and not clicked:
             clicked.append(e.step)
             _click(qtbot, page.stop_button)
 
@@ -159,20 +162,23 @@ def test_stop_keeps_a_checkpoint_and_resume_finishes(window, qtbot, tiny):
     assert not page.resume_button.isVisible()
 
 
+@pytest.mark.slow
 def test_pause_holds_the_steps_until_continued(window, qtbot, tiny):
     w, page = window, _page(window)
     w.ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 6, "eval_every": 0}))
     events = _record(w)
     w.ctx.run_event.connect(lambda e: _click(qtbot, page.pause_button)
-                            if e.kind == "step" and e.step == 1 else None)
+                            if isinstance(e, Step) and e.step == 1 else None)
     _click(qtbot, page.run_button)
     qtbot.waitUntil(lambda: page.pause_button.text() == "Continue", timeout=RUN)
     assert w.training.is_paused()
-    qtbot.wait(300)  # the step under way when pausing may still report
+    # The step under way when pausing still reports; then the training thread waits.
+    qtbot.waitUntil(w.training.is_held, timeout=RUN)
+    QApplication.processEvents()  # deliver what it sent before it stopped
     held = len(_steps(events))
-    qtbot.wait(1500)  # a tiny model takes well under this per step: unpaused it would finish
-    assert len(_steps(events)) == held and held <= 2
-    assert w.training.is_running() and page.progress.value() == held
+    assert held <= 2
+    qtbot.waitUntil(lambda: page.progress.value() == held, timeout=RUN)  # drawn at a capped rate
+    assert w.training.is_held() and w.training.is_running() and len(_steps(events)) == held
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as finished:
         _click(qtbot, page.pause_button)
         assert page.pause_button.text() == "Pause"
@@ -180,6 +186,7 @@ def test_pause_holds_the_steps_until_continued(window, qtbot, tiny):
     assert [e.step for e in _steps(events)] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_invalid_device_shows_a_dialog_and_the_app_keeps_running(window, qtbot, tiny):
     import torch
 
@@ -205,6 +212,7 @@ def test_invalid_device_shows_a_dialog_and_the_app_keeps_running(window, qtbot, 
     assert w.ctx.config.training.device == "auto" and page.settings.device_combo.currentText() == "auto"
 
 
+@pytest.mark.slow
 def test_memory_warning_turns_amber_and_the_suggestion_applies(window, qtbot, tiny, monkeypatch):
     import kdstudio.core.plan.memory as estimate
 
@@ -249,6 +257,7 @@ def test_pinned_inputs_and_the_students_answers(window, qtbot):
     assert page.answers.caption.text() == "Answers at step 4:"
 
 
+@pytest.mark.slow
 def test_stop_before_training_offers_nothing_to_resume(qtbot):
     from types import SimpleNamespace
 

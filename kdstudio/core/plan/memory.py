@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdstudio.core.device import is_gpu, resolve_device_name
+from kdstudio.core.tasks import CAUSAL_LM, get_task
+
 MB = 2 ** 20
 # A process holding torch, transformers and tokenizers, before any model: Python and the
 # libraries on the CPU; the CUDA context and the allocator's slack on a GPU.
@@ -70,23 +73,6 @@ def format_mb(mb: float) -> str:
 
 # -- the device ---------------------------------------------------------------------------------
 
-def resolve_device(device: str) -> str:
-    """'auto' becomes cuda, mps or cpu as the trainer would choose; anything else is kept."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _is_gpu(device: str) -> bool:
-    return device.startswith(("cuda", "mps"))
-
-
 def system_available_mb() -> float | None:
     """The machine's available RAM: /proc/meminfo's MemAvailable, else sysconf's free pages."""
     try:
@@ -133,7 +119,7 @@ def _student_layers(config: Any, num_layers: int, teacher_params: int, student_p
 
 def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, layers: int,
            device: str, vocab: int, batch: int, max_length: int, teacher_bytes: int) -> dict[str, float]:
-    gpu = _is_gpu(device)
+    gpu = is_gpu(device)
     precision = config.training.precision
     act_bytes = 2 if precision in ("bf16", "fp16") or (precision == "auto" and gpu) else 4
     s_layers = _student_layers(config, layers, teacher_params, student_params)
@@ -155,8 +141,9 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                 + (tokens * hidden * (layers + 1) * teacher_bytes
                                    if config.method.hidden_weight > 0 else 0)) / MB,
     }
-    if config.task == "causal-lm" and vocab:
-        # Teacher and student logits, both softmaxes and the logits' gradient, in fp32.
+    if get_task(config.task).generative and vocab:
+        # A row over the vocabulary at every token: teacher and student logits, both
+        # softmaxes and the logits' gradient, in fp32.
         parts["logits"] = tokens * vocab * 4 * 5 / MB
     return parts
 
@@ -176,12 +163,12 @@ def estimate_memory(config: Any, teacher_params: int, student_params: int, hidde
     ``hidden_size`` and ``num_layers`` are the teacher's. ``available_mb`` overrides the
     measurement (torch.cuda.mem_get_info on a GPU, the available RAM otherwise).
     """
-    device = resolve_device(device)
+    device = resolve_device_name(device)
     note = ""
     if available_mb is None:
         available_mb, where, note = available_memory_mb(device)
     else:
-        where = "the CPU" if not _is_gpu(device) else f"GPU {device}"
+        where = "the CPU" if not is_gpu(device) else f"GPU {device}"
     tc, dc = config.training, config.data
     t_bytes = _teacher_bytes(config, device)
 
@@ -228,7 +215,7 @@ def _suggest(config: Any, free: float, t_bytes: int, device: str, needed: Any) -
                     f"length to {length}, with batch size 1 and gradient accumulation {accum}.",
                     {"data.max_length": length, "training.batch_size": 1,
                      "training.grad_accum_steps": accum})
-    floor = needed(1, 16, 2 if _is_gpu(device) else t_bytes)[0]
+    floor = needed(1, 16, 2 if is_gpu(device) else t_bytes)[0]
     return (f"The models alone need about {format_mb(floor)}, more than the {format_mb(free)} "
             "free: choose a smaller teacher or student, or a device with more memory.", {})
 
@@ -253,14 +240,14 @@ def model_shape(name: str, task: str, *, revision: str = "",
                 trust_remote_code: bool = False) -> ModelShape:
     """Parameters, width, depth and vocabulary of a model, from its config alone."""
     from kdstudio.core.models import hidden_size, num_layers, quiet_transformers
-    from kdstudio.core.plan.shapes import _layer_params, _load_config, build_meta
+    from kdstudio.core.plan.shapes import block_params, build_meta, load_model_config
 
     quiet_transformers()
     source = _local_source(name, revision)
-    cfg = _load_config(source, trust_remote_code, "model", revision)
+    cfg = load_model_config(source, trust_remote_code, "model", revision)
     model = build_meta(cfg, task, trust_remote_code=trust_remote_code, source=source)
     params = sum(p.numel() for p in model.parameters())
-    blocks = sum(_layer_params(model)) or params
+    blocks = sum(block_params(model)) or params
     vocab = int(getattr(cfg, "vocab_size", 0) or 0)
     return ModelShape(params, hidden_size(model), num_layers(model), vocab, blocks)
 
@@ -324,8 +311,9 @@ def estimate_tokens(config: Any, tokenizer: Any = None, sample: int = 4000) -> T
     (without a tokenizer, only the rows are counted)."""
     from kdstudio.core.data import load_text_data
 
-    # The text alone decides the rows and tokens; labels are the preview's business.
-    data = load_text_data(config.data, "causal-lm", seed=config.training.seed)
+    # The text alone decides the rows and tokens, so read it as a family that reads no
+    # labels; labels are the preview's business.
+    data = load_text_data(config.data, CAUSAL_LM, seed=config.training.seed)
     texts = data.train_texts
     n = len(texts)
     if tokenizer is None:
@@ -334,7 +322,7 @@ def estimate_tokens(config: Any, tokenizer: Any = None, sample: int = 4000) -> T
     picked = texts[::stride]
     lengths = [len(ids) for ids in tokenizer(picked, truncation=False)["input_ids"]] if picked else []
     max_len = config.data.max_length
-    pack = config.task == "causal-lm" and config.data.pack
+    pack = get_task(config.task).packs and config.data.pack
     total = sum(lengths)
     used = total if pack else sum(min(x, max_len) for x in lengths)
     factor = n / len(picked) if picked else 0.0

@@ -55,7 +55,8 @@ def weight_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def _load_config(source: str, trust_remote_code: bool, role: str, revision: str = "") -> Any:
+def load_model_config(source: str, trust_remote_code: bool, role: str, revision: str = "") -> Any:
+    """The model's config.json as transformers reads it; ModelError says why it cannot be."""
     from transformers import AutoConfig
 
     try:
@@ -93,7 +94,8 @@ def build_meta(config: Any, task: str, *, trust_remote_code: bool = False,
         raise ModelError(f"The {role} '{source}' could not be built: {exc}") from exc
 
 
-def _layer_params(model: nn.Module) -> list[int]:
+def block_params(model: nn.Module) -> list[int]:
+    """Parameters of each transformer block, in order ([] when the blocks are not found)."""
     try:
         _, _, blocks = find_layer_list(model)
     except ModelError:
@@ -110,9 +112,13 @@ def _valid_widths(config: Any, hidden: int) -> list[int]:
 
 
 def _has_task_head(config: Any, task: str) -> bool | None:
-    if task != "sequence-classification":
+    """Whether the checkpoint holds a trained head of the task (None: the task has none)."""
+    family = get_task(task)
+    if not family.has_task_head:
         return None
-    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    # The family's Auto class names the head: AutoModelForX loads a checkpoint saved as *ForX.
+    head = family.auto_class.removeprefix("AutoModel")
+    return any(a.endswith(head) for a in (config.architectures or []))
 
 
 def inspect_model(name: str, task: str, *, revision: str = "", trust_remote_code: bool = False,
@@ -122,8 +128,9 @@ def inspect_model(name: str, task: str, *, revision: str = "", trust_remote_code
 
     ``info`` holds model_summary's keys plus: name, source, task, layer_params (per block),
     other_params (embeddings, head, norms), valid_widths, weights_on_disk_mb,
-    has_task_head (sequence-classification), num_labels and notes for the user.
+    has_task_head (for families with a task head), num_labels and notes for the user.
     """
+    family = get_task(task)
     source = resolve_model_source(name, revision=revision, on_event=on_event, stop=stop, role=role)
     files = weight_files(source)
     if not files:
@@ -131,14 +138,14 @@ def inspect_model(name: str, task: str, *, revision: str = "", trust_remote_code
                          hint="Choose the folder that save_pretrained wrote; it holds the "
                               "config.json and the weights side by side.")
     quiet_transformers()
-    config = _load_config(source, trust_remote_code, role)
+    config = load_model_config(source, trust_remote_code, role)
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code, role=role)
     model = build_meta(config, task, trust_remote_code=trust_remote_code, role=role, source=source)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:  # load_model grows the embeddings to the tokenizer the same way
         model.resize_token_embeddings(len(tokenizer))
     info = model_summary(model, tokenizer)
-    layer_params = _layer_params(model)
+    layer_params = block_params(model)
     head = _has_task_head(config, task)
     notes = []
     if head is False:
@@ -146,14 +153,14 @@ def inspect_model(name: str, task: str, *, revision: str = "", trust_remote_code
                      "your labelled data (the 'prepare teacher' stage)." if role == "teacher" else
                      "It has no trained classification head; one is added and trained.")
     info.update(
-        name=name, source=source, task=task, role=role,
+        name=name, source=source, task=family.name, role=role,
         layer_params=layer_params,
         other_params=info["parameters"] - sum(layer_params),
         weights_half_mb=info["weights_mb"] / 2,
         weights_on_disk_mb=sum(f.stat().st_size for f in files if f.suffix != ".json") / 2**20,
         valid_widths=_valid_widths(config, info["hidden_size"]),
         has_task_head=head,
-        num_labels=getattr(config, "num_labels", 0) if task == "sequence-classification" else 0,
+        num_labels=getattr(config, "num_labels", 0) if family.has_task_head else 0,
         trust_remote_code=trust_remote_code,
         notes=notes,
     )
@@ -209,7 +216,7 @@ def derived_student_estimate(teacher: ModelInspection, *, layers: float = 0.5,
     """derived_estimate for any derived student, narrower ones included (builds it on meta)."""
     d = derive_meta(teacher, layers=layers, layer_indices=layer_indices, hidden=hidden)
     est = derived_estimate(teacher.info, d.kept_layers,
-                           student_layer_params=_layer_params(d.model) if d.fresh_init else None,
+                           student_layer_params=block_params(d.model) if d.fresh_init else None,
                            student_params=count_params(d.model))
     est.update(fresh_init=d.fresh_init, notes=d.notes,
                hidden_size=hidden or teacher.info["hidden_size"])
@@ -237,7 +244,7 @@ def check_pair(task: str, method: Any, teacher: ModelInspection,
     else:
         s_model, s_tok = student.model, student.tokenizer
     t_model = teacher.model
-    if task == "sequence-classification":
+    if get_task(task).has_task_head:
         # A model without a trained head gets one sized for the data when the run starts, so
         # its class count follows the other model's instead of config.json's default of 2.
         nt, ns = t_model.config.num_labels, s_model.config.num_labels

@@ -15,7 +15,8 @@ from typing import Any
 
 from kdstudio.core.metrics import METRIC_LABELS
 from kdstudio.core.runs import Run, atomic_write_text
-from kdstudio.core.sweep.queue import Sweep, axis_label
+from kdstudio.core.sweep.spec import axis_label
+from kdstudio.core.sweep.store import Sweep
 
 # The costs the chart's x axis can show: key -> (TableRow attribute, axis title).
 COSTS = {

@@ -56,10 +56,14 @@ class Task:
     has_task_head: ClassVar[bool] = False  # a head per class that may need training first
     compare_title: ClassVar[str] = ""
     compare_hint: ClassVar[str] = ""
+    # Compare answers with the nearest of the run's evaluation texts, so both models embed
+    # them first (an index).
+    compare_index: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()
     demo_file: ClassVar[str] = ""         # resources/demos/<demo_file>
     demo_intro: ClassVar[str] = ""        # "a sentence encoder"
     demo_menu: ClassVar[str] = ""         # the Run menu's entry
+    demo_rank: ClassVar[int] = 100        # demos are listed by this, lowest first
     presets: ClassVar[tuple[Preset, ...]] = ()
     # The headline metric (name, higher is better) when the data has labels, and without.
     headline_metric: ClassVar[tuple[str, bool]]
@@ -120,6 +124,11 @@ class Task:
     def prepare_teacher(self, cfg: "RunConfig", teacher: Any, data: Any, ctx: Any) -> Any:
         """A teacher that is good at the task: the one given, unless it needs preparing."""
         return teacher
+
+    def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
+        """One model's answer to one input on the Compare page (a compare.ModelAnswer): the
+        family picks one of the predictor's kinds of answer (generate, classify, nearest)."""
+        raise NotImplementedError
 
 
 def logits_features(model: Any, inputs: dict, hidden: bool) -> dict[str, Any]:

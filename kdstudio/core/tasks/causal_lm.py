@@ -24,6 +24,7 @@ class CausalLM(Task):
     demo_file = "causal-lm.toml"
     demo_intro = "a small GPT language model"
     demo_menu = "&Language model: distil a small GPT"
+    demo_rank = 3
     headline_metric = ("perplexity", False)
     own_method_fields = (("cross_tokenizer_weight", 0.0), ("sequence_level", False),
                          ("on_policy_share", 0.0))
@@ -140,3 +141,6 @@ class CausalLM(Task):
                                    ignore_index=-100, reduction="sum").item()
             count += int((lab != -100).sum())
         return math.exp(min(nll / max(count, 1), 50.0))
+
+    def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
+        return predictor.generate(text, gen)

@@ -26,6 +26,7 @@ class Classification(Task):
     demo_file = "sequence-classification.toml"
     demo_intro = "a topic classifier"
     demo_menu = "&Text classifier: topics of everyday sentences"
+    demo_rank = 2
     headline_metric = ("accuracy", True)
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
 
@@ -91,3 +92,6 @@ class Classification(Task):
                          "is 'never': its predictions are random, so the student learns little.",
                          "warning"))
         return teacher
+
+    def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
+        return predictor.classify(text)

@@ -24,6 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.tasks import Task, get_task
+
 MAX_BARS = 10
 ROW_H = 22
 
@@ -246,9 +248,11 @@ class AnswerView(QFrame):
         self.figures.setText("")
         self.figures.setToolTip("")
 
-    def show_answer(self, task: str, prompt: str, answer: Any) -> None:
-        """Show a core.compare.ModelAnswer for the given task."""
-        if task == "causal-lm":
+    def show_answer(self, task: str | Task, prompt: str, answer: Any) -> None:
+        """Show a core.compare.ModelAnswer for the given task: a continuation of the prompt,
+        class probabilities, or the nearest sentences."""
+        task = get_task(task)
+        if task.generative:
             cont = answer.text if answer.text.strip() else ""
             body = (f"<span style='color: palette(placeholder-text)'>{html.escape(prompt)}</span>"
                     f"<b>{html.escape(cont)}</b>")
@@ -256,7 +260,7 @@ class AnswerView(QFrame):
                 body += ("<br><br><i>(no new text: the model ended the text straight away)</i>")
             self.text.setHtml(f"<div style='white-space: pre-wrap'>{body}</div>")
             self.stack.setCurrentWidget(self.text)
-        elif task == "sequence-classification":
+        elif task.output == "logits":
             self.bars.set_rows(answer.probabilities)
             self.stack.setCurrentIndex(2)
         else:
@@ -266,8 +270,9 @@ class AnswerView(QFrame):
         self.figures.setToolTip(figures_tip(answer))
 
 
-def verdict(task: str, cmp: Any) -> str:
+def verdict(task: str | Task, cmp: Any) -> str:
     """One plain sentence on how the two answers differ."""
+    task = get_task(task)
     t, s = cmp.teacher, cmp.student
     if s.latency_ms > 0 and t.latency_ms > 0:
         ratio = t.latency_ms / s.latency_ms
@@ -276,11 +281,11 @@ def verdict(task: str, cmp: Any) -> str:
                  f"On this input the student answered {1 / ratio:.1f}x slower than the teacher")
     else:
         speed = "Both models answered"
-    if task == "causal-lm":
+    if task.generative:
         same = t.text.strip() == s.text.strip()
         return speed + (" and wrote the same continuation." if same
                         else "; its continuation differs from the teacher's.")
-    if task == "sequence-classification":
+    if task.output == "logits":
         tt = t.probabilities[0][0] if t.probabilities else "?"
         st = s.probabilities[0][0] if s.probabilities else "?"
         return speed + (f", and both chose “{tt}”." if tt == st

@@ -19,23 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-EXAMPLES = {
-    "causal-lm": ["The weather this weekend will be", "My favourite recipe starts with",
-                  "The train to the coast"],
-    "sequence-classification": ["The striker scored twice in the second half.",
-                                "Add a pinch of salt and let the sauce simmer.",
-                                "The bank raised its interest rates again."],
-    "sentence-embedding": ["Snow is forecast for the hills tonight.",
-                           "My laptop's battery barely lasts an hour.",
-                           "We missed our connecting flight in Madrid."],
-}
-PLACEHOLDERS = {
-    "causal-lm": "Type the start of a text; the teacher and the student each continue it.",
-    "sequence-classification": "Type a sentence; the teacher and the student each say which "
-                               "class it belongs to, and how sure they are.",
-    "sentence-embedding": "Type a sentence; the teacher and the student each find the most "
-                          "similar sentences in the run's evaluation data.",
-}
+from kdstudio.core.tasks import Task
+
 EXAMPLE_W = 125  # the least room, in pixels, for an example's text
 
 
@@ -169,13 +154,15 @@ class InputPanel(QGroupBox):
     def text(self) -> str:
         return self.input.toPlainText()
 
-    def set_task(self, task: str) -> None:
-        self.input.setPlaceholderText(PLACEHOLDERS.get(task, "Type an input."))
-        for b, text in zip(self.example_buttons, EXAMPLES.get(task, [])):
+    def set_task(self, task: Task | None) -> None:
+        """The run's task family (None for one this version does not know): its hint and
+        examples, and the generation settings for a model that writes text."""
+        self.input.setPlaceholderText(task.compare_hint if task else "Type an input.")
+        for b, text in zip(self.example_buttons, task.examples if task else ()):
             b.setToolTip(text)
             b.setAccessibleName(f"Example: {text}")
         self._elide_examples()
-        self.gen_box.setVisible(task == "causal-lm")
+        self.gen_box.setVisible(task is not None and task.generative)
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)

@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdstudio.core.events import Eval
 from kdstudio.core.runs import Run, list_runs
+from kdstudio.core.tasks import get_task
+from kdstudio.ui.events import events_from_records
 
 COMPARABLE = ("finished", "stopped")
 
@@ -35,7 +38,7 @@ def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, An
         comparer.compare("Hello", GenerationSettings(max_new_tokens=2))
     result = comparer.compare(text, GenerationSettings(**gen)) if text is not None else None
     tokens: Any = None
-    if result is not None and comparer.task == "causal-lm":
+    if result is not None and get_task(comparer.task).generative:
         try:
             tokens = comparer.token_view(text, result.teacher.text)
         except KDStudioError as exc:  # e.g. different tokenizers: the answers still show
@@ -45,5 +48,6 @@ def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, An
 
 def history_job(run_dir: str) -> tuple[str, list[tuple[int, list[dict[str, str]]]]]:
     """Every evaluation's pinned answers recorded in the run's metrics.jsonl."""
-    evals = [e for e in Run(Path(run_dir)).events() if e.get("kind") == "eval" and e.get("samples")]
-    return run_dir, [(int(e.get("step", 0)), e["samples"]) for e in evals]
+    evals = [e for e in events_from_records(Run(Path(run_dir)).events())
+             if isinstance(e, Eval) and e.samples]
+    return run_dir, [(int(e.step), e.samples) for e in evals]

@@ -23,7 +23,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.events import Eval
 from kdstudio.core.runs import Run
+from kdstudio.core.tasks import REGISTRY, Task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception
 from kdstudio.ui.pages.compare.answer import AnswerView, verdict
@@ -38,8 +40,11 @@ from kdstudio.ui.pages.compare.pinned import PinnedPanel
 from kdstudio.ui.pages.compare.table import FiguresPanel, table_from_summary
 from kdstudio.ui.pages.compare.token_strip import TokenPanel
 
-TASK_NAMES = {"causal-lm": "Text generation", "sequence-classification": "Classification",
-              "sentence-embedding": "Sentence embeddings"}
+
+def task_title(name: str) -> str:
+    """What a run's task is called on this page ("Text generation"); an unknown one by name."""
+    task = REGISTRY.get(name)
+    return task.compare_title if task is not None else name
 
 
 class ComparePage(QWidget):
@@ -51,7 +56,7 @@ class ComparePage(QWidget):
         self.setObjectName("comparePage")
         self._run_dir = ""
         self._summary: dict[str, Any] = {}
-        self._task = ""
+        self._task: Task | None = None
         self._comparer: Any = None
         self._comparer_dir = ""
         self._failed_dir = ""
@@ -192,7 +197,7 @@ class ComparePage(QWidget):
         self.run_combo.clear()
         for info in infos:
             when = info.created.replace("T", " ")[:16]
-            self.run_combo.addItem(f"{info.name}  ·  {TASK_NAMES.get(info.task, info.task)}  ·  {when}",
+            self.run_combo.addItem(f"{info.name}  ·  {task_title(info.task)}  ·  {when}",
                                    str(info.path))
             self.run_combo.setItemData(self.run_combo.count() - 1,
                                        f"{info.teacher} → {info.student} ({info.status})",
@@ -227,20 +232,20 @@ class ComparePage(QWidget):
         self.verdict.clear()
         self.token_panel.clear()
         if not path:
-            self._summary, self._task = {}, ""
+            self._summary, self._task = {}, None
             self.run_info.setText("")
             return
         self._summary = Run(Path(path)).summary()
         s = self._summary
-        self._task = s.get("task", "")
+        self._task = REGISTRY.get(s.get("task", ""))
         status = "stopped early" if s.get("status") == "stopped" else s.get("status", "")
-        self.run_info.setText(f"{TASK_NAMES.get(self._task, self._task)}  ·  teacher: "
+        self.run_info.setText(f"{task_title(s.get('task', ''))}  ·  teacher: "
                               f"{s.get('teacher', '?')}  →  student: {s.get('student', '?')}  ·  {status}")
         self.run_info.setToolTip(path)
         self.teacher_view.set_model_name(str(s.get("teacher", "")))
         self.student_view.set_model_name(str(s.get("student", "")))
         self.input_panel.set_task(self._task)
-        self.token_panel.setVisible(self._task == "causal-lm")
+        self.token_panel.setVisible(self._task is not None and self._task.generative)
         self.figures_box.set_figures(table_from_summary(s), s)
         self._history_dir = ""
         self._update_buttons()
@@ -367,7 +372,7 @@ class ComparePage(QWidget):
         self.pinned.clear_answers("Waiting for the first evaluation of the run in progress...")
 
     def _on_run_event(self, event: Any) -> None:
-        if getattr(event, "kind", "") != "eval" or not event.samples:
+        if not isinstance(event, Eval) or not event.samples:
             return
         if not self._live:
             self._live = True

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.tasks import Task, get_task
 from kdstudio.ui.widgets.common import named as _named
 
 HOLD_OUT = "Part of the training split"
@@ -91,7 +92,7 @@ class DataColumnsBox(QGroupBox):
         form.addRow("", self.pack_check)
         self.form = form
 
-    def show_config(self, d: Any, task: str, preview: Any) -> None:
+    def show_config(self, d: Any, task: str | Task, preview: Any) -> None:
         """Fill every widget from a DataConfig and the latest preview (or None)."""
         self.fill_columns(d, preview)
         self.fill_splits(d, preview)
@@ -100,8 +101,9 @@ class DataColumnsBox(QGroupBox):
         self.length_spin.setValue(d.max_length)
         self.limit_spin.setValue(d.max_train_samples)
         self.pack_check.setChecked(d.pack)
-        self.form.setRowVisible(self.label_combo, task != "causal-lm")
-        self.form.setRowVisible(self.pack_check, task == "causal-lm")
+        task = get_task(task)
+        self.form.setRowVisible(self.label_combo, task.uses_labels)
+        self.form.setRowVisible(self.pack_check, task.packs)
 
     def fill_columns(self, d: Any, p: Any) -> None:
         columns = p.columns if p else []

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.catalog import BUILTIN_DATASETS
+from kdstudio.core.tasks import get_task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_exception
 from kdstudio.ui.pages.data.columns import DataColumnsBox
@@ -232,14 +233,14 @@ class DataPage(QWidget):
         finally:
             self._updating = False
         self.table.show_rows(preview.columns, preview.rows)
-        task = self.ctx.config.task
-        self.table.mark(preview.text_column, preview.label_column if task != "causal-lm" else None)
+        task = get_task(self.ctx.config.task)
+        self.table.mark(preview.text_column, preview.label_column if task.uses_labels else None)
         shown = min(len(preview.rows), preview.num_rows)
         split = d.split if d.split in preview.splits else preview.splits[0]
         self._set_status(f"The first {shown} of {preview.num_rows:,} rows of the '{split}' split. "
                          f"Text: '{preview.text_column}'"
                          + (f", labels: '{preview.label_column}'." if preview.label_column and
-                            task != "causal-lm" else "."))
+                            task.uses_labels else "."))
         self.counts.set_preview(preview, task)
         self._count()
 
@@ -299,7 +300,7 @@ class DataPage(QWidget):
             self._tokenizers[key] = tok
         if number != self._count_no:
             return
-        packed = cfg.task == "causal-lm" and cfg.data.pack
+        packed = get_task(cfg.task).packs and cfg.data.pack
         self.counts.set_counts(est, cfg.data.max_length, packed, note[:300])
 
     def _on_count_error(self, number: int, exc: BaseException) -> None:

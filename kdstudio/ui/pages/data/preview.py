@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.tasks import Task, get_task
+
 TEXT_TINT = QColor(46, 125, 220, 28)   # the column used as text
 LABEL_TINT = QColor(60, 170, 90, 32)   # the column used as labels
 MAX_CELL = 300
@@ -118,15 +120,16 @@ class CountsBox(QGroupBox):
         for label in (self.rows, self.used, self.tokens, self.cut, self.classes):
             label.setText(message if label is self.rows else "\u2013")
 
-    def set_preview(self, preview: Any, task: str) -> None:
+    def set_preview(self, preview: Any, task: str | Task) -> None:
+        task = get_task(task)
         self.rows.setText(f"{preview.num_rows:,}")
         names = list(preview.label_names or [])
-        if task == "sequence-classification" and names:
+        if task.needs_labels and names:
             shown = ", ".join(names[:8]) + (", \u2026" if len(names) > 8 else "")
             self.classes.setText(f"{len(names)}: {shown}")
-        elif task == "sequence-classification":
+        elif task.needs_labels:
             self.classes.setText("no label column found")
-        elif task == "sentence-embedding" and preview.label_column:
+        elif task.uses_labels and preview.label_column:
             self.classes.setText(f"optional; '{preview.label_column}' is used to measure how "
                                  "often neighbours share a topic")
         else:

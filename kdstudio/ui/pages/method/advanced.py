@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.config import MethodConfig, TeacherConfig
+from kdstudio.core.tasks import get_task
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.method.text import (
     DTYPE_TEXT,
@@ -173,14 +174,15 @@ class AdvancedSettings(QWidget):
         if not self.pairs.hasFocus():
             self.pairs.setText(format_pairs(cfg.method.layer_pairs))
             self._pairs_seen = self.pairs.text()
-        embedding = cfg.task == "sentence-embedding"
+        task = get_task(cfg.task)
+        embedding = task.output == "embedding"
         visible = {("method", "logit_weight"): not embedding,
                    ("method", "hard_label_weight"): not embedding,
                    ("method", "beta"): not embedding, ("method", "alpha"): not embedding,
                    ("method", "embedding_weight"): embedding}
         for f in (("teacher", "prepare"), ("teacher", "prepare_epochs"),
                   ("teacher", "prepare_learning_rate")):
-            visible[f] = cfg.task == "sequence-classification"
+            visible[f] = task.has_task_head
         for field, (form, w) in self.rows.items():
             form.setRowVisible(w, visible.get(field, True))
         m = cfg.method

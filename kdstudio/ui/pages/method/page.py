@@ -28,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kdstudio.core.config import TASKS, MethodConfig, default_config
+from kdstudio.core.config import MethodConfig, default_config
 from kdstudio.core.errors import ConfigError
+from kdstudio.core.tasks import all_tasks, get_task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.pages.method.advanced import HELP, AdvancedSettings
 from kdstudio.ui.pages.method.lm import BaselineBox, LanguageModelMethods
@@ -40,14 +41,14 @@ from kdstudio.ui.pages.method.text import (
     LOGIT_LOSS_TEXT,
     NO_LOGITS,
     PRESETS,
-    TASK_TEXT,
     TEMPERATURE,
     WHY,
     matching_preset,
+    presets_of,
 )
 from kdstudio.ui.pages.method.toml import TomlDialog
 
-MAX_PRESETS = max(len(p) for p in PRESETS.values())
+MAX_PRESETS = max((len(p) for p in PRESETS.values()), default=0)
 
 
 class MethodPage(QWidget):
@@ -118,17 +119,16 @@ class MethodPage(QWidget):
         grid.setHorizontalSpacing(20)
         self.task_group = QButtonGroup(self)
         self.task_buttons: dict[str, QRadioButton] = {}
-        for col, task in enumerate(TASKS):
-            name, about = TASK_TEXT[task]
-            b = QRadioButton(name)
-            b.setObjectName(f"task_{task}")
-            b.setAccessibleName(f"Task: {name}")
-            b.setToolTip(about)
+        for col, task in enumerate(all_tasks()):
+            b = QRadioButton(task.title)
+            b.setObjectName(f"task_{task.name}")
+            b.setAccessibleName(f"Task: {task.title}")
+            b.setToolTip(task.description)
             b.setStyleSheet("font-weight: bold;")
-            b.toggled.connect(lambda on, t=task: on and self._task_chosen(t))
+            b.toggled.connect(lambda on, t=task.name: on and self._task_chosen(t))
             self.task_group.addButton(b)
-            self.task_buttons[task] = b
-            text = QLabel(about)
+            self.task_buttons[task.name] = b
+            text = QLabel(task.description)
             text.setWordWrap(True)
             text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
             grid.addWidget(b, 0, col)
@@ -242,8 +242,9 @@ class MethodPage(QWidget):
         b.blockSignals(True)
         b.setChecked(True)
         b.blockSignals(False)
-        presets = PRESETS[cfg.task]
-        current = matching_preset(cfg.task, cfg.method)
+        task = get_task(cfg.task)
+        presets = presets_of(task)
+        current = matching_preset(task, cfg.method)
         for i, (button, label) in enumerate(zip(self.preset_buttons, self.preset_labels)):
             button.blockSignals(True)
             if i < len(presets):
@@ -259,7 +260,7 @@ class MethodPage(QWidget):
         self.custom_button.setVisible(current is None)
         self.custom_button.blockSignals(False)
         self.explain.setText(current.explanation if current else CUSTOM_TEXT)
-        logits = cfg.task != "sentence-embedding"
+        logits = task.output == "logits"
         self.settings_form.setRowVisible(self.temp_row, logits)
         self.settings_form.setRowVisible(self.logit_loss, logits)
         self.settings_form.setRowVisible(self.no_logits, not logits)
@@ -272,7 +273,7 @@ class MethodPage(QWidget):
         self.temperature.blockSignals(False)
         self.logit_loss.setCurrentIndex(max(0, self.logit_loss.findData(cfg.method.logit_loss)))
         self.advanced.refresh()
-        self.lm.setVisible(cfg.task == "causal-lm")
+        self.lm.setVisible(task.generative)
         self.lm.refresh()
         self.baseline.refresh()
         self._update_validity()
@@ -309,7 +310,7 @@ class MethodPage(QWidget):
         self.ctx.set_value("", "task", task)
 
     def _preset_chosen(self, index: int) -> None:
-        preset = PRESETS[self.ctx.config.task][index]
+        preset = presets_of(self.ctx.config.task)[index]
         for key, value in preset.values().items():
             self.ctx.set_value("method", key, value)
         self.refresh()

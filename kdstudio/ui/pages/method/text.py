@@ -1,4 +1,4 @@
-"""The Method page's words: tasks, method presets and plain-language explanations.
+"""The Method page's words: method presets and plain-language explanations.
 
 Presets set the loss weights (and the temperature and logit loss where they matter); a
 config whose weights match no preset shows as "Custom". The explanations carry the product's
@@ -11,18 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TASK_TEXT = {
-    "causal-lm": ("Language model",
-                  "Writes text by predicting the next word (causal-lm). The large-language-"
-                  "model case: the student learns to continue text as the teacher does."),
-    "sequence-classification": ("Text classifier",
-                                "Sorts texts into your categories (sequence-classification). "
-                                "Task-specific distillation: a teacher tuned for this task "
-                                "teaches exactly this task."),
-    "sentence-embedding": ("Sentence embeddings",
-                           "Turns each sentence into a list of numbers for search and "
-                           "similarity (sentence-embedding), as sentence-transformers does."),
-}
+from kdstudio.core.tasks import CAUSAL_LM, CLASSIFICATION, Task, get_task
+from kdstudio.core.tasks import EMBEDDING as EMBEDDING_TASK
 
 WEIGHTS = ("logit_weight", "hard_label_weight", "hidden_weight", "embedding_weight",
            "cross_tokenizer_weight")
@@ -121,8 +111,9 @@ class Preset:
                    if w in WEIGHTS)
 
 
-PRESETS: dict[str, list[Preset]] = {
-    "causal-lm": [
+# Each task family's presets; a family without any shows only custom weights.
+PRESETS: dict[Task, list[Preset]] = {
+    CAUSAL_LM: [
         Preset("logit", "Imitate the teacher's probabilities",
                "Logit distillation: the simplest, and usually the best start.",
                LOGIT, {"logit_weight": 1.0}, {"temperature": 1.0, "logit_loss": "forward_kl"}),
@@ -140,7 +131,7 @@ PRESETS: dict[str, list[Preset]] = {
                {"cross_tokenizer_weight": 1.0, "hard_label_weight": 1.0},
                {"temperature": 1.0}),
     ],
-    "sequence-classification": [
+    CLASSIFICATION: [
         Preset("task", "Task-specific: class probabilities and true labels",
                "The teacher's class probabilities plus the real labels.",
                TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
@@ -156,7 +147,7 @@ PRESETS: dict[str, list[Preset]] = {
                {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0},
                {"temperature": 2.0, "logit_loss": "forward_kl"}),
     ],
-    "sentence-embedding": [
+    EMBEDDING_TASK: [
         Preset("embedding", "Imitate the sentence embeddings",
                "The student's sentence vectors are pulled onto the teacher's.",
                EMBEDDING, {"embedding_weight": 1.0}),
@@ -172,8 +163,12 @@ PRESETS: dict[str, list[Preset]] = {
 CUSTOM_TEXT = ("<b>Custom weights</b>, set under Advanced settings. " + WEIGHTS_TRADE)
 
 
-def matching_preset(task: str, method: Any) -> Preset | None:
-    for preset in PRESETS[task]:
+def presets_of(task: str | Task) -> list[Preset]:
+    return PRESETS.get(get_task(task), [])
+
+
+def matching_preset(task: str | Task, method: Any) -> Preset | None:
+    for preset in presets_of(task):
         if preset.matches(method):
             return preset
     return None

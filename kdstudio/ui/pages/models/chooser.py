@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.events import Progress
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
 from kdstudio.ui.pages.models.sources import (
     MODE_LABELS,
@@ -341,7 +342,7 @@ class ModelChooser(QGroupBox):
             on_progress=lambda e: gen == self._generation and self._progress(e))
 
     def _progress(self, event: Any) -> None:
-        if getattr(event, "kind", "") != "progress":
+        if not isinstance(event, Progress):
             return
         if event.total:
             self.progress.setRange(0, int(event.total))

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.events import Started
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.runs.actions import RunActionsMixin
@@ -258,7 +259,7 @@ class RunsPage(RunActionsMixin, QWidget):
         self.refresh()
 
     def _on_run_event(self, event: Any) -> None:
-        if getattr(event, "kind", "") == "started":
+        if isinstance(event, Started):
             self.refresh()
 
     def showEvent(self, event: QShowEvent) -> None:

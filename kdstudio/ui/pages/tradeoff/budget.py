@@ -93,7 +93,7 @@ class BudgetBox(QGroupBox):
 
 def advise(config: Any, shape: Any, kind: str, limit: float, layers: list[int] | None) -> Any:
     """The budget advice for the config's teacher (in a job: it may read the teacher and runs)."""
-    from kdstudio.core.plan.memory import resolve_device
+    from kdstudio.core.device import resolve_device_name as resolve_device
     from kdstudio.core.sweep.plan import fit_budget, known_figures, teacher_shape_for
 
     device = resolve_device(config.training.device)

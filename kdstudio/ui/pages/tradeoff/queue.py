@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
 from kdstudio.core.errors import KDStudioError
+from kdstudio.core.events import Started
 from kdstudio.core.sweep.queue import Sweep, SweepEntry, SweepError
 from kdstudio.ui.context import AppContext
 
@@ -105,7 +106,7 @@ class SweepQueue(QObject):
         self.ctx.run_started.emit()
 
     def _on_event(self, e: Any) -> None:
-        if self.entry is not None and self.sweep is not None and getattr(e, "kind", "") == "started":
+        if self.entry is not None and self.sweep is not None and isinstance(e, Started):
             self.sweep.attach(self.entry, e.run_dir)
             self.entry_changed.emit(self.entry)
 

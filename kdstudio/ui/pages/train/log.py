@@ -8,6 +8,8 @@ from typing import Any
 
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
+from kdstudio.core.events import Checkpoint, Eval, Failed, Finished, Log, Stage, Started
+
 MAX_LINES = 5000
 COLOURS = {"warning": "#8a5a00", "error": "#b3261e", "done": "#1b6e2d"}
 
@@ -32,18 +34,17 @@ def format_metric(value: float | None) -> str:
 
 def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
     """(sentence, level) for the events worth a log line; None for steps and progress."""
-    kind = getattr(e, "kind", "")
-    if kind == "stage":
+    if isinstance(e, Stage):
         return f"{e.name.capitalize()}" + (f": {e.detail}" if e.detail else ""), "info"
-    if kind == "log":
+    if isinstance(e, Log):
         return e.message, "warning" if e.level == "warning" else "info"
-    if kind == "started":
+    if isinstance(e, Started):
         where = f"from step {e.start_step} " if e.start_step else ""
         return (f"Training {e.student} ({e.student_params:,} parameters) to imitate {e.teacher} "
                 f"({e.teacher_params:,}) on {e.device} in {e.precision}: {e.total_steps} steps "
                 f"{where}on {e.train_samples:,} training and {e.eval_samples:,} evaluation "
                 "examples."), "info"
-    if kind == "eval":
+    if isinstance(e, Eval):
         shown = metric if metric in e.metrics else next(iter(e.metrics), "")
         if not shown:
             return f"Evaluation at step {e.step}.", "info"
@@ -52,15 +53,15 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
         if teacher is not None:
             text += f" (teacher {format_metric(teacher)})"
         return text + ".", "info"
-    if kind == "checkpoint":
+    if isinstance(e, Checkpoint):
         return f"Checkpoint saved at step {e.step} ({e.path}).", "info"
-    if kind == "finished":
+    if isinstance(e, Finished):
         if e.status == "stopped":
             return "Stopped. A checkpoint was kept: Resume continues from it.", "warning"
         q = (e.summary or {}).get("quality_retained")
         kept = f" The student keeps {q:.0%} of the teacher's quality." if isinstance(q, (int, float)) else ""
         return f"Finished.{kept}", "done"
-    if kind == "failed":
+    if isinstance(e, Failed):
         return f"{e.title}: {e.message}", "error"
     return None
 

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.events import Eval, Finished, Progress, Stage, Started, Step
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.pages.train.history import metric_label, read_history
 from kdstudio.ui.pages.train.log import LogPane, describe, format_duration
@@ -262,21 +263,20 @@ class TrainPage(QWidget):
 
     def _apply(self, e: Any, *, live: bool) -> None:
         """Draw one engine event (live, or replayed from a past run's metrics.jsonl)."""
-        kind = getattr(e, "kind", "")
-        if kind == "started":
+        if isinstance(e, Started):
             self._on_started(e, live)
-        elif kind == "step":
+        elif isinstance(e, Step):
             self._on_step(e)
-        elif kind == "eval":
+        elif isinstance(e, Eval):
             self._on_eval(e)
-        elif kind == "stage" and live:
+        elif isinstance(e, Stage) and live:
             self.status.setText(f"{e.name.capitalize()}\u2026 {e.detail}".strip())
-        elif kind == "progress" and live:
+        elif isinstance(e, Progress) and live:
             total = f" of {e.total:,.0f}" if e.total else ""
             self.status.setText(f"{e.stage.capitalize()}: {e.current:,.0f}{total} {e.unit}".strip())
-        elif kind == "finished" and not live:
+        elif isinstance(e, Finished) and not live:
             self._on_run_finished(SimpleNamespace(status=e.status, run_dir=e.run_dir))
-        if live and self._live_plot_events is not None and kind in ("step", "eval"):
+        if live and self._live_plot_events is not None and isinstance(e, (Step, Eval)):
             self._live_plot_events.append(e)
         line = describe(e, self.metric)
         if line is not None:
@@ -329,13 +329,13 @@ class TrainPage(QWidget):
             if number != self._history_no or self._live_plot_events is None:
                 return
             live, self._live_plot_events = self._live_plot_events, None
-            starts = [i for i, d in enumerate(history["events"]) if d.get("kind") == "started"]
+            starts = [i for i, e in enumerate(history["events"]) if isinstance(e, Started)]
             past = history["events"][:starts[-1]] if starts else []
             self.plots.reset()
             self.plots.set_metric(self.metric, metric_label(self.metric))
-            for d in past:
-                if d.get("kind") in ("step", "eval") and d.get("step", 0) <= start_step:
-                    self._plot_only(SimpleNamespace(**d))
+            for e in past:
+                if isinstance(e, (Step, Eval)) and e.step <= start_step:
+                    self._plot_only(e)
             for e in live:
                 self._plot_only(e)
             self.plots.flush()
@@ -343,7 +343,7 @@ class TrainPage(QWidget):
         self.ctx.jobs.submit(lambda: read_history(run_dir), done, lambda _exc: None)
 
     def _plot_only(self, e: Any) -> None:
-        if e.kind == "step":
+        if isinstance(e, Step):
             self.plots.add_step(e)
         else:
             self._on_eval(e)
@@ -369,8 +369,8 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("Step %v of %m")
-        for d in history["events"]:
-            self._apply(SimpleNamespace(**d), live=False)
+        for e in history["events"]:
+            self._apply(e, live=False)
         self.plots.flush()
         status = history["status"]
         self.status.setText(f"Showing the run {Path(run_dir).name} ({status}).")
