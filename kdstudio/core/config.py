@@ -183,6 +183,13 @@ class TrainingConfig:
                         "else fp16 on GPUs, fp32 on the CPU.", choices=PRECISIONS)
     device: str = _f("auto", "'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:1', "
                      "'mps'.")
+    logit_chunk: int = _f(0, "Language models: positions per chunk of the output head and the "
+                          "logit losses, so full-vocabulary logits never exist for a whole "
+                          "batch (a 151,936-token vocabulary costs ~0.6 MB per position). 0 "
+                          "picks it from free memory; -1 computes full logits at once.", min=-1)
+    gradient_checkpointing: bool = _f(False, "Recompute the student's activations in the "
+                                      "backward pass instead of keeping them: less memory for "
+                                      "long rows, about a third more compute.")
     eval_every: int = _f(50, "Evaluate the student every N steps (0 = only at the end).", min=0)
     save_every: int = _f(0, "Write a checkpoint every N steps (0 = only at the end or on stop).",
                          min=0)

@@ -13,7 +13,13 @@ from torch import nn
 
 from kdstudio.core.errors import ConfigError
 from kdstudio.core.models import hidden_size, num_layers
-from kdstudio.core.objective import Batch, TermInputs, active_terms, default_layer_pairs
+from kdstudio.core.objective import (
+    Batch,
+    TermInputs,
+    active_terms,
+    default_layer_pairs,
+    head_terms_loss,
+)
 from kdstudio.core.tasks import Task, get_task
 
 
@@ -22,10 +28,13 @@ class Distiller(nn.Module):
     objective as the weighted sum of the active loss terms."""
 
     def __init__(self, task: Task | str, method: Any, teacher: Any, student: Any, *,
-                 kept_layers: list[int] | None = None, vocab_size: int = 0):
+                 kept_layers: list[int] | None = None, vocab_size: int = 0, chunk: int = 0):
         super().__init__()
         self.task = get_task(task)
         self.method, self.vocab_size = method, vocab_size
+        # Language models: the head terms run over chunks of positions (0: size chosen
+        # from free memory, -1: full logits at once).
+        self.chunk = chunk
         self.terms = active_terms(self.task, method)
         self.student = student
         self.teacher = [teacher]  # a list so the teacher is not registered as a trainable child
@@ -57,15 +66,26 @@ class Distiller(nn.Module):
         want_hidden = any(t.needs_hidden for t in terms)
         # no_grad rather than inference_mode: inference tensors cannot be saved for the
         # backward pass of the losses that mix them with the student's outputs.
+        head_terms = [t for t in terms if t.head]
+        chunked = bool(head_terms) and self.chunk >= 0 and self.task.generative \
+            and batch.align is None
         t_feats: dict[str, Any] = {}
         if any(t.needs_teacher for t in self.terms):
             with torch.no_grad():
                 t_feats = self.task.forward_features(self.teacher[0], batch.teacher,
-                                                     hidden=want_hidden)
-        s_feats = self.task.forward_features(self.student, batch.student, hidden=want_hidden)
+                                                     hidden=want_hidden, head_only=chunked)
+        s_feats = self.task.forward_features(self.student, batch.student, hidden=want_hidden,
+                                             head_only=chunked)
         x = TermInputs(batch, s_feats, t_feats, self.method, self, self.vocab_size)
-        parts = {t.name: t.compute(x) for t in terms}
-        total = sum(t.weight(self.method) * parts[t.name] for t in terms)
-        values = {k: float(v.detach()) for k, v in parts.items()}
+        if s_feats.get("logits") is None:  # the student's head runs chunk by chunk
+            total, head_values = head_terms_loss(x, head_terms, self.chunk)
+            parts = {t.name: t.compute(x) for t in terms if not t.head}
+            total = total + sum(t.weight(self.method) * parts[t.name] for t in terms if not t.head)
+            values = {t.name: float(head_values[t.name]) if t.head else float(parts[t.name].detach())
+                      for t in terms}
+        else:
+            parts = {t.name: t.compute(x) for t in terms}
+            total = sum(t.weight(self.method) * parts[t.name] for t in terms)
+            values = {k: float(v.detach()) for k, v in parts.items()}
         values["total"] = float(total.detach())
         return total, values

@@ -161,7 +161,8 @@ def train_baseline(cfg: Any, task: Any, student: torch.nn.Module, initial_state:
     base = copy.deepcopy(student)
     base.load_state_dict(initial_state)
     base.train()
-    distiller = Distiller(task, plain_method(cfg.method, task), teacher, base).to(device)
+    distiller = Distiller(task, plain_method(cfg.method, task), teacher, base,
+                          chunk=tc.logit_chunk).to(device)
     optimizer, scheduler, scaler = run_optimizer(distiller, tc, total_steps, device, precision)
     opt = Optimizer(optimizer, scheduler, scaler, tc.max_grad_norm, autocast)
     order = BatchOrder(n_train, min(tc.batch_size, n_train), tc.seed)

@@ -68,6 +68,9 @@ class LossTerm:
     needs_teacher: bool = True     # False: it learns from the data alone (a plain loss)
     needs_hidden: bool = False     # it reads hidden states
     skip: Callable[[Batch], bool] | None = None  # batches the term sits out
+    # It reads only the next-token logits position by position, so it can run chunk by chunk
+    # over the output head (chunked.py) together with the other head terms.
+    head: bool = False
 
     def applies_to(self, task: Task) -> bool:
         return task in self.tasks
@@ -139,13 +142,13 @@ def _hidden(x: TermInputs):
 _BUILTIN: tuple[LossTerm, ...] = (
     # With different tokenizers there are no shared ids to compare position by position.
     LossTerm("logit", "logit_weight", (CAUSAL_LM, CLASSIFICATION), "logit distillation", _logit,
-             skip=lambda b: b.align is not None),
+             skip=lambda b: b.align is not None, head=True),
     # On the student's own samples the "labels" are its own guesses: only the teacher's
     # judgement of them teaches anything.
     LossTerm("hard_label", "hard_label_weight", (CAUSAL_LM, CLASSIFICATION), "the hard-label loss",
-             _hard_label, needs_teacher=False, skip=lambda b: b.on_policy),
+             _hard_label, needs_teacher=False, skip=lambda b: b.on_policy, head=True),
     LossTerm("cross_tokenizer", "cross_tokenizer_weight", (CAUSAL_LM,),
-             "cross-tokenizer logit distillation", _cross_tokenizer),
+             "cross-tokenizer logit distillation", _cross_tokenizer, head=True),
     LossTerm("embedding", "embedding_weight", (EMBEDDING,), "embedding distillation", _embedding),
     LossTerm("hidden", "hidden_weight", (CAUSAL_LM, CLASSIFICATION, EMBEDDING),
              "hidden-state distillation", _hidden, needs_hidden=True),
@@ -159,6 +162,41 @@ def _all_terms() -> tuple[LossTerm, ...]:
 
 
 TERMS: tuple[LossTerm, ...] = _all_terms()
+
+
+def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[Any, dict]:
+    """The head terms of a language model over chunks of positions: no (positions x
+    vocabulary) tensor exists for the batch. x.s holds the student's last hidden state and
+    head (features made with head_only); x.t the teacher's, or its logits.
+    Returns (weighted sum, {term: value})."""
+    import torch.nn.functional as F
+
+    from kdstudio.core.chunked import chunked_distillation_loss
+
+    m, v = x.method, x.vocab_size or None
+    s_last = x.s["last_hidden"][:, :-1]
+    s_rows = s_last.reshape(-1, s_last.shape[-1])
+    labels = x.batch.student["labels"][:, 1:].reshape(-1)
+    head = x.s["head"]
+    bias = head.bias[:v] if head.bias is not None else None
+    teacher_logits = None
+    if any(t.needs_teacher for t in terms):
+        if x.t.get("logits") is not None:
+            t_rows = x.t["logits"][:, :-1, :v]
+            t_rows = t_rows.reshape(-1, t_rows.shape[-1])
+            teacher_logits = lambda pos: t_rows[pos].float()  # noqa: E731
+        else:
+            t_last = x.t["last_hidden"][:, :-1]
+            t_hidden = t_last.reshape(-1, t_last.shape[-1])
+            t_head = x.t["head"]
+            t_w = t_head.weight[:v]
+            t_b = t_head.bias[:v] if t_head.bias is not None else None
+            teacher_logits = lambda pos: F.linear(t_hidden[pos], t_w, t_b).float()  # noqa: E731
+    res = chunked_distillation_loss(
+        s_rows, head.weight[:v], bias, teacher_logits,
+        weights={t.name: t.weight(m) for t in terms}, labels=labels, loss=m.logit_loss,
+        temperature=m.temperature, beta=m.beta, alpha=m.alpha, chunk_size=chunk or None)
+    return res.total, res.terms
 
 
 def terms_for(task: Task | str) -> list[LossTerm]:

@@ -18,7 +18,8 @@ def _gpt2(seed: int, layers: int = 2):
     torch.manual_seed(seed)
     # No dropout, so the same inputs give the same gradients however they are batched.
     cfg = GPT2Config(vocab_size=97, n_positions=32, n_embd=16, n_layer=layers, n_head=2,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                     eos_token_id=0)
     return GPT2LMHeadModel(cfg)
 
 
@@ -113,3 +114,36 @@ def test_the_plain_objective_needs_no_teacher_and_has_only_the_plain_terms():
                   Boom(), student)
     loss, parts = d(_lm_batch(torch.randint(0, 97, (2, 8))))
     assert set(parts) == {"hard_label", "total"} and loss.requires_grad
+
+
+@pytest.mark.parametrize("method", [{"logit_weight": 1.0, "hard_label_weight": 0.5},
+                                    {"logit_weight": 1.0, "hidden_weight": 1.0,
+                                     "logit_loss": "jsd"},
+                                    {"logit_weight": 0.0, "hard_label_weight": 1.0,
+                                     "cross_tokenizer_weight": 0.5}])
+def test_chunked_head_terms_equal_full_logits_in_value_and_gradient(method):
+    """The objective a run trains on: chunked (auto size, and 7 positions, which does not
+    divide the batch) against full logits, with some positions ignored."""
+    from contextlib import nullcontext
+
+    teacher, student = _gpt2(0, layers=3), _gpt2(1)
+    m = default_config("causal-lm").method
+    for k, v in method.items():
+        setattr(m, k, v)
+    b = _lm_batch(torch.randint(0, 97, (4, 12), generator=torch.Generator().manual_seed(3)))
+    b.student["labels"][0, :3] = -100
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    out = {}
+    for chunk in (-1, 0, 7):
+        student.zero_grad(set_to_none=True)
+        d = Distiller(CAUSAL_LM, m, teacher, student, chunk=chunk)
+        losses, _, _ = accumulate(d, [b], 1, scaler, nullcontext)
+        out[chunk] = losses, _grads(student)
+    full_losses, full_grads = out[-1]
+    for chunk in (0, 7):
+        losses, grads = out[chunk]
+        assert set(losses) == set(full_losses)
+        for k, v in full_losses.items():
+            assert losses[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+        for name, g in full_grads.items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-6, msg=name)

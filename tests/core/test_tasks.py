@@ -6,9 +6,22 @@ import pytest
 
 from kdstudio.core.config import config_from_dict, default_config
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.objective import TERMS, active_terms, check_terms, plain_terms, terms_for
-from kdstudio.core.tasks import (CAUSAL_LM, CLASSIFICATION, EMBEDDING, REGISTRY, TASK_NAMES, Task,
-                                 get_task)
+from kdstudio.core.objective import (
+    TERMS,
+    active_terms,
+    check_terms,
+    plain_terms,
+    terms_for,
+)
+from kdstudio.core.tasks import (
+    CAUSAL_LM,
+    CLASSIFICATION,
+    EMBEDDING,
+    REGISTRY,
+    TASK_NAMES,
+    Task,
+    get_task,
+)
 
 
 def test_registry_gives_one_object_per_family_and_refuses_unknown_names():
@@ -76,3 +89,29 @@ def test_config_and_tasks_import_without_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_language_model_evaluation_is_the_same_chunked_or_from_full_logits(monkeypatch, tiny):
+    """Perplexity, agreement and KL computed chunk by chunk over the heads equal the figures
+    from whole-batch logits (the path for heads that are more than a linear map)."""
+    import torch
+
+    from kdstudio.core.evaluation import EvalSet, Evaluator
+    from kdstudio.core.models import load_model
+    from kdstudio.core.tasks import base
+    from tests.conftest import corpus_texts
+
+    teacher = load_model(str(tiny["gpt2"]), "causal-lm")
+    student = load_model(str(tiny["llama"]), "causal-lm")
+    ev = Evaluator(CAUSAL_LM, EvalSet(CAUSAL_LM, corpus_texts(24), None, max_samples=0,
+                                      max_length=32, pack=True, batch_size=8),
+                   teacher.model.eval(), teacher.tokenizer, teacher.tokenizer,
+                   torch.device("cpu"))
+    chunked = ev.student_metrics(student.model)
+    t_chunked = CAUSAL_LM.teacher_metrics(ev)
+    monkeypatch.setattr(base, "plain_head", lambda model: None)
+    full = ev.student_metrics(student.model)
+    assert CAUSAL_LM.teacher_metrics(ev)["perplexity"] == pytest.approx(t_chunked["perplexity"], rel=1e-5)
+    for k in ("perplexity", "top1_agreement", "kl_to_teacher"):
+        assert chunked[k] == pytest.approx(full[k], rel=1e-5), k
+    assert chunked["top1_agreement"] < 1 and chunked["kl_to_teacher"] > 0

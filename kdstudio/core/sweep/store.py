@@ -23,7 +23,7 @@ from typing import Any
 
 from kdstudio.core.config import RunConfig, config_from_dict, load_config
 from kdstudio.core.errors import KDStudioError, SweepError
-from kdstudio.core.runs import Run, pid_alive, atomic_write_json, home_dir
+from kdstudio.core.runs import Run, atomic_write_json, home_dir, pid_alive
 from kdstudio.core.sweep.spec import StudentSpec, axis_label, check_axis, check_students
 
 SWEEP_FILE = "sweep.json"

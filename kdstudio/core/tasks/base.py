@@ -96,7 +96,8 @@ class Task:
         """Rules of this task beyond the generic ones; raise ConfigError naming the key."""
 
     # -- engine hooks (torch imported when called) -----------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False) -> dict[str, Any]:
+    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+                         head_only: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, **kw: Any):
@@ -166,3 +167,31 @@ def text_eval_batches(eval_set: Any, tokenizer: Any) -> list[dict]:
             enc["labels"] = torch.tensor(eval_set.labels[i:i + eval_set.batch_size])
         out.append(enc)
     return out
+
+
+# Output heads that do more than a linear map (logit soft-capping, scaling): their logits
+# cannot be rebuilt chunk by chunk from the last hidden state and the head's weight.
+_HEAD_EXTRAS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def plain_head(model: Any) -> Any:
+    """The model's output head when its logits are exactly head(last hidden state), else None."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Linear) or getattr(model, "base_model", model) is model:
+        return None
+    cfg = getattr(model, "config", None)
+    for key in _HEAD_EXTRAS:
+        value = getattr(cfg, key, None)
+        if value not in (None, 1, 1.0):
+            return None
+    return head
+
+
+def body_features(model: Any, inputs: dict, hidden: bool) -> dict[str, Any]:
+    """The body's last hidden state and the head, without making logits (chunked losses)."""
+    out = model.base_model(**{k: v for k, v in inputs.items() if k != "labels"},
+                           output_hidden_states=hidden)
+    return {"hidden_states": out.hidden_states if hidden else None, "logits": None,
+            "last_hidden": out.last_hidden_state, "head": model.get_output_embeddings()}

@@ -32,9 +32,14 @@ class CausalLM(Task):
     data_defaults = {"max_length": 128}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False) -> dict[str, Any]:
-        from kdstudio.core.tasks.base import logits_features
+    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+                         head_only: bool = False) -> dict[str, Any]:
+        """Logits, or with head_only (and a plain linear head) the last hidden state and the
+        head, so the logit terms can run chunk by chunk."""
+        from kdstudio.core.tasks.base import body_features, logits_features, plain_head
 
+        if head_only and plain_head(model) is not None:
+            return body_features(model, inputs, hidden)
         return logits_features(model, inputs, hidden)
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, *, student_tok: Any,
@@ -100,47 +105,76 @@ class CausalLM(Task):
         return {"perplexity": self._perplexity(ev, ev.teacher, ev.teacher_batches)}
 
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
-        import torch.nn.functional as F
-
-        from kdstudio.core.losses import logit_distillation_loss
-
         if ev.student_batches is not ev.teacher_batches:
             # Different tokenizers: no shared ids to agree on, only the student's own figure.
             return {"perplexity": self._perplexity(ev, student, ev.student_batches)}
         nll, agree, kl, count = 0.0, 0.0, 0.0, 0
-        v = ev.vocab_size or None
         for b in ev.student_batches:
-            b = {k: t.to(ev.device) for k, t in b.items()}
-            with ev.autocast():
-                s = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                t = ev.teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            s, t = s[:, :-1, :v].float(), t[:, :-1, :v].float()
-            lab = b["labels"][:, 1:]
-            mask = lab != -100
-            n = int(mask.sum())
-            nll += F.cross_entropy(s.flatten(0, 1), lab.flatten(), ignore_index=-100,
-                                   reduction="sum").item()
-            agree += ((s.argmax(-1) == t.argmax(-1)) & mask).sum().item()
-            kl += logit_distillation_loss(s, t, mask=mask).item() * n
-            count += n
+            st = _token_stats(ev, student, b, teacher=ev.teacher)
+            nll += float(st.student_nll.sum())
+            agree += float(st.agree.sum())
+            kl += float(st.kl.sum())
+            count += st.count
         count = max(count, 1)
         return {"perplexity": math.exp(min(nll / count, 50.0)), "top1_agreement": agree / count,
                 "kl_to_teacher": kl / count}
 
     @staticmethod
     def _perplexity(ev: Any, model: Any, batches: list) -> float:
-        import torch.nn.functional as F
-
         nll, count = 0.0, 0
         for b in batches:
-            b = {k: t.to(ev.device) for k, t in b.items()}
-            with ev.autocast():
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            lab = b["labels"][:, 1:]
-            nll += F.cross_entropy(logits[:, :-1].float().flatten(0, 1), lab.flatten(),
-                                   ignore_index=-100, reduction="sum").item()
-            count += int((lab != -100).sum())
+            st = _token_stats(ev, model, b)
+            nll += float(st.student_nll.sum())
+            count += st.count
         return math.exp(min(nll / max(count, 1), 50.0))
 
-    def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
-        return predictor.generate(text, gen)
+
+class _Stats:
+    def __init__(self, stats: Any, count: int):
+        self.student_nll, self.agree, self.kl, self.count = (
+            stats.student_nll, stats.agree, stats.kl, count)
+
+
+def _token_stats(ev: Any, model: Any, batch: dict, teacher: Any = None) -> _Stats:
+    """Per-position NLL (and agreement and KL with the teacher) at the kept next-token
+    positions, chunk by chunk over the head: a batch's full-vocabulary logits never exist
+    when the heads are plain linear maps (else the logits of this batch are made once)."""
+    import torch
+
+    from kdstudio.core.chunked import chunked_token_logprobs
+    from kdstudio.core.tasks.base import plain_head
+
+    b = {k: t.to(ev.device) for k, t in batch.items()}
+    inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+    keep = b["labels"][:, 1:] != -100
+    labels = b["labels"][:, 1:][keep]
+    v = ev.vocab_size or None
+
+    models = [model] + ([teacher] if teacher is not None else [])
+    if all(plain_head(m) is not None for m in models):
+        rows = []
+        for m in models:
+            with ev.autocast():
+                h = m.base_model(**inputs).last_hidden_state[:, :-1][keep]
+            head = m.get_output_embeddings()
+            rows.append((h, head.weight, head.bias))
+        kw: dict[str, Any] = {}
+        if teacher is not None:
+            kw = dict(teacher_hidden=rows[1][0], teacher_weight=rows[1][1],
+                      teacher_bias=rows[1][2])
+        stats = chunked_token_logprobs(rows[0][0], rows[0][1], labels, student_bias=rows[0][2],
+                                       vocab_size=v, **kw)
+        return _Stats(stats, int(keep.sum()))
+    # A head that is more than a linear map: this batch's logits, once.
+    import torch.nn.functional as F
+
+    with ev.autocast():
+        logits = [m(**inputs).logits[:, :-1, :v][keep].float() for m in models]
+    s_nll = F.cross_entropy(logits[0], labels, reduction="none")
+    agree = kl = None
+    if teacher is not None:
+        agree = logits[0].argmax(-1) == logits[1].argmax(-1)
+        logp_s, logp_t = F.log_softmax(logits[0], -1), F.log_softmax(logits[1], -1)
+        kl = torch.where(logp_t.exp() > 0, logp_t.exp() * (logp_t - logp_s), 0.0).sum(-1)
+    return _Stats(type("S", (), {"student_nll": s_nll, "agree": agree, "kl": kl})(),
+                  int(keep.sum()))

@@ -31,7 +31,8 @@ class Classification(Task):
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False) -> dict[str, Any]:
+    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+                         head_only: bool = False) -> dict[str, Any]:
         from kdstudio.core.tasks.base import logits_features
 
         return logits_features(model, inputs, hidden)

@@ -31,7 +31,8 @@ class Embedding(Task):
     method_defaults = {"logit_weight": 0.0, "embedding_weight": 1.0}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False) -> dict[str, Any]:
+    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+                         head_only: bool = False) -> dict[str, Any]:
         from kdstudio.core.losses import mean_pool
 
         out = model(**{k: v for k, v in inputs.items() if k != "labels"},

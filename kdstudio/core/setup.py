@@ -1,0 +1,219 @@
+"""Setting a run up: data, teacher (prepared if its task needs it), student, the objective,
+batches, optimizer, evaluator; everything built before the first step, in one function.
+
+The order of the random draws here (seeding, derived-student initialisation) is part of what
+makes a seeded run repeatable: keep it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kdstudio.core.compare import PinnedInputs
+from kdstudio.core.config import RunConfig
+from kdstudio.core.data import BatchOrder, load_text_data
+from kdstudio.core.device import teacher_dtype
+from kdstudio.core.distiller import Distiller
+from kdstudio.core.errors import StoppedError
+from kdstudio.core.evaluation import EvalSet, Evaluator
+from kdstudio.core.events import EventSink, Log, Progress, Stage
+from kdstudio.core.lm import (
+    GENERATIONS_FILE,
+    generate_continuations,
+    load_generations,
+    prompts_from_texts,
+)
+from kdstudio.core.loop import Optimizer, run_optimizer
+from kdstudio.core.models import (
+    check_compatibility,
+    derive_student,
+    load_model,
+    require_compatible,
+    resolve_model_source,
+)
+from kdstudio.core.runs import Run
+from kdstudio.core.tasks import Task, get_task
+
+
+@dataclass
+class RunContext:
+    """Where and how a run computes, and how it reports: what every stage needs."""
+
+    device: torch.device
+    precision: str
+    autocast: Any
+    emit: EventSink
+    stop: Any
+
+
+@dataclass
+class Setup:
+    """Everything built before the first step: data, models, objective, batches, optimizer."""
+
+    task: Task
+    data: Any
+    teacher: Any            # LoadedModel (model, tokenizer, source)
+    tmodel: torch.nn.Module
+    student: torch.nn.Module
+    student_tok: Any
+    student_desc: str
+    kept: list[int] | None
+    same_tok: bool
+    distiller: Distiller
+    batch_args: dict
+    n_train: int
+    make_batch: Any
+    order: BatchOrder
+    total_steps: int
+    opt: Optimizer
+    evaluator: Evaluator
+    headline: str
+    pinned: PinnedInputs
+    generations: tuple[list[str], list[str]] | None
+    initial_state: dict | None
+
+
+def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
+    """Load data and models, check they fit, build the objective, batches and optimizer.
+
+    The order of the random draws here (seeding, derived-student initialisation) is part of
+    what makes a seeded run repeatable: keep it.
+    """
+    tc, task, emit, stop, device = cfg.training, get_task(cfg.task), ctx.emit, ctx.stop, ctx.device
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+
+    emit(Stage("load data", cfg.data.dataset))
+    data = load_text_data(cfg.data, task, seed=tc.seed)
+    emit(Log(f"Data: {len(data.train_texts)} training and {len(data.eval_texts)} evaluation rows "
+             f"from '{data.source}' (text column '{data.text_column}'"
+             + (f", label column '{data.label_column}' with {len(data.label_names)} classes)" if data.label_names else ")")))
+    check_stop(stop)
+
+    emit(Stage("load teacher", cfg.teacher.name))
+    t_source = resolve_model_source(cfg.teacher.name, revision=cfg.teacher.revision, on_event=emit,
+                                    stop=stop, role="teacher")
+    teacher = load_model(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
+                         label_names=data.label_names, role="teacher")
+    if cfg.teacher.trust_remote_code:
+        emit(Log("teacher.trust_remote_code is on: the teacher's own Python code runs.", "warning"))
+    teacher = task.prepare_teacher(cfg, teacher, data, ctx)
+    check_stop(stop)
+
+    emit(Stage("load student", cfg.student.name or f"derived from the teacher ({cfg.student.layers:g} layers)"))
+    kept: list[int] | None = None
+    if cfg.student.name:
+        s_source = resolve_model_source(cfg.student.name, revision=cfg.student.revision,
+                                        on_event=emit, stop=stop, role="student")
+        loaded = load_model(s_source, task, trust_remote_code=cfg.student.trust_remote_code,
+                            label_names=data.label_names, role="student")
+        student, student_tok = loaded.model.float(), loaded.tokenizer
+        student_desc = cfg.student.name
+    else:
+        derived = derive_student(teacher.model, layers=cfg.student.layers,
+                                 layer_indices=cfg.student.layer_indices,
+                                 hidden=cfg.student.hidden_size, seed=tc.seed)
+        for note in derived.notes:
+            emit(Log(note, "warning" if derived.fresh_init else "info"))
+        student, student_tok, kept = derived.model, teacher.tokenizer, derived.kept_layers
+        student_desc = f"{len(kept)}-layer student derived from {cfg.teacher.name}"
+    tmodel = teacher.model.to(device=device, dtype=teacher_dtype(cfg.teacher.dtype, device, ctx.precision))
+    tmodel.eval()
+    tmodel.requires_grad_(False)
+    student.to(device)
+    student.train()
+
+    comp = check_compatibility(task, cfg.method, tmodel, student, teacher.tokenizer, student_tok)
+    require_compatible(comp)
+    for note in comp.notes:
+        emit(Log(note))
+    same_tok = comp.same_vocab
+    if same_tok:
+        student_tok = teacher.tokenizer
+    distiller = Distiller(task, cfg.method, tmodel, student, kept_layers=kept,
+                          vocab_size=comp.vocab_size, chunk=tc.logit_chunk).to(device)
+    if tc.gradient_checkpointing:
+        if not getattr(student, "supports_gradient_checkpointing", False):
+            emit(Log(f"training.gradient_checkpointing is on, but {type(student).__name__} "
+                     "does not support it; the student keeps its activations.", "warning"))
+        else:
+            student.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+            emit(Log("Gradient checkpointing: the student's activations are recomputed in the "
+                     "backward pass (less memory, about a third more compute)."))
+    # The plain-training baseline starts from the very weights the distilled student starts from.
+    initial_state = ({k: v.detach().clone() for k, v in student.state_dict().items()}
+                     if cfg.evaluation.baseline else None)
+
+    dc, m = cfg.data, cfg.method
+    batch_args = dict(student_tok=student_tok, teacher_tok=teacher.tokenizer, same_tok=same_tok,
+                      max_length=dc.max_length, pack=dc.pack, device=device)
+    generations: tuple[list[str], list[str]] | None = None
+    if task.generative and m.sequence_level:
+        generations = _teacher_continuations(cfg, tmodel, teacher.tokenizer, data.train_texts,
+                                             device, ctx.autocast, emit, stop, run)
+        prompts, continuations = generations
+        texts = [p + c for p, c in zip(prompts, continuations)]
+        emit(Stage("tokenize", f"{len(texts)} texts written by the teacher"))
+        n_train, make_batch = task.batch_maker(texts, None, prompt_chars=[len(p) for p in prompts],
+                                               source="the teacher's continuations", **batch_args)
+    else:
+        emit(Stage("tokenize", f"{len(data.train_texts)} texts"))
+        n_train, make_batch = task.batch_maker(data.train_texts, data.train_labels,
+                                               source=f"'{data.source}'", **batch_args)
+
+    bs = min(tc.batch_size, n_train)
+    order = BatchOrder(n_train, bs, tc.seed)
+    if tc.max_steps:
+        total_steps = tc.max_steps
+    else:
+        total_steps = max(1, math.ceil(tc.epochs * order.per_epoch / tc.grad_accum_steps))
+    optimizer, scheduler, scaler = run_optimizer(distiller, tc, total_steps, device, ctx.precision)
+    opt = Optimizer(optimizer, scheduler, scaler, tc.max_grad_norm, ctx.autocast)
+
+    evaluator = Evaluator(task, EvalSet(task, data.eval_texts, data.eval_labels,
+                                        max_samples=cfg.evaluation.max_samples,
+                                        max_length=dc.max_length, pack=dc.pack,
+                                        batch_size=cfg.evaluation.batch_size),
+                          tmodel, teacher.tokenizer, student_tok, device, ctx.autocast,
+                          comp.vocab_size, project=distiller.project_embedding)
+    headline, _ = task.headline(data.eval_labels is not None)
+    pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
+    return Setup(task, data, teacher, tmodel, student, student_tok, student_desc, kept, same_tok,
+                 distiller, batch_args, n_train, make_batch, order, total_steps, opt, evaluator,
+                 headline, pinned, generations, initial_state)
+
+
+def _teacher_continuations(cfg: RunConfig, teacher: Any, tok: Any, train_texts: list[str],
+                           device: torch.device, autocast: Any, emit: EventSink, stop: Any,
+                           run: Run | None) -> tuple[list[str], list[str]]:
+    """Sequence-level distillation's data: the teacher continues the start of each text.
+    Written once per run (and reused on resume, or from generation.reuse)."""
+    g = cfg.generation
+    if run is not None and (run.path / GENERATIONS_FILE).exists():
+        prompts, conts = load_generations(run.path)
+        emit(Log(f"Reusing the {len(prompts)} teacher continuations saved with this run."))
+        return prompts, conts
+    if g.reuse:
+        prompts, conts = load_generations(g.reuse)
+        emit(Log(f"Training on {len(prompts)} teacher continuations from '{g.reuse}'."))
+        return prompts, conts
+    texts = train_texts[:g.max_prompts] if g.max_prompts else train_texts
+    prompts = prompts_from_texts(tok, texts, g.prompt_tokens)
+    emit(Stage("generate", f"the teacher continues {len(prompts)} prompts"))
+    conts = generate_continuations(
+        teacher, tok, prompts, g, device, seed=cfg.training.seed, autocast=autocast, stop=stop,
+        on_progress=lambda done, total: emit(Progress("generate", done, total, "texts")))
+    emit(Log(f"The teacher wrote {len(conts)} continuations, for example: "
+             f"\"{prompts[0]}[{conts[0].strip()[:80]}]\""))
+    return prompts, conts
+
+
+def check_stop(stop: Any) -> None:
+    if stop.is_set():
+        raise StoppedError("Stopped before training began.")
