@@ -24,7 +24,7 @@ def _estimate(cfg, device="cpu", available=1e6):
 
 
 def test_parts_on_hand_numbers():
-    e = _estimate(_cfg())
+    e = _estimate(_cfg(logit_chunk=-1))  # full logits at once
     # CPU: fp32 teacher (4 bytes a parameter), AdamW student (16 bytes), 600 MB for the process.
     assert e.parts["teacher weights"] == pytest.approx(100e6 * 4 / MB)          # 381.5 MB
     assert e.parts["student training state"] == pytest.approx(50e6 * 16 / MB)   # 762.9 MB
@@ -62,7 +62,7 @@ def test_too_big_suggests_a_smaller_batch_with_more_accumulation():
 
 
 def test_half_precision_teacher_is_suggested_when_that_alone_fits():
-    cfg = _cfg()
+    cfg = _cfg(logit_chunk=512)  # a fixed chunk: an automatic one shrinks with free memory
     cfg.teacher.dtype = "float32"
     full = _estimate(cfg, device="cuda").needed_mb
     cfg.teacher.dtype = "bfloat16"
@@ -112,7 +112,20 @@ def test_estimate_for_a_tiny_config(tiny):
     cfg = tiny_config("causal-lm", tiny["gpt2"])
     e = est.estimate_for_config(cfg, available_mb=10_000)
     assert e.fits is True and 600 < e.needed_mb < 2000  # mostly the process itself
-    assert e.parts["teacher weights"] < 1 and "logits" in e.parts
+    assert e.parts["teacher weights"] < 1 and "logits (chunked)" in e.parts
+
+
+def test_chunked_logits_and_checkpointing_on_hand_numbers():
+    big = _cfg(batch=8, length=2048, logit_chunk=-1)
+    chunked = _cfg(batch=8, length=2048, logit_chunk=256)
+    full, part = _estimate(big), _estimate(chunked)
+    # Full: 8 x 2048 tokens x 32000 x 4 bytes x 5 copies; chunked: 256 rows x 32000 x 4 x 6
+    # plus the head's gradient (32000 x 768 fp32).
+    assert full.parts["logits"] == pytest.approx(8 * 2048 * 32000 * 20 / MB)   # 10,000 MB
+    assert part.parts["logits (chunked)"] == pytest.approx((256 * 32000 * 24 + 32000 * 768 * 4) / MB)
+    assert full.needed_mb - part.needed_mb > 9000  # ~1.1 x the 9.7 GB of logits saved
+    ckpt = _estimate(_cfg(batch=8, length=2048, logit_chunk=256, gradient_checkpointing=True))
+    assert ckpt.parts["student activations"] < part.parts["student activations"] / 2
 
 
 @pytest.mark.slow

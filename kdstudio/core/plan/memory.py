@@ -118,7 +118,7 @@ def _student_layers(config: Any, num_layers: int, teacher_params: int, student_p
 
 
 def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, layers: int,
-           device: str, vocab: int, batch: int, max_length: int, teacher_bytes: int) -> dict[str, float]:
+           device: str, vocab: int, batch: int, max_length: int, teacher_bytes: int, free_mb: float | None = None) -> dict[str, float]:
     gpu = is_gpu(device)
     precision = config.training.precision
     act_bytes = 2 if precision in ("bf16", "fp16") or (precision == "auto" and gpu) else 4
@@ -131,9 +131,13 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
         "teacher weights": teacher_params * teacher_bytes / MB,
         "student training state": student_params * TRAIN_BYTES_PER_PARAM / MB,
         # Kept for backward: per layer the activations and the attention scores (+ mask).
+        # With gradient checkpointing only each layer's input is kept, and one layer's
+        # working set is rebuilt at a time in the backward pass.
         "student activations": (tokens * s_hidden * ACTIVATIONS_PER_LAYER * act_bytes
                                 + batch * max(1, s_hidden // 64) * max_length ** 2 * (2 * act_bytes + 1)
-                                ) * s_layers / MB,
+                                ) * (1 if config.training.gradient_checkpointing else s_layers) / MB
+                               + (tokens * s_hidden * act_bytes * s_layers / MB
+                                  if config.training.gradient_checkpointing else 0),
         # The teacher runs without gradients: only one layer's working set at a time,
         # plus every hidden state when intermediate layers are distilled.
         "teacher activations": (tokens * hidden * 8 * teacher_bytes
@@ -142,9 +146,26 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                    if config.method.hidden_weight > 0 else 0)) / MB,
     }
     if get_task(config.task).generative and vocab:
-        # A row over the vocabulary at every token: teacher and student logits, both
-        # softmaxes and the logits' gradient, in fp32.
-        parts["logits"] = tokens * vocab * 4 * 5 / MB
+        # A row over the vocabulary per position: teacher and student logits, both softmaxes
+        # and the logits' gradient, in fp32; for every token of the batch at once, or, chunked
+        # (training.logit_chunk), for one chunk at a time plus the head's gradient.
+        chunk = config.training.logit_chunk
+        if chunk < 0:
+            parts["logits"] = tokens * vocab * 4 * 5 / MB
+        else:
+            rows = min(tokens, chunk or _auto_chunk(vocab, free_mb))
+            parts["logits (chunked)"] = (rows * vocab * 4 * 6 + vocab * s_hidden * 4) / MB
+    return parts
+
+
+def _auto_chunk(vocab: int, free_mb: float | None) -> int:
+    """The chunk training.logit_chunk = 0 would pick with this much free memory
+    (chunked.auto_chunk_size; this machine's RAM when unknown)."""
+    from kdstudio.core.chunked import auto_chunk_size
+
+    if free_mb is None:
+        return auto_chunk_size(vocab, device="cpu")
+    return auto_chunk_size(vocab, free_bytes=int(free_mb * MB))
     return parts
 
 
@@ -174,7 +195,7 @@ def estimate_memory(config: Any, teacher_params: int, student_params: int, hidde
 
     def needed(batch: int, max_length: int, teacher_bytes: int) -> tuple[float, dict[str, float]]:
         parts = _parts(config, teacher_params, student_params, hidden_size, num_layers, device,
-                       vocab_size, batch, max_length, teacher_bytes)
+                       vocab_size, batch, max_length, teacher_bytes, free_mb=available_mb)
         return sum(parts.values()) * SAFETY, parts
 
     total, parts = needed(tc.batch_size, dc.max_length, t_bytes)
