@@ -77,7 +77,7 @@ class Distiller(nn.Module):
         s_feats = self.task.forward_features(self.student, batch.student, hidden=want_hidden,
                                              head_only=chunked)
         x = TermInputs(batch, s_feats, t_feats, self.method, self, self.vocab_size)
-        if s_feats.get("logits") is None:  # the student's head runs chunk by chunk
+        if "last_hidden" in s_feats:  # the student's head runs chunk by chunk
             total, head_values = head_terms_loss(x, head_terms, self.chunk)
             parts = {t.name: t.compute(x) for t in terms if not t.head}
             total = total + sum(t.weight(self.method) * parts[t.name] for t in terms if not t.head)
