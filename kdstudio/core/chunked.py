@@ -237,8 +237,10 @@ class _ChunkedHead(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total, _grad_sums):
+        def scale(g):
+            return None if g is None else g * grad_total.to(g.dtype)
+
         gh, gw, gb = ctx.saved_tensors
-        scale = lambda g: None if g is None else g * grad_total.to(g.dtype)  # noqa: E731
         return scale(gh), scale(gw), scale(gb), None, None, None, None
 
 
@@ -256,7 +258,7 @@ def chunked_head_loss(
     chunk_loss: ChunkLossFn,
     *,
     weights: Mapping[str, float],
-    normalizer: float | int | torch.Tensor | Mapping[str, float | int | torch.Tensor],
+    normalizer: float | torch.Tensor | Mapping[str, float | torch.Tensor],
     chunk_size: int | None = None,
 ) -> ChunkedLoss:
     """Weighted sum of loss terms on logits = hidden @ weight.T + bias, one chunk at a time.
@@ -457,5 +459,6 @@ def chunked_token_logprobs(
         # 0 * log 0 is 0: a teacher with -inf logits must not give NaN.
         kl.append(torch.where(p_t > 0, p_t * (logp_t - logp_s), 0.0).sum(-1))
         del s, t, logp_s, logp_t, p_t  # before the next chunk's are made
-    cat = lambda xs: torch.cat(xs) if has_t else None  # noqa: E731
-    return TokenStats(torch.cat(s_nll), cat(t_nll), cat(agree), cat(kl))
+    if not has_t:
+        return TokenStats(torch.cat(s_nll), None, None, None)
+    return TokenStats(torch.cat(s_nll), torch.cat(t_nll), torch.cat(agree), torch.cat(kl))
