@@ -1,8 +1,9 @@
-"""The command line: `kdstudio demo`, `run`, `resume`, `runs`, `show`, `config`, `preview`.
+"""The command line: `kdstudio demo`, `run`, `resume`, `runs`, `show`, `config`, `preview`
+(and `sweep`, `export` from their own modules).
 
 The engine reports through events; kdstudio.cli.progress turns them into a progress bar, and
 this module prints the tables. Heavy imports (torch, transformers) happen inside the
-commands, so `--help` is instant. Imports go one way: commands -> sweep -> progress.
+commands, so `--help` is instant. Imports go one way: commands -> sweep, export -> progress.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kdstudio.cli.sweep import add_sweep_parser  # light: argparse only
 
     add_sweep_parser(sub)
+    from kdstudio.cli.export import add_export_parser  # light: argparse only
+
+    add_export_parser(sub)
     return p
 
 
@@ -254,8 +258,15 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     return run_sweep_command(args, console)
 
 
+def cmd_export(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.cli.export import cmd_export as run_export_command
+
+    return run_export_command(args, console)
+
+
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs,
-            "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep}
+            "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep,
+            "export": cmd_export}
 
 
 # -- reports -------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ class SweepError(KDStudioError):
     title = "Sweep problem"
 
 
+class ExportError(KDStudioError):
+    """A student cannot be exported as asked (format, quantization, a missing package, the
+    exporter itself)."""
+
+    title = "Export failed"
+
+
 class StoppedError(KDStudioError):
     """Raised inside long preparation stages when the user asked to stop."""
 

@@ -3,6 +3,7 @@
 import copy
 import json
 import shutil
+import sys
 import threading
 
 import pytest
@@ -14,6 +15,8 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QMessageBox,
+    QPushButton,
+    QRadioButton,
     QTableView,
     QTableWidget,
 )
@@ -88,6 +91,16 @@ def select(qtbot, page, *results):
     with qtbot.waitSignal(page.details_shown, timeout=WAIT):
         page.select_paths(paths)
     assert page.selected_paths() and set(page.selected_paths()) == set(paths)
+
+
+def choose_export(qtbot, page, key):
+    """Answer the export dialog the way a user does: pick a kind, press Export."""
+    qtbot.waitUntil(lambda: page.export_dialog is not None and page.export_dialog.isVisible(),
+                    timeout=WAIT)
+    dialog = page.export_dialog
+    dialog.findChild(QRadioButton, f"exportChoice_{key}").click()
+    dialog.findChild(QPushButton, "exportStartButton").click()
+    assert not dialog.isVisible()
 
 
 def click_header(qtbot, page, key):
@@ -244,6 +257,7 @@ def test_export_copies_a_loadable_student(qtbot, ctx, two_runs, tmp_path, monkey
     select(qtbot, page, a)
     with qtbot.waitSignal(page.export_done, timeout=WAIT):
         page.findChild(QAbstractButton, "exportButton").click()
+        choose_export(qtbot, page, "pytorch")
     assert (dest / "config.json").is_file() and (dest / "model.safetensors").is_file()
     from transformers import AutoModelForCausalLM
 
@@ -272,13 +286,78 @@ def test_export_asks_before_writing_into_a_non_empty_folder(qtbot, ctx, two_runs
     select(qtbot, page, a)
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
     page.act_export.trigger()
+    choose_export(qtbot, page, "pytorch")
     assert asked and asked[0][0] == "The folder is not empty" and "config.json" in asked[0][1]
     ctx.jobs.wait(WAIT)
     assert (dest / "config.json").read_text() == "mine" and not (dest / "model.safetensors").exists()
     monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
     with qtbot.waitSignal(page.export_done, timeout=WAIT):
         page.act_export.trigger()
+        choose_export(qtbot, page, "pytorch")
     assert (dest / "model.safetensors").is_file() and (dest / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_onnx_int8_export_shows_its_figures_and_is_recorded(qtbot, ctx, tiny):
+    r = run_training(tiny_config("causal-lm", tiny["gpt2"], name="small", training={"max_steps": 1}))
+    page = open_page(qtbot, ctx)
+    select(qtbot, page, r)
+    stages = []
+
+    def stage_seen():  # the message names each stage as the engine reports it
+        stages.append(page.message.text())
+        return "quantize" in stages[-1] or not page.export_progress.isVisible()
+
+    with qtbot.waitSignal(page.export_done, timeout=4 * WAIT) as done:
+        page.findChild(QAbstractButton, "exportButton").click()
+        assert [b.text() for b in page.export_dialog.findChildren(QRadioButton)] == [
+            "PyTorch folder (as today)", "ONNX", "ONNX int8 (smallest)", "ONNX fp16",
+            "safetensors fp16"]
+        choose_export(qtbot, page, "onnx-int8")
+        assert not page.act_export.isEnabled() and page.export_progress.isVisible()
+        qtbot.waitUntil(stage_seen, timeout=4 * WAIT)
+    folder = r.run_dir / "exports" / "onnx-int8"
+    assert done.args == [str(folder)] and (folder / "model.onnx").is_file()
+    assert any("Exporting the student of 'small' as ONNX int8" in m for m in stages)
+    dialog = page.export_result_dialog
+    assert dialog is not None and dialog.isVisible()
+    labels = [dialog.figure(row, 0) for row in range(dialog.table.rowCount())]
+    assert labels[:4] == ["Size on disk", "Latency per sample (median)",
+                          "Perplexity (lower is better)", "Quality kept (of the student's)"]
+    assert labels[-1] == "Largest difference from PyTorch"
+    assert "MB (" in dialog.figure(0) and "% of the student)" in dialog.figure(0)
+    assert dialog.figure(1).endswith("as fast)") and dialog.figure(1, 2).endswith(" ms")
+    assert dialog.figure(3).endswith("%") and float(dialog.figure(len(labels) - 1)) >= 0
+    teacher = r.summary["teacher_metrics"]["perplexity"]
+    assert dialog.figure(2, 3) == f"{teacher:.2f}"  # the teacher's, from the run's summary
+    assert str(folder) in dialog.folder_label.text()
+    summary = json.loads((r.run_dir / "summary.json").read_text())
+    (entry,) = summary["exports"]
+    assert (entry["format"], entry["quantize"], entry["path"]) == ("onnx", "int8", "exports/onnx-int8")
+    assert f"{entry['size_ratio']:.1%} of the student" in dialog.figure(0)
+    assert "quality kept" in page.message.text() and str(folder) in page.message.text()
+    assert page.act_export.isEnabled() and not page.export_progress.isVisible()
+    page.grab().save(str(r.run_dir.parent / "runs-page-export.png"))
+    dialog.grab().save(str(r.run_dir.parent / "export-result.png"))
+
+
+@pytest.mark.slow
+def test_a_failed_export_shows_a_titled_dialog_and_the_page_goes_on(qtbot, ctx, two_runs, monkeypatch):
+    a, b = two_runs
+    page = open_page(qtbot, ctx)
+    select(qtbot, page, a)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    page.act_export.trigger()
+    choose_export(qtbot, page, "onnx")
+    qtbot.waitUntil(lambda: page.findChild(QMessageBox, "errorDialog") is not None, timeout=WAIT)
+    box = page.findChild(QMessageBox, "errorDialog")
+    assert box.windowTitle() == "Export failed"
+    assert "onnxruntime" in box.text() and "The run itself is unchanged." in box.text()
+    box.close()
+    assert page.act_export.isEnabled() and not page.export_progress.isVisible()
+    assert not (a.run_dir / "exports").exists()
+    select(qtbot, page, b)  # the page goes on
+    assert page.selected_paths() == [str(b.run_dir)]
 
 
 @pytest.mark.slow

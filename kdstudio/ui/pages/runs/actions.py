@@ -1,5 +1,6 @@
 """What the Runs page does with the selected runs: open, overlay, compare, clone, resume,
-export, open the folder, delete. Slow file work runs in ctx.jobs."""
+export (a PyTorch folder, ONNX or safetensors), open the folder, delete. Slow work runs in
+ctx.jobs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from kdstudio.ui.pages.runs.dialogs import (
     load_diff,
     load_overlay,
 )
+from kdstudio.ui.pages.runs.export import (
+    ExportChoice,
+    ExportChoiceDialog,
+    ExportResultDialog,
+    convert_student,
+    summary_sentence,
+)
 from kdstudio.ui.pages.runs.ops import (
     copy_student,
     delete_runs,
@@ -26,11 +34,16 @@ from kdstudio.ui.pages.runs.ops import (
 
 
 class RunActionsMixin:
-    """The RunsPage's action handlers; expects ctx, message, selected_rows(), _is_active(),
-    refresh() and the export_done / runs_deleted signals on the page."""
+    """The RunsPage's action handlers; expects ctx, message, export_progress, selected_rows(),
+    _is_active(), _update_actions(), refresh() and the export_done / runs_deleted signals on
+    the page."""
 
     overlay_dialog: OverlayDialog | None = None
     diff_dialog: ConfigDiffDialog | None = None
+    export_dialog: ExportChoiceDialog | None = None
+    export_result_dialog: ExportResultDialog | None = None
+    _exporting: Path | None = None  # the run whose student is being exported
+    _export_intro = ""
 
     def open_selected(self) -> None:
         row = self._one()
@@ -102,12 +115,25 @@ class RunActionsMixin:
 
     def export_selected(self) -> None:
         row = self._one()
-        if row is None:
+        if row is None or self._exporting is not None:
             return
         if not row.has_student:
             show_error(self, "No student to export", f"The run '{row.name}' has no saved student model; "
                        "it ended before the student was written.")
             return
+        if self.export_dialog is not None:
+            self.export_dialog.close()
+        dialog = self.export_dialog = ExportChoiceDialog(row.name, self)
+        dialog.accepted.connect(lambda: self._export_chosen(row, dialog.choice()))
+        dialog.open()
+
+    def _export_chosen(self, row: Any, choice: ExportChoice) -> None:
+        if choice.format is None:
+            self._copy_student(row)
+        else:
+            self._convert_student(row, choice)
+
+    def _copy_student(self, row: Any) -> None:
         start = self.ctx.settings["last_folder"] or str(Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Export the student to a folder", start)
         if not folder:
@@ -143,6 +169,54 @@ class RunActionsMixin:
         show_error(self, "Could not export the student",
                    f"Copying the student to '{dest}' failed: {exc}. The run itself is unchanged.")
 
+    # -- ONNX and safetensors: the engine's export, checked against the student -----------------
+    def _convert_student(self, row: Any, choice: ExportChoice) -> None:
+        self._exporting = row.path
+        self._update_actions()
+        self._export_intro = f"Exporting the student of '{row.name}' as {choice.label}"
+        self.message.setText(self._export_intro + "...")
+        self.export_progress.setRange(0, 0)  # busy until the eval rows are counted
+        self.export_progress.show()
+        self.ctx.jobs.submit(lambda report, _cancel: convert_student(row.path, choice, report),
+                             lambda done: self._converted(row, choice, done), self._convert_failed,
+                             on_progress=self._export_event)
+
+    def _export_event(self, event: Any) -> None:
+        from kdstudio.core.events import Progress, Stage
+
+        if isinstance(event, Stage):
+            self.message.setText(f"{self._export_intro}: {event.name}...")
+            self.export_progress.setRange(0, 0)
+        elif isinstance(event, Progress) and event.total:
+            self.export_progress.setRange(0, int(event.total))
+            self.export_progress.setValue(int(event.current))
+
+    def _export_over(self) -> None:
+        self._exporting = None
+        self.export_progress.hide()
+        self._update_actions()
+
+    def _converted(self, row: Any, choice: ExportChoice, done: tuple[Any, list, dict]) -> None:
+        result, rows, _summary = done
+        self._export_over()
+        self.message.setText(summary_sentence(row.name, choice, result))
+        if self.export_result_dialog is not None:
+            self.export_result_dialog.close()
+        self.export_result_dialog = ExportResultDialog(row.name, result, rows, self)
+        self.export_result_dialog.show()
+        self.export_done.emit(str(result.path))
+
+    def _convert_failed(self, exc: BaseException) -> None:
+        from kdstudio.core.errors import KDStudioError
+
+        self._export_over()
+        self.message.setText("")
+        if isinstance(exc, KDStudioError):
+            show_error(self, exc.title, f"{exc} The run itself is unchanged.")
+        else:
+            show_error(self, "Export failed", "The export stopped with an error KD Studio did not "
+                       f"expect: {type(exc).__name__}: {exc}. The run itself is unchanged.")
+
     def open_folder_selected(self) -> None:
         row = self._one()
         if row is not None and not QDesktopServices.openUrl(QUrl.fromLocalFile(str(row.path))):
@@ -152,6 +226,12 @@ class RunActionsMixin:
     def delete_selected(self) -> None:
         rows = self.selected_rows()
         if not rows:
+            return
+        exporting = [r for r in rows if same_path(r.path, self._exporting or "")]
+        if exporting:
+            show_error(self, "Cannot delete a run being exported",
+                       f"The student of '{exporting[0].name}' is being exported right now. Delete the "
+                       "run when the export has finished.")
             return
         active = [r for r in rows if self._is_active(r)]
         if active:

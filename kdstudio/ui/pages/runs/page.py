@@ -1,6 +1,6 @@
 """The Runs page: every past run in a sortable table, its figures and curves, and what to do with it.
 
-Reading the run store, loading curves, copying a student and deleting a run all happen in
+Reading the run store, loading curves, exporting a student and deleting a run all happen in
 background jobs (ctx.jobs); the table refreshes when a run starts or ends.
 """
 
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMenu,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -42,6 +43,8 @@ from kdstudio.ui.pages.runs.model import (
 )
 from kdstudio.ui.pages.runs.ops import same_path
 
+EXPORT_TIP = ("Export the trained student: a PyTorch folder, ONNX (full precision, int8 or fp16) or "
+              "safetensors fp16, checked against the original.")
 EMPTY_TEXT = ("<p style='font-size: 13pt;'><b>No runs yet</b></p>"
               "<p>Every distillation you run is kept here, with its figures, curves and student model.</p>"
               "<p>To make a first run, choose a teacher and a student on the <b>Models</b> page and press "
@@ -56,7 +59,7 @@ class RunsPage(RunActionsMixin, QWidget):
 
     rows_loaded = Signal()           # the table was filled from the run store
     details_shown = Signal(str)      # the detail panel shows this run folder
-    export_done = Signal(str)        # a student was copied to this folder
+    export_done = Signal(str)        # a student was copied or exported to this folder
     runs_deleted = Signal(list)      # these run folders were deleted
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
@@ -102,8 +105,7 @@ class RunsPage(RunActionsMixin, QWidget):
                            "(opens the Models page).", self.clone_selected)
         self.act_resume = a("resume", "Resume", "Continue a stopped or interrupted run from its last "
                             "checkpoint.", self.resume_selected)
-        self.act_export = a("export", "Export student...", "Copy the trained student model to a folder "
-                            "of your choice (loadable with transformers).", self.export_selected)
+        self.act_export = a("export", "Export student...", EXPORT_TIP, self.export_selected)
         self.act_folder = a("folder", "Open folder", "Show the run's folder in your file manager.",
                             self.open_folder_selected)
         self.act_delete = a("delete", "Delete...", "Delete the selected runs and everything in their "
@@ -217,6 +219,15 @@ class RunsPage(RunActionsMixin, QWidget):
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message.setStyleSheet("color: #444444;")
+        self.export_progress = QProgressBar()
+        self.export_progress.setObjectName("exportProgress")
+        self.export_progress.setAccessibleName("Export progress")
+        self.export_progress.setFixedWidth(220)
+        self.export_progress.setTextVisible(False)
+        self.export_progress.hide()
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.message, 1)
+        bottom.addWidget(self.export_progress, 0, Qt.AlignmentFlag.AlignVCenter)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(16, 12, 16, 10)
@@ -224,7 +235,7 @@ class RunsPage(RunActionsMixin, QWidget):
         lay.addLayout(top)
         lay.addWidget(self.action_bar)
         lay.addWidget(self.body, 1)
-        lay.addWidget(self.message)
+        lay.addLayout(bottom)
         self._update_actions()
 
     # -- reading the store ---------------------------------------------------------------------
@@ -302,7 +313,8 @@ class RunsPage(RunActionsMixin, QWidget):
         self.act_diff.setEnabled(len(rows) == 2)
         self.act_clone.setEnabled(one is not None)
         self.act_resume.setEnabled(one is not None and one.resumable and not busy)
-        self.act_export.setEnabled(one is not None and one.has_student and not self._is_active(one))
+        self.act_export.setEnabled(one is not None and one.has_student and not self._is_active(one)
+                                   and self._exporting is None)
         self.act_folder.setEnabled(one is not None)
         self.act_delete.setEnabled(bool(rows) and not any(self._is_active(r) for r in rows))
         # Say why an action is off when the reason is not obvious from the selection.
@@ -312,9 +324,11 @@ class RunsPage(RunActionsMixin, QWidget):
         elif one is not None and one.resumable and busy:
             resume_tip = "Another run is in progress; resume this one when it ends."
         self.act_resume.setToolTip(resume_tip)
-        export_tip = "Copy the trained student model to a folder of your choice (loadable with transformers)."
+        export_tip = EXPORT_TIP
         if one is not None and not one.has_student:
             export_tip = "This run has no saved student model."
+        elif self._exporting is not None:
+            export_tip = "A student is being exported; export the next when it has finished."
         self.act_export.setToolTip(export_tip)
 
     def _on_selection(self, reload: bool = False) -> None:

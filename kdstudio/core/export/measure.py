@@ -1,0 +1,133 @@
+"""Checking an export against the PyTorch student: the largest difference of the outputs,
+the run's quality figure for both, the latency per sample of both, and sizes on disk."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdstudio.core.events import EventSink, Progress
+from kdstudio.core.export.graph import Graph, Runner, runner
+from kdstudio.core.runs import Run
+
+CHECK_STAGE = "check against the PyTorch student"
+
+
+@dataclass
+class Check:
+    max_abs_diff: float
+    metric: str
+    value: float          # the export's
+    student_value: float  # the PyTorch student's, on the same rows
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def compare(task: Any, batches: list[dict[str, torch.Tensor]], reference: Runner,
+            candidate: Runner, labels: list[int] | None, vocab: int,
+            teacher_emb: torch.Tensor | None, on_event: EventSink) -> Check:
+    """Run both on every batch: the largest difference and the quality figure of each."""
+    max_diff, nll_r, nll_c, count = 0.0, 0.0, 0.0, 0
+    outs_r, outs_c = [], []
+    for i, b in enumerate(batches):
+        r, c = reference(b), candidate(b)
+        if task.generative:  # logits at every position: only real tokens count
+            keep = b["attention_mask"].bool()
+            max_diff = max(max_diff, (r - c).abs()[keep].max().item())
+            lab = b["labels"][:, 1:].flatten()
+            v = min(vocab, r.shape[-1])  # as the run does: the tokenizer's entries only
+            nll_r += F.cross_entropy(r[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
+                                     reduction="sum").item()
+            nll_c += F.cross_entropy(c[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
+                                     reduction="sum").item()
+            count += int((lab != -100).sum())
+        else:
+            max_diff = max(max_diff, (r - c).abs().max().item())
+            outs_r.append(r)
+            outs_c.append(c)
+        on_event(Progress(CHECK_STAGE, i + 1, len(batches), "batches"))
+    if task.generative:
+        def ppl(nll: float) -> float:
+            return math.exp(min(nll / max(count, 1), 50.0))
+
+        return Check(max_diff, "perplexity", ppl(nll_c), ppl(nll_r))
+    r, c = torch.cat(outs_r), torch.cat(outs_c)
+    if task.output == "logits":  # a classifier
+        gold = torch.tensor(labels)
+        extra = {"agreement_with_student": (r.argmax(-1) == c.argmax(-1)).float().mean().item()}
+        return Check(max_diff, "accuracy", (c.argmax(-1) == gold).float().mean().item(),
+                     (r.argmax(-1) == gold).float().mean().item(), extra)
+    extra = {"cosine_to_student": F.cosine_similarity(c, r, dim=-1).mean().item(),
+             "neighbour_agreement_with_student":
+                 (nearest(c) == nearest(r)).float().mean().item()}
+    if labels:
+        gold = torch.tensor(labels)
+        return Check(max_diff, "knn_accuracy", (gold[nearest(c)] == gold).float().mean().item(),
+                     (gold[nearest(r)] == gold).float().mean().item(), extra)
+    if teacher_emb is not None:
+        return Check(max_diff, "cosine_to_teacher",
+                     F.cosine_similarity(c, teacher_emb, dim=-1).mean().item(),
+                     F.cosine_similarity(r, teacher_emb, dim=-1).mean().item(), extra)
+    return Check(max_diff, "cosine_to_student", extra["cosine_to_student"], 1.0, extra)
+
+
+def nearest(emb: torch.Tensor) -> torch.Tensor:
+    """Each row's most cosine-similar other row (the run's nearest-neighbour figures)."""
+    e = F.normalize(emb.float(), dim=-1)
+    sim = e @ e.T
+    sim.fill_diagonal_(-float("inf"))
+    return sim.argmax(-1)
+
+
+def teacher_embeddings(run: Run, task: Any, eval_set: Any, student: nn.Module,
+                       notes: list[str]) -> torch.Tensor | None:
+    """Without labels the run's headline is cosine to the teacher: load it when it fits."""
+    from kdstudio.core.models import load_model
+
+    source = run.summary().get("teacher_source", "")
+    if not source or not (Path(source) / "config.json").exists():
+        notes.append("The teacher is not available here, so quality is the cosine to the "
+                     "PyTorch student's embeddings (cosine_to_student), not the run's "
+                     "cosine_to_teacher.")
+        return None
+    teacher = load_model(source, task, role="teacher")
+    if teacher.model.config.hidden_size != student.config.hidden_size:
+        notes.append("The teacher's embeddings are wider than the student's (the run compared "
+                     "them through a learned projection that is not saved), so quality is the "
+                     "cosine to the PyTorch student's embeddings (cosine_to_student).")
+        return None
+    run_teacher = runner(Graph(teacher.model.float().eval(), task, False))
+    return torch.cat([run_teacher(b) for b in eval_set.batches(teacher.tokenizer)])
+
+
+def latencies(models: list[Runner], sample: dict[str, torch.Tensor], repeats: int,
+              warmup: int = 3) -> list[float]:
+    """Median ms per forward pass on one sample; the models take turns so load hits them alike."""
+    times: list[list[float]] = [[] for _ in models]
+    for i in range(warmup + max(1, repeats)):
+        for k, m in enumerate(models):
+            t0 = time.perf_counter()
+            m(sample)
+            if i >= warmup:
+                times[k].append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def weights_bytes(folder: Path) -> int:
+    """A save_pretrained folder's weight files."""
+    files = list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))
+    return sum(f.stat().st_size for f in files)
+
+
+def model_bytes(folder: Path, fmt: str) -> int:
+    """An export's model file(s): the weights or the graph with its external data."""
+    if fmt == "safetensors":
+        return weights_bytes(folder)
+    return sum(p.stat().st_size for p in folder.glob("model.onnx*"))
