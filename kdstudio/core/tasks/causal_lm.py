@@ -119,6 +119,9 @@ class CausalLM(Task):
         return {"perplexity": math.exp(min(nll / count, 50.0)), "top1_agreement": agree / count,
                 "kl_to_teacher": kl / count}
 
+    def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
+        return predictor.generate(text, gen)
+
     @staticmethod
     def _perplexity(ev: Any, model: Any, batches: list) -> float:
         nll, count = 0.0, 0
