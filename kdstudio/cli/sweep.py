@@ -2,7 +2,8 @@
 
 It plans the queue (students x second axis), shows the number of runs and a time estimate,
 runs them one after another with the usual progress bar, then writes table.csv and
-chart.png into the sweep folder and prints the table and a one-sentence summary. Ctrl-C
+chart.png into the sweep folder and prints the table and a one-sentence summary. With
+--int8 each finished student is also exported as int8 ONNX and charted beside itself. Ctrl-C
 stops the current run with a checkpoint; `kdstudio sweep --resume ID` goes on from there.
 """
 
@@ -36,10 +37,16 @@ def add_sweep_parser(sub: Any) -> None:
                            "e.g. forward_kl,reverse_kl")
     sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a key of the base config, e.g. --set training.max_steps=200")
+    sw.add_argument("--int8", action="store_true",
+                    help="also export each student as int8 ONNX (smaller, usually a little less "
+                         "accurate) and chart the export beside it; with --resume, turns this on "
+                         "for an earlier sweep and exports its finished students")
     sw.add_argument("--resume", metavar="SWEEP", help="continue an unfinished sweep (its id or folder)")
     sw.add_argument("--list", action="store_true", help="list the sweeps and exit")
-    sw.add_argument("--axis", choices=("params", "latency", "size"), default="params",
-                    help="the chart's x axis: parameters (default), latency or size on disk")
+    sw.add_argument("--axis", choices=("params", "latency", "size"), default=None,
+                    help="the chart's x axis: parameters, latency or size on disk (default: "
+                         "parameters, or size on disk for a sweep with --int8, where an int8 "
+                         "export has its student's parameters but a quarter of its size)")
     sw.add_argument("--yes", "-y", action="store_true", help="start without asking")
 
 
@@ -86,7 +93,8 @@ def _plan(args: argparse.Namespace) -> Any:
     layers = None
     if any(s.derived for s in students):
         layers = teacher_shape_for(cfg).num_layers
-    return Sweep.new(cfg, students, axis, values, teacher_layers=layers)
+    return Sweep.new(cfg, students, axis, values, teacher_layers=layers,
+                     quantize_int8=args.int8)
 
 
 def _list(console: Any) -> int:
@@ -120,14 +128,22 @@ class SweepSink:
             if self.bar is not None:
                 self.bar(e)
             return
-        if e.status == "running":
+        if e.status in ("running", "exporting"):
             self.close()
-            extra = f" ({e.message})" if e.message else ""
-            self.console.rule(f"Run {e.index + 1} of {e.total}: {e.label}{extra}")
+            if e.status == "exporting":
+                self.console.print(f"[bold]{e.label}[/]: exporting as int8 ONNX")
+            else:
+                extra = f" ({e.message})" if e.message else ""
+                self.console.rule(f"Run {e.index + 1} of {e.total}: {e.label}{extra}")
             self.bar = ProgressSink(self.console).__enter__()
             return
         self.close()
-        if e.status == "failed":
+        if e.status == "exported":
+            self.console.print(f"[green]{e.label} exported as int8 ONNX.[/]")
+        elif e.status == "export failed":
+            self.console.print(f"[yellow]{e.message}[/] (the run itself is fine; --resume "
+                               "tries the export again)")
+        elif e.status == "failed":
             self.console.print(f"[red]{e.label} failed:[/] {e.message}")
         elif e.status == "stopped":
             self.console.print(f"[yellow]{e.label} stopped:[/] {e.message}.")
@@ -142,7 +158,12 @@ class SweepSink:
 
 def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     from kdstudio.core.sweep.plan import estimate_time
-    from kdstudio.core.sweep.queue import SweepError, find_sweep, run_sweep
+    from kdstudio.core.sweep.queue import (
+        SweepError,
+        exports_todo,
+        find_sweep,
+        run_sweep,
+    )
 
     if args.list:
         return _list(console)
@@ -152,9 +173,12 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
                              "students or axis.", hint=f"Run: kdstudio sweep --resume {args.resume}")
         sweep = find_sweep(args.resume)
         sweep.reconcile()
-        if not sweep.todo(retry_failed=True):
+        if args.int8 and not sweep.quantize_int8:
+            sweep.quantize_int8 = True
+            sweep.save()
+        if not sweep.todo(retry_failed=True) and not exports_todo(sweep, retry_failed=True):
             console.print(f"The sweep '{sweep.id}' has nothing left to run ({sweep.describe()}).")
-            return _report(sweep, console, args.axis)
+            return _report(sweep, console, chart_axis(args, sweep))
         console.print(f"[bold]Resuming the sweep {sweep.id}[/]: {sweep.describe()}.")
     else:
         sweep = _plan(args)
@@ -163,6 +187,9 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
                   f"({sweep.base.task}): " + "; ".join(e.label for e in sweep.todo(True)))
     est = estimate_time(sweep)
     console.print(f"   {est.text[0].upper()}{est.text[1:]}")
+    if sweep.quantize_int8:
+        console.print("   Each finished student is then exported as int8 ONNX (a little extra "
+                      "time per student, not in the estimate).")
     if not args.yes and sys.stdin.isatty():
         answer = console.input("Start? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
@@ -180,7 +207,7 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
         return 130
     finally:
         sink.close()
-    code = _report(sweep, console, args.axis)
+    code = _report(sweep, console, chart_axis(args, sweep))
     if result.status == "stopped":
         console.print(f"[yellow]The sweep stopped[/] ({sweep.describe()}). Continue with:\n"
                       f"  kdstudio sweep --resume {sweep.id}")
@@ -189,6 +216,10 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
                       f"with: kdstudio sweep --resume {sweep.id}")
         code = 1
     return code
+
+
+def chart_axis(args: argparse.Namespace, sweep: Any) -> str:
+    return args.axis or ("size" if sweep.quantize_int8 else "params")
 
 
 def _report(sweep: Any, console: Any, axis: str) -> int:

@@ -1,19 +1,24 @@
 """Tradeoff sweeps: the queue on real tiny runs, and the figures on hand-made ones."""
 
+import argparse
 import csv
 import json
 import os
 import socket
+import sys
 import threading
+import types
+from pathlib import Path
 
 import pytest
 
 from kdstudio.cli.commands import main
 from kdstudio.core import events as ev
-from kdstudio.core.errors import ConfigError, SweepError
+from kdstudio.core.errors import ConfigError, ExportError, SweepError
+from kdstudio.core.metrics import quality_retained
 from kdstudio.core.plan.measured import Figures
 from kdstudio.core.plan.memory import ModelShape
-from kdstudio.core.runs import Run, list_runs
+from kdstudio.core.runs import Run, list_runs, runs_dir
 from kdstudio.core.sweep.budget import fit_budget
 from kdstudio.core.sweep.figures import (
     TableRow,
@@ -25,7 +30,7 @@ from kdstudio.core.sweep.figures import (
     write_csv,
 )
 from kdstudio.core.sweep.plan import estimate_time
-from kdstudio.core.sweep.queue import run_sweep
+from kdstudio.core.sweep.queue import export_int8, exports_todo, run_sweep
 from kdstudio.core.sweep.spec import StudentSpec, derived
 from kdstudio.core.sweep.store import Sweep, find_sweep, list_sweeps, unfinished_sweeps
 from tests.conftest import tiny_config
@@ -306,3 +311,202 @@ def test_fit_budget_on_hand_made_figures(tiny):
         fit_budget("speed", 1, teacher)
     with pytest.raises(SweepError, match="positive number of MB"):
         fit_budget("size", 0, teacher)
+
+
+# -- int8 exports beside their students, on hand-made run folders ---------------------------------
+
+TEACHER = {"perplexity": 40.0, "top1_agreement": 1.0}
+
+
+def int8_entry(size_mb, value, latency_ms, student_latency_ms, **extra):
+    """One summary.json["exports"] item as kdstudio.core.export records an int8 ONNX export."""
+    return {"format": "onnx", "quantize": "int8", "path": "exports/onnx-int8",
+            "size_bytes": int(size_mb * 2**20), "size_mb": size_mb, "size_ratio": 0.3,
+            "max_abs_diff": 0.02, "latency_ms": latency_ms,
+            "student_latency_ms": student_latency_ms, "metric": "perplexity", "value": value,
+            "student_value": value * 0.99, "quality_kept": 0.99,
+            "created": "2026-11-29T10:00:00", **extra}
+
+
+def fake_run(name, *, layers, params, size_mb, latency_ms, perplexity, exports=()):
+    """A finished run folder with the summary.json a real causal-LM run leaves (no model)."""
+    path = runs_dir() / name
+    path.mkdir(parents=True)
+    (path / "config.toml").write_text(f'name = "{name}"\ntask = "causal-lm"\n')
+    student = {"perplexity": perplexity, "top1_agreement": 0.5}
+    summary = {
+        "name": name, "status": "finished", "task": "causal-lm", "steps": 20,
+        "created": "2026-11-29T09:00:00", "teacher": "/models/teacher", "student": "derived",
+        "headline_metric": "perplexity", "teacher_metrics": TEACHER, "student_metrics": student,
+        "quality_retained": quality_retained("perplexity", TEACHER, student),
+        "teacher_params": 1_000_000, "student_params": params,
+        "kept_layers": list(range(layers)), "teacher_size_mb": 4.0, "student_size_mb": size_mb,
+        "teacher_latency_ms": 16.0, "student_latency_ms": latency_ms,
+        "speedup": round(16.0 / latency_ms, 3), "duration_s": 30.0, "exports": list(exports)}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def fake_int8_sweep(base, *, with_exports=True):
+    """A saved two-student sweep whose runs finished; the 2-layer one (and, with_exports, the
+    1-layer one) has an int8 export, beside an fp16 one that is not charted."""
+    sweep = Sweep.new(base, derived(1, 2), teacher_layers=4, quantize_int8=True)
+    fp16 = {**int8_entry(1.0, 50.0, 3.0, 4.0), "quantize": "fp16", "path": "exports/onnx-fp16"}
+    one = fake_run("one", layers=1, params=300_000, size_mb=1.2, latency_ms=5.0,
+                   perplexity=80.0, exports=[int8_entry(0.4, 81.0, 1.5, 3.0)] if with_exports else [])
+    two = fake_run("two", layers=2, params=500_000, size_mb=2.0, latency_ms=8.0, perplexity=44.0,
+                   exports=[fp16, int8_entry(0.6, 44.44, 2.0, 5.0)] if with_exports else [fp16])
+    for e, run in zip(sweep.entries, (one, two)):
+        e.status, e.run_dir = "finished", str(run)
+    sweep.save()
+    return sweep
+
+
+def int8_base():
+    return tiny_config("causal-lm", "/models/teacher", data={"max_eval_samples": 16},
+                       training={"max_steps": 2, "eval_every": 0})
+
+
+def test_int8_exports_are_rows_on_the_front_in_the_summary_and_csv():
+    sweep = fake_int8_sweep(int8_base())
+    assert json.loads((sweep.folder / "sweep.json").read_text())["quantize_int8"] is True
+    rows = sweep_table(Sweep.load(sweep.folder))
+    assert [(r.label, r.role) for r in rows] == [
+        ("teacher", "teacher"), ("1 layer", "student"), ("1 layer (int8)", "int8"),
+        ("2 layers", "student"), ("2 layers (int8)", "int8")]
+    teacher, one, one8, two, two8 = rows
+    # Quality as the run's own: the teacher's perplexity over the export's (not the fp16's).
+    assert two8.quality_retained == pytest.approx(40.0 / 44.44)
+    assert two8.student_quality == pytest.approx(40.0 / 44.0)
+    assert two8.headline_value == 44.44 and two8.headline_metric == "perplexity"
+    assert (two8.size_mb, two8.params, two8.layers) == (0.6, two.params, 2)
+    assert two8.size_share == pytest.approx(0.6 / 4.0) and two8.params_share == two.params_share
+    # Latency on the student's footing: 8 ms x (2 ms ONNX / 5 ms PyTorch, timed side by side).
+    assert two8.latency_ms == pytest.approx(3.2) and two8.speedup == pytest.approx(5.0)
+    assert "side by side" in two8.note and two8.max_abs_diff == 0.02
+    assert two8.run_dir == two.run_dir and two8.key != two.key and two8.is_int8
+
+    # The front is over every point: by size and latency the int8 exports lead (the 2-layer
+    # student stays on it, a little better than its export); by parameters, which an export
+    # keeps, each student beats its own export.
+    both = ["1 layer (int8)", "2 layers (int8)", "2 layers", "teacher"]
+    assert [r.label for r in front_rows(rows, "size")] == both
+    assert [r.label for r in front_rows(rows, "latency")] == both
+    assert [r.label for r in front_rows(rows, "params")] == ["1 layer", "2 layers", "teacher"]
+    text = summary_sentence(rows)
+    assert text.startswith("The 2-layer student keeps 91% of the teacher's quality at 50% ")
+    assert text.endswith("Exported as int8 ONNX, the 2-layer student keeps 90% of the teacher's "
+                         "quality (91% before) at 15% of its size and runs 5.0 times faster.")
+    assert summary_sentence([teacher, one, one8]).endswith(
+        "No int8 export keeps 90% of the teacher's quality; the best, the 1-layer student as "
+        "int8 ONNX, keeps 49% of the teacher's quality (50% before) at 10% of its size and "
+        "runs 6.4 times faster.")
+
+    table = list(csv.DictReader(write_csv(rows, sweep.folder / "table.csv").open()))
+    assert [(t["label"], t["role"]) for t in table][1:] == [
+        ("1 layer", "student"), ("1 layer (int8)", "int8"), ("2 layers", "student"),
+        ("2 layers (int8)", "int8")]
+    assert table[4]["size_mb"] == "0.6" and table[4]["run_dir"] == two.run_dir
+    assert (table[4]["pareto_params"], table[4]["pareto_size"]) == ("no", "yes")
+    assert table[4]["quality_retained"] == str(round(40.0 / 44.44, 6))
+
+
+def test_an_int8_row_with_another_figure_and_an_axis_label():
+    student = TableRow("distilgpt2, T=2", "student", params=80, size_mb=300.0, latency_ms=10.0,
+                       quality_retained=0.8, speedup=2.0, headline_metric="cosine_to_teacher",
+                       model="distilgpt2", axis_value=2.0, run_dir="/r/x")
+    export = {"metric": "cosine_to_student", "value": 0.99, "quality_kept": 0.99,
+              "size_bytes": 80 * 2**20, "latency_ms": 4.0}  # no student timing, no size_mb
+    summary = {"teacher_metrics": {}, "teacher_size_mb": 400.0, "teacher_latency_ms": 20.0}
+    from kdstudio.core.sweep.figures import int8_row
+
+    row = int8_row(student, summary, export)
+    assert row.label == "distilgpt2 (int8), T=2" and row.model == "distilgpt2"
+    # Not the run's figure: the student's share of the teacher times what the export keeps.
+    assert row.quality_retained == pytest.approx(0.8 * 0.99) and "keeps" in row.note
+    assert row.headline_value is None and row.size_mb == 80.0 and row.size_share == 0.2
+    assert row.latency_ms == 4.0 and row.speedup == 5.0  # the teacher's 20 ms over 4 ms
+    assert "the student distilgpt2 at temperature 2" in summary_sentence(
+        [TableRow("teacher", "teacher", quality_retained=1.0), student, row], "temperature")
+
+
+def test_pareto_front_with_a_hand_made_int8_point():
+    r = rows()
+    int8 = TableRow("2 layers (int8)", "int8", params=38_000_000, size_mb=40.0, latency_ms=3.0,
+                    quality_retained=0.93, speedup=6.7, layers=2, params_share=0.38,
+                    size_share=0.1, run_dir="/r/2", student_quality=0.94)
+    r.insert(3, int8)
+    assert [x.label for x in front_rows(r, "size")] == ["2 layers (int8)", "2 layers", "teacher"]
+    assert [x.label for x in front_rows(r, "latency")] == ["2 layers (int8)", "2 layers",
+                                                           "teacher"]
+    lines = table_csv(r).splitlines()
+    assert lines[4].split(",")[:3] == ["2 layers (int8)", "int8", "2"]
+    assert lines[4].split(",")[-4:] == ["no", "yes", "yes", "/r/2"]
+    assert lines[2].split(",")[-4:-1] == ["yes", "no", "no"]  # the 1-layer one loses by size now
+
+
+def test_old_sweeps_do_not_export_and_the_option_round_trips():
+    sweep = Sweep.new(int8_base(), derived(1))
+    sweep.save()
+    assert Sweep.load(sweep.folder).quantize_int8 is False
+    data = json.loads(sweep.path.read_text())
+    del data["quantize_int8"]  # as a sweep from before the option
+    sweep.path.write_text(json.dumps(data))
+    old = Sweep.load(sweep.folder)
+    assert old.quantize_int8 is False and exports_todo(old) == []
+    on = Sweep.new(int8_base(), derived(1), quantize_int8=True)
+    on.save()
+    assert Sweep.load(on.folder).quantize_int8 and on.copy().quantize_int8
+
+
+def test_cli_int8_option_plans_an_exporting_sweep(tmp_path):
+    from kdstudio.cli.sweep import _plan, chart_axis
+
+    cfg_path = tmp_path / "base.toml"
+    int8_base().save(cfg_path)
+    # Another model as the student: planning then reads no teacher.
+    args = argparse.Namespace(config=str(cfg_path), set=[], layers="", students="/models/other",
+                              temperatures="", methods="", int8=True, axis=None)
+    sweep = _plan(args)
+    assert sweep.quantize_int8 and chart_axis(args, sweep) == "size"
+    args.int8 = False
+    assert not _plan(args).quantize_int8 and chart_axis(args, _plan(args)) == "params"
+
+
+def test_the_queue_exports_finished_students_and_keeps_a_failure_as_a_note(monkeypatch):
+    sweep = fake_int8_sweep(int8_base(), with_exports=False)
+    one, two = sweep.entries
+    assert exports_todo(sweep) == [one, two]  # the fp16 export of 'two' is not the int8 one
+    calls = []
+
+    def fake_export_run(run_dir, fmt="onnx", quantize=None, out_dir=None, on_event=None, **kw):
+        calls.append((Path(run_dir).name, fmt, quantize))
+        if Path(run_dir).name == "two":
+            raise ExportError("The graph could not be exported.", hint="Try fp32.")
+        run = Run(run_dir)
+        run.update_summary(exports=[*run.summary()["exports"], int8_entry(0.4, 81.0, 1.5, 3.0)])
+
+    def no_training(*_a, **_k):
+        raise AssertionError("every run has finished: nothing is trained again")
+
+    # The engine's export and training modules, replaced: nothing is loaded for real here.
+    monkeypatch.setitem(sys.modules, "kdstudio.core.export",
+                        types.SimpleNamespace(export_run=fake_export_run))
+    monkeypatch.setitem(sys.modules, "kdstudio.core.trainer",
+                        types.SimpleNamespace(run_training=no_training))
+    rec = Recorder()
+    assert run_sweep(sweep, rec).status == "finished"  # a failed export fails nothing
+    assert calls == [("one", "onnx", "int8"), ("two", "onnx", "int8")]
+    assert [(p.label, p.status) for p in rec.of(ev.SweepProgress)] == [
+        ("1 layer", "exporting"), ("1 layer", "exported"), ("2 layers", "exporting"),
+        ("2 layers", "export failed")]
+    saved = Sweep.load(sweep.folder)
+    assert saved.entries[0].note == "" and [e.status for e in saved.entries] == ["finished"] * 2
+    assert saved.entries[1].note.startswith("The int8 export failed (") and "graph" in saved.entries[1].note
+    assert [r.label for r in sweep_table(saved)][1:] == ["1 layer", "1 layer (int8)", "2 layers"]
+
+    # Not tried again unless asked; an export already there is never made twice.
+    assert exports_todo(saved) == [] and exports_todo(saved, retry_failed=True) == [saved.entries[1]]
+    assert run_sweep(saved, Recorder()).status == "finished" and len(calls) == 2
+    assert export_int8(saved, saved.entries[0]) == "" and len(calls) == 2
+    assert "graph" in export_int8(saved, saved.entries[1]) and len(calls) == 3

@@ -209,3 +209,96 @@ def test_closing_the_app_mid_sweep_leaves_it_resumable(qtbot, tiny, monkeypatch)
     final = Sweep.load(sweep.folder)
     assert [e.status for e in final.entries] == ["finished", "finished"]
     assert final.entries[0].run_dir == saved.entries[0].run_dir and len(list_runs()) == 2
+
+
+def test_int8_exports_are_diamonds_in_the_legend_table_and_png_and_open_their_run(qtbot, tmp_path):
+    from kdstudio.core.sweep.figures import sweep_table
+    from kdstudio.ui.pages.tradeoff.chart import INT8_NAME, render_png
+    from tests.core.test_sweep import fake_int8_sweep, int8_base
+
+    sweep = fake_int8_sweep(int8_base())  # finished runs with int8 exports, no training
+    one, two = (e.run_dir for e in sweep.entries)
+    w = open_window(qtbot)
+    page = w.pages["tradeoff"]
+    qtbot.waitUntil(lambda: len(page.results.rows) == 5, timeout=WAIT)
+    w.show_page("tradeoff")
+    results, chart = page.results, page.results.chart
+    assert results.cost == "size"  # where an export differs from its student
+
+    # Diamonds, one per export, in the colour of their student; a legend entry of their own.
+    int8 = chart.int8_scatter
+    assert int8 is not None and int8.name() == INT8_NAME
+    points = int8.points()
+    assert sorted(p.data() for p in points) == sorted([one, two])
+    assert {p.symbol() for p in points} == {"d"}
+    students = [p for s in chart.scatters if s is not int8 for p in s.points()]
+    assert len(students) == 2 and {p.symbol() for p in students} == {"o"}
+    colour = {p.data(): p.pen().color().name() for p in students}
+    assert all(p.pen().color().name() == colour[p.data()] for p in points)
+    legend = [label.text for _sample, label in chart.plot.getPlotItem().legend.items]
+    assert INT8_NAME in legend and "students" in legend
+    tip = int8.opts["tip"](0, 0, two)
+    assert "2 layers (int8): the student exported as int8 ONNX" in tip and "0.6 MB" in tip
+
+    # The table: each export under its student, the front marked per point.
+    assert results.column_texts(0) == ["teacher", "1 layer", "1 layer (int8)", "2 layers",
+                                       "2 layers (int8)"]
+    assert results.column_texts(results.table.columnCount() - 1) == ["yes", "", "yes", "yes", "yes"]
+    assert page.queue_table.item(1, 3).text() == f"{40 / 44:.1%}"  # the student's, not the export's
+    assert "Exported as int8 ONNX, the 2-layer student" in results.summary.text()
+
+    # The PNG carries the diamonds: it differs from the same chart without them.
+    rows = sweep_table(sweep)
+    with_int8 = render_png(rows, tmp_path / "with.png", "size")
+    without = render_png([r for r in rows if not r.is_int8], tmp_path / "without.png", "size")
+    assert with_int8.read_bytes() != without.read_bytes()
+
+    # The set-up asks for exports: the box's state reaches the planned sweep.
+    box = page.setup.int8_box
+    assert box.isEnabled() and "Also export each student as int8 ONNX" in box.text()
+    assert not page.setup.quantize_int8()
+    box.setChecked(True)
+    assert page.setup.quantize_int8()
+
+    # Clicking a diamond opens its run, as a student's point does.
+    scene = chart.plot.getPlotItem().vb.mapViewToScene(
+        next(p for p in points if p.data() == two).pos())
+    runs_page = w.pages["runs"]
+    with qtbot.waitSignal(runs_page.details_shown, timeout=WAIT):
+        qtbot.mouseClick(chart.plot.viewport(), Qt.MouseButton.LeftButton,
+                         pos=chart.plot.mapFromScene(scene))
+    assert w.current_page_key() == "runs" and runs_page.selected_paths() == [two]
+
+
+def test_the_app_queue_exports_finished_students_and_shows_a_failed_export(qtbot, monkeypatch):
+    import sys
+    import types
+
+    from kdstudio.core.errors import ExportError
+    from kdstudio.core.runs import Run
+    from tests.core.test_sweep import fake_int8_sweep, int8_base, int8_entry
+
+    sweep = fake_int8_sweep(int8_base(), with_exports=False)  # finished, not yet exported
+    one, two = (e.run_dir for e in sweep.entries)
+
+    def fake_export_run(run_dir, fmt="onnx", quantize=None, out_dir=None, on_event=None, **kw):
+        if str(run_dir) == two:
+            raise ExportError("The graph could not be exported.")
+        run = Run(run_dir)
+        run.update_summary(exports=[*run.summary()["exports"], int8_entry(0.4, 81.0, 1.5, 3.0)])
+
+    # The engine's export, replaced: the queue's step is what is checked here.
+    monkeypatch.setitem(sys.modules, "kdstudio.core.export",
+                        types.SimpleNamespace(export_run=fake_export_run))
+    w = open_window(qtbot)
+    page = w.pages["tradeoff"]
+    qtbot.waitUntil(lambda: len(page.results.rows) == 3, timeout=WAIT)
+    assert page.resume_button.isEnabled()  # exports are missing, though every run finished
+    with qtbot.waitSignal(page.queue.done, timeout=WAIT) as done:
+        qtbot.mouseClick(page.resume_button, Qt.MouseButton.LeftButton)
+    assert done.args == ["finished"]
+    qtbot.waitUntil(lambda: len(page.results.rows) == 4, timeout=WAIT)
+    assert [r.label for r in page.results.rows][1:] == ["1 layer", "1 layer (int8)", "2 layers"]
+    assert page.queue_table.status_texts() == ["finished", "finished (no int8)"]
+    assert "graph" in page.queue_table.item(1, 2).toolTip()
+    assert Sweep.load(sweep.folder).entries[1].note.startswith("The int8 export failed")

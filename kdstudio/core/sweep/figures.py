@@ -1,5 +1,6 @@
-"""A sweep's figures: the table (teacher + one row per finished run), the Pareto front,
-the plain-sentence summary and the CSV export. No torch, no Qt: the app calls these freely.
+"""A sweep's figures: the table (teacher + one row per finished run, and one per int8
+export of a run), the Pareto front, the plain-sentence summary and the CSV export. No torch,
+no Qt: the app calls these freely.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdstudio.core.metrics import METRIC_LABELS
+from kdstudio.core.metrics import METRIC_LABELS, quality_retained
 from kdstudio.core.runs import Run, atomic_write_text
-from kdstudio.core.sweep.spec import axis_label
+from kdstudio.core.sweep.spec import axis_label, int8_export
 from kdstudio.core.sweep.store import Sweep
 
 # The costs the chart's x axis can show: key -> (TableRow attribute, axis title).
@@ -30,10 +31,10 @@ GOOD_ENOUGH = 0.9
 
 @dataclass
 class TableRow:
-    """One point of the tradeoff: the teacher or a finished student run."""
+    """One point of the tradeoff: the teacher, a finished student run, or its int8 export."""
 
     label: str
-    role: str                        # "teacher" or "student"
+    role: str                        # "teacher", "student" or "int8" (the student's int8 ONNX)
     params: int | None = None
     size_mb: float | None = None
     latency_ms: float | None = None
@@ -48,10 +49,24 @@ class TableRow:
     size_share: float | None = None
     run_dir: str = ""
     duration_s: float | None = None
+    student_quality: float | None = None  # int8 rows: the fp32 student's quality retained
+    max_abs_diff: float | None = None     # int8 rows: largest difference from the student
+    note: str = ""                         # int8 rows: how its figures were found (lines)
 
     @property
     def is_teacher(self) -> bool:
         return self.role == "teacher"
+
+    @property
+    def is_int8(self) -> bool:
+        return self.role == "int8"
+
+    @property
+    def key(self) -> str:
+        """Tells the rows apart: an int8 row shares its student's run folder."""
+        if self.is_teacher:
+            return "teacher"
+        return f"{self.run_dir}#int8" if self.is_int8 else self.run_dir
 
     def cost(self, key: str) -> float | None:
         v = getattr(self, COSTS[key][0])
@@ -70,11 +85,65 @@ def _share(a: Any, b: Any) -> float | None:
     return a / b if _finite(a) and _finite(b) and b > 0 else None
 
 
+def int8_label(label: str) -> str:
+    """'2 layers, T=2' -> '2 layers (int8), T=2': the student's part stays first."""
+    head, sep, rest = label.partition(", ")
+    return f"{head} (int8){sep}{rest}"
+
+
+def int8_row(student: TableRow, summary: dict[str, Any], export: dict[str, Any],
+             teacher_latency: float | None = None) -> TableRow:
+    """The int8 export of a student as a point of its own: the export's size on disk, its
+    quality as a share of the teacher's headline figure, and its latency on the student's
+    footing (below)."""
+    headline = student.headline_metric
+    metric, value = export.get("metric"), _num(export.get("value"))
+    teacher_metrics = summary.get("teacher_metrics") or {}
+    quality, notes = None, []
+    if metric == headline and value is not None:
+        # As the run's own quality_retained: the export's figure against the teacher's.
+        quality = quality_retained(headline, teacher_metrics, {headline: value})
+    if quality is None and _finite(export.get("quality_kept")) and student.quality_retained is not None:
+        # Another figure (e.g. cosine to the PyTorch student, with no teacher at hand): the
+        # student's share of the teacher times the share of the student the export keeps.
+        quality = student.quality_retained * float(export["quality_kept"])
+        notes.append(f"quality: the student's {student.quality_retained:.1%} times the "
+                     f"{float(export['quality_kept']):.1%} of it the export keeps ({metric})")
+    size_mb = _num(export.get("size_mb"))
+    if size_mb is None and _finite(export.get("size_bytes")):
+        size_mb = float(export["size_bytes"]) / 2**20
+    latency, speedup = _num(export.get("latency_ms")), None
+    ratio = _share(export.get("latency_ms"), export.get("student_latency_ms"))
+    if ratio is not None and student.latency_ms is not None:
+        # Timings taken at different moments of a busy machine differ more than int8 and
+        # fp32 do; the export and the PyTorch student were timed side by side, taking turns,
+        # so their ratio carries over to the student's own latency (and speed-up).
+        notes.append(f"latency: the student's {student.latency_ms:.3g} ms times {ratio:.2f}, "
+                     f"as ONNX Runtime took {float(export['latency_ms']):.3g} ms against "
+                     f"PyTorch's {float(export['student_latency_ms']):.3g} ms side by side")
+        latency = student.latency_ms * ratio
+        speedup = student.speedup / ratio if student.speedup is not None else None
+    if speedup is None:
+        teacher_latency = teacher_latency if teacher_latency is not None else _num(
+            summary.get("teacher_latency_ms"))
+        speedup = _share(teacher_latency, latency)
+    return TableRow(
+        label=int8_label(student.label), role="int8", params=student.params, size_mb=size_mb,
+        latency_ms=latency, quality_retained=quality, speedup=speedup, headline_metric=headline,
+        headline_value=value if metric == headline else None, layers=student.layers,
+        model=student.model, axis_value=student.axis_value, params_share=student.params_share,
+        size_share=_share(size_mb, summary.get("teacher_size_mb")), run_dir=student.run_dir,
+        duration_s=student.duration_s, student_quality=student.quality_retained,
+        max_abs_diff=_num(export.get("max_abs_diff")), note="\n".join(notes))
+
+
 def sweep_table(sweep: Sweep) -> list[TableRow]:
-    """The teacher first, then each finished entry in queue order."""
+    """The teacher first, then each finished entry in queue order, each followed by its
+    int8 export when the run has one."""
     rows: list[TableRow] = []
     teacher: dict[str, list[float]] = {"params": [], "size": [], "latency": [], "value": []}
     headline = ""
+    int8: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # id(student row) -> its export
     for e in sweep.entries:
         if not e.run_dir:
             continue
@@ -103,16 +172,25 @@ def sweep_table(sweep: Sweep) -> list[TableRow]:
             params_share=_share(s.get("student_params"), s.get("teacher_params")),
             size_share=_share(s.get("student_size_mb"), s.get("teacher_size_mb")),
             run_dir=e.run_dir, duration_s=_num(s.get("duration_s"))))
+        export = int8_export(s)
+        if export is not None:
+            int8[id(rows[-1])] = (s, export)
     if not rows:
         return []
     # Each run times the teacher again; the median evens out a busy moment of the machine.
     med = {k: statistics.median(v) if v else None for k, v in teacher.items()}
+
     t = TableRow(label="teacher", role="teacher",
                  params=int(med["params"]) if med["params"] is not None else None,
                  size_mb=med["size"], latency_ms=med["latency"], quality_retained=1.0,
                  speedup=1.0, headline_metric=headline, headline_value=med["value"],
                  model=sweep.base.teacher.name, params_share=1.0, size_share=1.0)
-    return [t, *rows]
+    out = [t]
+    for r in rows:
+        out.append(r)
+        if id(r) in int8:
+            out.append(int8_row(r, *int8[id(r)], teacher_latency=med["latency"]))
+    return out
 
 
 # -- the Pareto front ----------------------------------------------------------------------------
@@ -148,7 +226,7 @@ def describe_student(row: TableRow, axis: str = "") -> str:
     if row.layers is not None:
         text = f"the {row.layers}-layer student"
     elif row.model:
-        text = f"the student {row.label.split(',')[0]}"
+        text = f"the student {row.label.split(',')[0].removesuffix(' (int8)')}"
     else:
         text = f"the student '{row.label}'"
     if row.axis_value is not None:
@@ -187,8 +265,9 @@ def _keeps(row: TableRow) -> str:
 
 def summary_sentence(rows: Sequence[TableRow], axis: str = "",
                      good_enough: float = GOOD_ENOUGH) -> str:
-    """Plain sentences: the smallest student that keeps most of the quality, and the smallest."""
-    students = [r for r in rows if not r.is_teacher and r.quality_retained is not None]
+    """Plain sentences: the smallest student that keeps most of the quality, the smallest,
+    and the same pick among the int8 exports when there are some."""
+    students = [r for r in rows if r.role == "student" and r.quality_retained is not None]
     if not students:
         return "No student has finished yet: the summary appears when the first run is measured."
 
@@ -210,7 +289,30 @@ def summary_sentence(rows: Sequence[TableRow], axis: str = "",
     if smallest is not pick and size(smallest) < size(pick):
         first += (f" The smallest, {describe_student(smallest, axis)}, {_keeps(smallest)} at "
                   f"{_size_phrase(smallest)}.")
+    int8 = [r for r in rows if r.is_int8 and r.quality_retained is not None]
+    if int8:
+        first += " " + _int8_sentence(int8, axis, good_enough, size)
     return first
+
+
+def _int8_sentence(rows: list[TableRow], axis: str, good_enough: float,
+                   size: Any) -> str:
+    """The smallest int8 export that keeps most of the quality (else the best one)."""
+    good = [r for r in rows if r.quality_retained >= good_enough]
+    pick = (min(good, key=lambda r: (size(r), -r.quality_retained)) if good
+            else max(rows, key=lambda r: (r.quality_retained, -size(r))))
+    q, before = pick.quality_retained, pick.student_quality
+    # One decimal where whole percents would hide the (often small) loss.
+    spec = ".1%" if before is not None and f"{q:.0%}" == f"{before:.0%}" else ".0%"
+    keeps = (f"matches the teacher's quality ({q:{spec}})" if q >= 1.005
+             else f"keeps {q:{spec}} of the teacher's quality")
+    if before is not None:
+        keeps += f" ({before:{spec}} before)"
+    figures = f"{keeps} at {_size_phrase(pick)} and {_speed_phrase(pick)}"
+    if good:
+        return f"Exported as int8 ONNX, {describe_student(pick, axis)} {figures}."
+    return (f"No int8 export keeps {good_enough:.0%} of the teacher's quality; the best, "
+            f"{describe_student(pick, axis)} as int8 ONNX, {figures}.")
 
 
 # -- export --------------------------------------------------------------------------------------

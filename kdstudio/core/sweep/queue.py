@@ -1,7 +1,9 @@
 """Running a tradeoff sweep's queue: one ordinary run per entry, one after another.
 
 ``run_sweep`` runs whatever is unfinished, continuing an interrupted run from its
-checkpoint, and can simply be called again after a crash, a Ctrl-C or closing the app. The
+checkpoint, and can simply be called again after a crash, a Ctrl-C or closing the app.
+With the sweep's ``quantize_int8`` each finished student is then exported as int8 ONNX
+(``export_int8``); a failed export is a note on its entry, never a failed run. The
 sweep itself (spec, queue file) is in spec.py and store.py; its names stay importable here.
 """
 
@@ -13,7 +15,15 @@ from typing import Any
 
 from kdstudio.core.errors import KDStudioError, SweepError
 from kdstudio.core.events import EventSink, ignore
-from kdstudio.core.sweep.spec import AXES, StudentSpec, axis_label, derived
+from kdstudio.core.runs import Run
+from kdstudio.core.sweep.spec import (
+    AXES,
+    INT8_EXPORT,
+    StudentSpec,
+    axis_label,
+    derived,
+    int8_export,
+)
 from kdstudio.core.sweep.store import (
     BASE_FILE,
     STATUSES,
@@ -27,6 +37,44 @@ from kdstudio.core.sweep.store import (
     sweeps_dir,
     unfinished_sweeps,
 )
+
+
+def exports_todo(sweep: Sweep, retry_failed: bool = False) -> list[SweepEntry]:
+    """Finished entries still without their int8 export (one that failed before only when
+    ``retry_failed``); none unless the sweep exports int8."""
+    if not sweep.quantize_int8:
+        return []
+    out = []
+    for e in sweep.entries:
+        if e.status != "finished" or not e.run_dir or (e.note and not retry_failed):
+            continue
+        s = Run(e.run_dir).summary()
+        if s.get("status") == "finished" and int8_export(s) is None:
+            out.append(e)
+    return out
+
+
+def export_int8(sweep: Sweep, entry: SweepEntry, on_event: EventSink | None = None) -> str:
+    """Export a finished entry's student as int8 ONNX unless its run already has that export.
+
+    Returns '' when the export is there, else what went wrong, which is also kept as the
+    entry's note: a failed export never fails the run or the sweep.
+    """
+    run = entry.run
+    if run is None or int8_export(run.summary()) is not None:
+        sweep.set_note(entry, "")
+        return ""
+    try:
+        from kdstudio.core.export import export_run
+
+        export_run(run.path, *INT8_EXPORT, on_event=on_event)
+        note = ""
+    except KDStudioError as exc:
+        note = f"The int8 export failed ({exc.title}): {exc}"
+    except Exception as exc:  # noqa: BLE001 - the run is fine; only its export is missing
+        note = f"The int8 export failed: {type(exc).__name__}: {exc}"
+    sweep.set_note(entry, note)
+    return note
 
 
 @dataclass
@@ -43,7 +91,10 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
     Each entry is an ordinary run_training call (its events reach ``on_event`` as usual,
     framed by SweepProgress events). A stopped or interrupted entry continues from its
     checkpoint. ``stop`` stops the current run (keeping a checkpoint) and the queue; a run
-    that fails is recorded and the queue goes on with the next student.
+    that fails is recorded and the queue goes on with the next student. With the sweep's
+    ``quantize_int8``, each finished student is exported as int8 ONNX (framed by 'exporting'
+    and 'exported' or 'export failed' SweepProgress events), and so are earlier finished
+    students still without that export.
     """
     import time
 
@@ -58,8 +109,17 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
         on_event(SweepProgress(sweep_id=sweep.id, index=e.index, total=total, label=e.label,
                                status=status, run_dir=e.run_dir, message=message))
 
+    def export(e: SweepEntry) -> None:
+        tell(e, "exporting", "int8 ONNX")
+        note = export_int8(sweep, e, on_event)
+        tell(e, "export failed" if note else "exported", note)
+
     stopped = False
     with sweep.claim():
+        for entry in exports_todo(sweep, retry_failed):  # finished before, export missing
+            if stop.is_set():
+                break
+            export(entry)
         for entry in sweep.todo(retry_failed):
             if stop.is_set():
                 stopped = True
@@ -92,11 +152,16 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
             if result.status != "finished":
                 stopped = True
                 break
+            if sweep.quantize_int8 and not stop.is_set():  # else the next call exports it
+                export(entry)
+        if stop.is_set() and (sweep.todo(retry_failed) or exports_todo(sweep)):
+            stopped = True  # e.g. stopped during an export: resuming does the rest
     failed = [e for e in sweep.entries if e.status == "failed"]
     status = "stopped" if stopped else "incomplete" if failed else "finished"
     return SweepResult(status, sweep, failed)
 
 
 __all__ = ["AXES", "BASE_FILE", "STATUSES", "SWEEP_FILE", "UNFINISHED", "StudentSpec", "Sweep",
-           "SweepEntry", "SweepError", "SweepResult", "axis_label", "derived", "find_sweep",
-           "list_sweeps", "run_sweep", "stop_note", "sweeps_dir", "unfinished_sweeps"]
+           "SweepEntry", "SweepError", "SweepResult", "axis_label", "derived", "export_int8",
+           "exports_todo", "find_sweep", "list_sweeps", "run_sweep", "stop_note", "sweeps_dir",
+           "unfinished_sweeps"]

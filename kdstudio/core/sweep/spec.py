@@ -1,7 +1,8 @@
 """What a sweep varies: its students and an optional second axis, checked before anything runs.
 
 A student is derived from the teacher (a number or share of its layers) or another model
-by name; the second axis is temperatures or logit losses.
+by name; the second axis is temperatures or logit losses. A sweep may also export each
+student as int8 ONNX; ``int8_export`` finds that export in a run's summary.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from kdstudio.core.config import LOGIT_LOSSES, RunConfig
 from kdstudio.core.errors import SweepError
 
 AXES = {"temperature": "temperatures", "method": "logit losses"}
+# The export a sweep with quantize_int8 makes of each student: (format, quantize).
+INT8_EXPORT = ("onnx", "int8")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,14 @@ class StudentSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudentSpec:
         return cls(layers=float(d.get("layers", 0.0)), name=str(d.get("name", "")))
+
+
+def int8_export(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's latest int8 ONNX export as summary.json["exports"] lists it, or None."""
+    exports = summary.get("exports")
+    found = [e for e in exports if isinstance(e, dict)
+             and (e.get("format"), e.get("quantize")) == INT8_EXPORT] if isinstance(exports, list) else []
+    return found[-1] if found else None
 
 
 def derived(*layers: float) -> list[StudentSpec]:

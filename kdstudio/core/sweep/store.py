@@ -1,7 +1,8 @@
 """A sweep's queue and where it is kept.
 
 A sweep is a base RunConfig plus a list of students (see spec.py) and an optional second
-axis, expanded into one run per student and axis value. The queue lives in
+axis, expanded into one run per student and axis value; with ``quantize_int8`` each finished
+student is also exported as int8 ONNX (queue.py). The queue lives in
 KDSTUDIO_HOME/sweeps/<id>/sweep.json (written atomically after every change, the base
 config beside it as base.toml), so a sweep outlives the process that ran it; queue.py runs
 it, figures.py draws its results.
@@ -52,6 +53,7 @@ class SweepEntry:
     started: str = ""
     ended: str = ""
     wall_s: float | None = None  # whole run (loading included), measured by the queue
+    note: str = ""              # e.g. why its int8 export failed (the run itself is fine)
 
     @property
     def spec(self) -> StudentSpec:
@@ -71,7 +73,7 @@ class Sweep:
 
     def __init__(self, folder: Path, base: RunConfig, students: list[StudentSpec], axis: str,
                  axis_values: list[Any], entries: list[SweepEntry], created: str,
-                 runner: dict[str, Any] | None = None):
+                 runner: dict[str, Any] | None = None, quantize_int8: bool = False):
         self.folder = Path(folder)
         self.base = base
         self.students = students
@@ -80,6 +82,7 @@ class Sweep:
         self.entries = entries
         self.created = created
         self.runner = runner or {}
+        self.quantize_int8 = quantize_int8  # export each finished student as int8 ONNX too
         self._lock = threading.RLock()
 
     @property
@@ -94,7 +97,7 @@ class Sweep:
     @classmethod
     def new(cls, base: RunConfig, students: list[StudentSpec], axis: str = "",
             axis_values: list[Any] | tuple = (), *, teacher_layers: int | None = None,
-            sweep_id: str = "") -> Sweep:
+            sweep_id: str = "", quantize_int8: bool = False) -> Sweep:
         """Plan a sweep (nothing is written until ``save()``); every run config is validated."""
         base = copy.deepcopy(base).validate()
         students = check_students(list(students), teacher_layers)
@@ -107,7 +110,8 @@ class Sweep:
                 label = s.label + (f", {suffix}" if suffix else "")
                 name = f"sweep-{folder.name}-{s.label}" + (f"-{suffix.replace('=', '')}" if suffix else "")
                 entries.append(SweepEntry(len(entries), label, name, s.to_dict(), v))
-        sweep = cls(folder, base, students, axis, values, entries, _now())
+        sweep = cls(folder, base, students, axis, values, entries, _now(),
+                    quantize_int8=bool(quantize_int8))
         for e in entries:
             sweep.config_for(e)  # raises ConfigError naming the key, before anything runs
         return sweep
@@ -131,6 +135,7 @@ class Sweep:
             "dataset": self.base.data.dataset, "base_config": BASE_FILE,
             "students": [s.to_dict() for s in self.students],
             "axis": self.axis, "axis_values": self.axis_values,
+            "quantize_int8": self.quantize_int8,
             "runner": self.runner,
             "entries": [asdict(e) for e in self.entries],
         }
@@ -163,7 +168,8 @@ class Sweep:
         except KDStudioError as exc:
             raise SweepError(f"The sweep '{folder.name}' has an unusable base config: {exc}") from None
         return cls(folder, base, students, data.get("axis", ""), list(data.get("axis_values", [])),
-                   entries, data.get("created", ""), data.get("runner") or {})
+                   entries, data.get("created", ""), data.get("runner") or {},
+                   quantize_int8=data.get("quantize_int8") is True)  # off for older sweeps
 
     def copy(self) -> Sweep:
         """A snapshot another thread may read while this one moves the queue on."""
@@ -172,13 +178,14 @@ class Sweep:
         with self._lock:
             return Sweep(self.folder, self.base, list(self.students), self.axis,
                          list(self.axis_values), [replace(e) for e in self.entries],
-                         self.created, dict(self.runner))
+                         self.created, dict(self.runner), self.quantize_int8)
 
     def reload(self) -> None:
         """Read the queue file again (another process may have moved it on)."""
         fresh = Sweep.load(self.folder)
         with self._lock:
             self.entries, self.runner = fresh.entries, fresh.runner
+            self.quantize_int8 = fresh.quantize_int8
 
     # -- where it stands -----------------------------------------------------------------------
     def runner_alive(self) -> bool:
@@ -273,6 +280,7 @@ class Sweep:
     def begin(self, entry: SweepEntry) -> None:
         with self._lock:
             entry.status, entry.error, entry.started, entry.ended = "running", "", _now(), ""
+            entry.note = ""
             self.save()
 
     def attach(self, entry: SweepEntry, run_dir: str) -> None:
@@ -291,6 +299,13 @@ class Sweep:
             if wall_s is not None and status == "finished" and entry.wall_s is None:
                 entry.wall_s = round(wall_s, 2)
             self.save()
+
+
+    def set_note(self, entry: SweepEntry, note: str) -> None:
+        with self._lock:
+            if entry.note != note:
+                entry.note = note
+                self.save()
 
 
 def _discard_unstarted(run: Run, name: str) -> None:

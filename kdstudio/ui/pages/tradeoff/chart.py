@@ -1,8 +1,9 @@
 """The tradeoff chart: quality retained against parameters, latency or size on disk.
 
 ``draw_tradeoff`` draws it on any pyqtgraph PlotItem: one point per student run (filled on
-the Pareto front, hollow off it, coloured by the second-axis value), the front as a dashed
-line, the teacher as a red star at 100%. The Tradeoff page shows it in ``TradeoffChart``
+the Pareto front, hollow off it, coloured by the second-axis value), each int8 export as a
+diamond of its student's colour joined to it by a thin line (filled on the front, hollow
+off it), the front as a dashed line, the teacher as a red star at 100%. The Tradeoff page shows it in ``TradeoffChart``
 (points clickable); ``render_png`` draws the same chart off screen for the command line.
 """
 
@@ -23,6 +24,8 @@ from kdstudio.core.sweep.queue import axis_label
 
 COLORS = ["#2f6fb3", "#d9822b", "#2e8b57", "#8e44ad", "#b8860b", "#16a085", "#6d4c41"]
 TEACHER_COLOR = "#c62828"
+INT8_NAME = "int8 export"  # the legend entry of the int8 points
+INT8_LEGEND_COLOR = "#555555"
 FRONT_COLOR = "#2f6fb3"
 Y_TITLE = "Quality retained (% of the teacher)"
 _APPS: list[Any] = []  # a QApplication made here must outlive the call that made it
@@ -42,14 +45,23 @@ def x_scale(rows: Sequence[TableRow], cost: str) -> tuple[float, str]:
 
 def _tip(row: TableRow) -> str:
     parts = [row.label if not row.is_teacher else f"teacher {row.model}"]
+    if row.is_int8:
+        parts[0] += ": the student exported as int8 ONNX"
     if row.quality_retained is not None:
-        parts.append(f"quality retained {row.quality_retained:.1%}")
+        parts.append(f"quality retained {row.quality_retained:.1%}"
+                     + (f" (the student: {row.student_quality:.1%})"
+                        if row.is_int8 and row.student_quality is not None else ""))
     if row.params is not None:
         parts.append(f"{row.params:,} parameters")
     if row.size_mb is not None:
         parts.append(f"{row.size_mb:.3g} MB on disk")
     if row.latency_ms is not None:
-        parts.append(f"{row.latency_ms:.3g} ms per sample")
+        parts.append(f"{row.latency_ms:.3g} ms per sample"
+                     + (" (ONNX Runtime)" if row.is_int8 else ""))
+    if row.is_int8 and row.max_abs_diff is not None:
+        parts.append(f"largest difference from the student's outputs {row.max_abs_diff:.2g}")
+    if row.note:
+        parts.append(row.note)
     if not row.is_teacher:
         parts.append("click to open the run")
     return "\n".join(parts)
@@ -57,9 +69,10 @@ def _tip(row: TableRow) -> str:
 
 def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params", axis: str = "",
                   on_click: Callable[[str], None] | None = None) -> list[Any]:
-    """Draw the chart on ``plot_item`` (cleared first); returns the student scatter items.
+    """Draw the chart on ``plot_item`` (cleared first); returns the clickable scatter items:
+    one per group of students, then the int8 exports' (named INT8_NAME) when there are any.
 
-    ``on_click(run_dir)`` is called when a student point is clicked.
+    ``on_click(run_dir)`` is called when a student or int8 point is clicked.
     """
     import pyqtgraph as pg
 
@@ -100,15 +113,17 @@ def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params"
         color = COLORS[i % len(COLORS)]
         spots = []
         for r, (x, y) in placed:
-            if r.is_teacher or r.axis_value != value:
+            if r.role != "student" or r.axis_value != value:
                 continue
             on = id(r) in front_ids
             # Later groups drawn smaller: runs of one student at one x show as rings, not one dot.
             spots.append({"pos": (x, y), "data": r.run_dir, "size": max(7, 15 - 4 * i),
                           "brush": pg.mkBrush(color if on else "#ffffff"),
                           "pen": pg.mkPen(color, width=2), "symbol": "o"})
+        if not spots:
+            continue
         name = f"students, {axis_label(axis, value)}" if value is not None else "students"
-        tips = {r.run_dir: _tip(r) for r, _ in placed if not r.is_teacher}
+        tips = {r.run_dir: _tip(r) for r, _ in placed if r.role == "student"}
         # The item's own pen and brush are what its legend entry shows.
         s = pg.ScatterPlotItem(spots=spots, name=name, hoverable=True, symbol="o", size=11,
                                pen=pg.mkPen(color, width=2), brush=pg.mkBrush(color),
@@ -118,6 +133,9 @@ def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params"
             s.sigClicked.connect(lambda _item, points, _ev: on_click(points[0].data()) if len(points) else None)
         plot_item.addItem(s)
         scatters.append(s)
+    int8 = _draw_int8(plot_item, placed, values, front_ids, on_click)
+    if int8 is not None:
+        scatters.append(int8)
     # One label per student above its highest point: with a second axis the runs of one
     # student share an x, and the colours (legend) tell the axis values apart.
     labels: dict[tuple[str, float], float] = {}
@@ -130,6 +148,8 @@ def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params"
             plot_item.addItem(t)
             labels[("teacher", x)] = y
             continue
+        if r.is_int8:
+            continue  # the legend and the line to its student say what it is
         text = r.label.split(", ")[0] if len(values) > 1 else r.label
         labels[(text, x)] = max(y, labels.get((text, x), -math.inf))
     for (text, x), y in labels.items():
@@ -147,6 +167,49 @@ def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params"
     return scatters
 
 
+def _draw_int8(plot_item: Any, placed: list[tuple[TableRow, tuple[float, float]]],
+               values: list[Any], front_ids: set[int],
+               on_click: Callable[[str], None] | None) -> Any:
+    """The int8 exports: a diamond each in its student's colour, a thin line to the student."""
+    import numpy as np
+    import pyqtgraph as pg
+
+    students = {r.run_dir: p for r, p in placed if r.role == "student"}
+    spots, tips, xs, ys = [], {}, [], []
+    for r, (x, y) in placed:
+        if not r.is_int8:
+            continue
+        i = values.index(r.axis_value) if r.axis_value in values else 0
+        color = COLORS[i % len(COLORS)]
+        on = id(r) in front_ids
+        # A little larger than its student's circle and drawn beneath it: where the two
+        # coincide (parameters: an export keeps them all) the diamond's corners still show.
+        spots.append({"pos": (x, y), "data": r.run_dir, "size": max(7, 15 - 4 * i) + 7,
+                      "brush": pg.mkBrush(color if on else "#ffffff"),
+                      "pen": pg.mkPen(color, width=2), "symbol": "d"})
+        tips[r.run_dir] = _tip(r)
+        if r.run_dir in students:
+            sx, sy = students[r.run_dir]
+            xs += [sx, x]
+            ys += [sy, y]
+    if not spots:
+        return None
+    if xs:  # drawn first, so the points sit on top of their lines
+        joins = pg.PlotDataItem(np.array(xs), np.array(ys), connect="pairs",
+                                pen=pg.mkPen("#888888", width=1, style=Qt.PenStyle.SolidLine))
+        joins.setZValue(-1)
+        plot_item.addItem(joins)
+    s = pg.ScatterPlotItem(spots=spots, name=INT8_NAME, hoverable=True, symbol="d", size=12,
+                           pen=pg.mkPen(INT8_LEGEND_COLOR, width=2), brush=pg.mkBrush("#ffffff"),
+                           hoverPen=pg.mkPen("#222222", width=2),
+                           tip=lambda x, y, data, tips=tips: tips.get(data, ""))
+    s.setZValue(-0.5)
+    if on_click is not None:
+        s.sigClicked.connect(lambda _item, points, _ev: on_click(points[0].data()) if len(points) else None)
+    plot_item.addItem(s)
+    return s
+
+
 class TradeoffChart(QWidget):
     """The chart on the Tradeoff page; ``point_clicked(run_dir)`` when a student is clicked."""
 
@@ -158,8 +221,9 @@ class TradeoffChart(QWidget):
 
         self.plot = make_plot("tradeoffPlot", "Quality retained against parameters", COSTS["params"][1],
                               Y_TITLE, grid=True, min_size=(360, 300))
-        self.plot.setToolTip("Each point is a student; the dashed line joins the students no "
-                             "other beats on both quality and cost. Click a point to open its run.")
+        self.plot.setToolTip("Each point is a student (a diamond: its int8 export, joined to "
+                             "it by a thin line); the dashed line joins the points no other "
+                             "beats on both quality and cost. Click a point to open its run.")
         self.plot.getPlotItem().setMenuEnabled(False)
         self.scatters: list[Any] = []
         self.rows: list[TableRow] = []
@@ -175,6 +239,11 @@ class TradeoffChart(QWidget):
         item = self.plot.getPlotItem()
         item.setTitle(titles[cost], color="#333333", size="10pt")
         self.scatters = draw_tradeoff(item, rows, cost, axis, self._clicked)
+
+    @property
+    def int8_scatter(self) -> Any:
+        """The int8 exports' points, or None when no student has one on show."""
+        return next((s for s in self.scatters if s.name() == INT8_NAME), None)
 
     def _clicked(self, run_dir: str) -> None:
         if run_dir:

@@ -250,6 +250,7 @@ class TradeoffPage(QWidget):
         """What planning needs, gathered now; the job builds the sweep and times it."""
         students = self.setup.students()
         axis, values = self.setup.axis()
+        int8 = self.setup.quantize_int8()
         base = copy.deepcopy(self.ctx.config)
         shape = self.teacher_shape()
         layers = shape.num_layers if shape else self.setup.teacher_layers
@@ -257,7 +258,8 @@ class TradeoffPage(QWidget):
         def job() -> Any:
             from kdstudio.core.sweep.plan import estimate_time
 
-            plan = Sweep.new(base, students, axis, values, teacher_layers=layers)
+            plan = Sweep.new(base, students, axis, values, teacher_layers=layers,
+                             quantize_int8=int8)
             return plan, estimate_time(plan, teacher_shape=shape)
 
         return job
@@ -312,7 +314,10 @@ class TradeoffPage(QWidget):
         box = QMessageBox(QMessageBox.Icon.Question, "Start the sweep?",
                           f"<b>{runs} run{'s' if runs != 1 else ''}</b>: "
                           f"{'; '.join(e.label for e in plan.entries)}.<br><br>"
-                          f"{est.text[0].upper()}{est.text[1:]}<br><br>They run one after another "
+                          f"{est.text[0].upper()}{est.text[1:]}"
+                          + (" Each student is then exported as int8 ONNX, which adds a little "
+                             "time." if plan.quantize_int8 else "")
+                          + "<br><br>They run one after another "
                           "and each appears on the Runs page. You can stop the queue and resume "
                           "it later, even after closing KD Studio.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
@@ -360,7 +365,11 @@ class TradeoffPage(QWidget):
         if self.current is not None and self.queue.sweep is not None \
                 and self.current.id == self.queue.sweep.id:
             self._fill_queue()
-            if entry.status == "finished":
+            if self.queue.exporting is entry:
+                self.message.setText(f"Exporting {entry.label} as int8 ONNX\u2026")
+            elif entry.status == "finished":
+                if self.message.text().startswith("Exporting"):
+                    self.message.setText(f"The sweep is running: {self.current.describe()}.")
                 self.reload_figures()
 
     def _on_queue_done(self, status: str) -> None:
@@ -438,8 +447,9 @@ class TradeoffPage(QWidget):
         self.results_shown.emit(sweep.id)
 
     def _fill_queue(self) -> None:
-        quality = {r.run_dir: r.quality_retained for r in self.results.rows if r.run_dir}
-        self.queue_table.fill(self.current, quality)
+        quality = {r.run_dir: r.quality_retained for r in self.results.rows if r.role == "student"}
+        exporting = self.queue.exporting if self.queue.sweep is self.current else None
+        self.queue_table.fill(self.current, quality, exporting)
         self._update_banner()
 
     def _update_banner(self) -> None:
@@ -464,10 +474,18 @@ class TradeoffPage(QWidget):
         self.start_button.setEnabled(not busy)
         self.stop_button.setEnabled(self.queue.is_running())
         can_resume = (s is not None and not busy and not s.runner_alive()
-                      and bool(s.todo(retry_failed=True)))
+                      and (bool(s.todo(retry_failed=True)) or self._int8_missing()))
         self.resume_button.setEnabled(can_resume)
         self.banner_resume.setEnabled(can_resume)
         self._update_banner()
+
+    def _int8_missing(self) -> bool:
+        """A student on show lacks the int8 export its sweep asks for (Resume makes it)."""
+        if self.current is None or not self.current.quantize_int8:
+            return False
+        rows = self.results.rows
+        return bool({r.run_dir for r in rows if r.role == "student"}
+                    - {r.run_dir for r in rows if r.is_int8})
 
     # -- results ---------------------------------------------------------------------------------
     def _open_run(self, run_dir: str) -> None:

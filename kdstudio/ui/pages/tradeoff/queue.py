@@ -2,7 +2,9 @@
 TrainingController, so each is an ordinary run (live on the Train page, listed on the Runs
 page) and no other run can start beside it. The bookkeeping is the engine's (Sweep.claim,
 begin, attach, end), the same that ``run_sweep`` uses on the command line, so a queue left
-by a closed app or a crash is resumed by either.
+by a closed app or a crash is resumed by either. With the sweep's quantize_int8, each finished
+student is exported as int8 ONNX in a background job (the engine's ``export_int8``) before the
+next run starts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from PySide6.QtWidgets import QWidget
 
 from kdstudio.core.errors import KDStudioError
 from kdstudio.core.events import Started
-from kdstudio.core.sweep.queue import Sweep, SweepEntry, SweepError
+from kdstudio.core.sweep.queue import (
+    Sweep,
+    SweepEntry,
+    SweepError,
+    export_int8,
+    exports_todo,
+)
 from kdstudio.ui.context import AppContext
 
 
@@ -32,7 +40,9 @@ class SweepQueue(QObject):
         self.ctx = ctx
         self.sweep: Sweep | None = None
         self.entry: SweepEntry | None = None
+        self.exporting: SweepEntry | None = None  # the entry whose int8 export is under way
         self._todo: list[SweepEntry] = []
+        self._exports: list[SweepEntry] = []  # finished entries still to export as int8
         self._claim: Any = None
         self._stopping = False
         self._error = ""
@@ -57,18 +67,20 @@ class SweepQueue(QObject):
         claim.__enter__()  # raises SweepError when another process runs this queue
         self._claim, self.sweep = claim, sweep
         self._todo = sweep.todo(retry_failed)
+        self._exports = exports_todo(sweep, retry_failed)  # finished earlier, export missing
         self._stopping = False
         self.running_changed.emit(True)
         self._next()
 
     def stop(self) -> None:
-        """Stop after the current step (the run keeps a checkpoint); the queue stays resumable."""
+        """Stop after the current step (the run keeps a checkpoint), or after the int8 export
+        under way (it cannot be interrupted); the queue stays resumable."""
         if not self.is_running():
             return
         self._stopping = True
         if self.entry is not None and self.ctx.training.is_running():
             self.ctx.training.stop()
-        elif self.entry is None:
+        elif self.entry is None and self.exporting is None:
             self._finish("stopped")
 
     # -- one entry after another ---------------------------------------------------------------
@@ -78,9 +90,13 @@ class SweepQueue(QObject):
 
     def _next(self) -> None:
         sweep = self.sweep
-        if sweep is None:
+        if sweep is None or self.exporting is not None:
             return
-        if not self._todo:  # all done, even if a stop came as the last run ended
+        if self._exports and not (self._stopping or self._window_closing()
+                                  or self.ctx.training.is_running()):
+            self._export(self._exports.pop(0))
+            return
+        if not self._todo and not self._exports:  # all done, even if a stop came as the last run ended
             failed = any(e.status == "failed" for e in sweep.entries)
             self._finish("incomplete" if failed else "finished")
             return
@@ -129,12 +145,35 @@ class SweepQueue(QObject):
         if result is not None and result.status != "finished":
             self._finish("stopped")
         else:
+            if result is not None and sweep.quantize_int8:
+                self._exports.insert(0, entry)  # before the next run
             # After every other listener of this run's end (the window may be closing).
             QTimer.singleShot(0, self._next)
 
+    def _export(self, entry: SweepEntry) -> None:
+        """Export the entry's student as int8 ONNX in a job; a failure is a note on the entry."""
+        sweep = self.sweep
+        self.exporting = entry
+        self.entry_changed.emit(entry)
+
+        def done(_note: Any = "") -> None:
+            if self.sweep is not sweep:
+                return
+            self.exporting = None
+            self.entry_changed.emit(entry)
+            QTimer.singleShot(0, self._next)
+
+        def failed(exc: BaseException) -> None:  # export_int8 keeps its own errors: a last resort
+            if sweep is not None:
+                sweep.set_note(entry, f"The int8 export failed: {type(exc).__name__}: {exc}")
+            done()
+
+        self.ctx.jobs.submit(lambda: export_int8(sweep, entry), done, failed)
+
     def _finish(self, status: str) -> None:
         claim, self._claim = self._claim, None
-        self.sweep, self.entry, self._todo = None, None, []
+        self.sweep, self.entry, self._todo, self._exports = None, None, [], []
+        self.exporting = None
         if claim is not None:
             try:
                 claim.__exit__(None, None, None)

@@ -57,21 +57,27 @@ class QueueView(QTableWidget):
         self.setMinimumHeight(120)
         self.cellDoubleClicked.connect(self._activated)
 
-    def fill(self, sweep: Sweep | None, quality: dict[str, Any]) -> None:
-        """Show the sweep's entries; ``quality`` maps run folders to quality retained."""
+    def fill(self, sweep: Sweep | None, quality: dict[str, Any],
+             exporting: Any = None) -> None:
+        """Show the sweep's entries; ``quality`` maps run folders to quality retained;
+        ``exporting`` is the entry whose int8 export is under way."""
         entries = sweep.entries if sweep else []
         self.setRowCount(len(entries))
         for i, e in enumerate(entries):
             status = sweep.entry_status(e)
+            word = STATUS_WORDS.get(status, status)
+            if exporting is not None and e.index == exporting.index:
+                word = "exporting int8\u2026"
+            elif e.note:
+                word += " (no int8)"
             q = quality.get(e.run_dir)
-            cells = [str(e.index + 1), e.label, STATUS_WORDS.get(status, status),
-                     "" if q is None else f"{q:.1%}"]
+            cells = [str(e.index + 1), e.label, word, "" if q is None else f"{q:.1%}"]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, e.run_dir)
                 if c == 2:
                     item.setForeground(QBrush(QColor(STATUS_COLORS.get(status, "#6d6d6d"))))
-                    item.setToolTip(e.error or e.run_dir or "Not started yet.")
+                    item.setToolTip(e.error or e.note or e.run_dir or "Not started yet.")
                 self.setItem(i, c, item)
 
     def status_texts(self) -> list[str]:

@@ -1,5 +1,6 @@
 """The Tradeoff page's results: the chart (x axis switchable), the summary sentence, the
-sortable table, and the PNG / CSV exports. Rows come from core.sweep_figures.sweep_table."""
+sortable table, and the PNG / CSV exports. Rows come from core.sweep.figures.sweep_table;
+a student's int8 export is a row of its own, in italics, right under it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from kdstudio.ui.widgets.common import named
 COSTS = [("params", "Parameters"), ("latency", "Latency per sample"), ("size", "Size on disk")]
 RUN_ROLE = Qt.ItemDataRole.UserRole + 1
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
+KEY_ROLE = Qt.ItemDataRole.UserRole + 3  # TableRow.key: an int8 row shares its run folder
 EMPTY = ("No results yet. Pick students on the left and press <b>Start sweep</b>; a point "
          "appears here as each run finishes.")
 
@@ -118,8 +120,9 @@ class TradeoffResults(QWidget):
                                    "border: 1px solid #d6e2ee; border-radius: 4px;")
 
         self.table = named(QTableWidget(0, 0), "tradeoffTable", "Tradeoff figures",
-                           "One row per student (and the teacher); click a header to sort, "
-                           "double-click a row to open its run.")
+                           "One row per student (and the teacher; an int8 export in italics "
+                           "under its student); click a header to sort, double-click a row to "
+                           "open its run.")
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
@@ -149,7 +152,13 @@ class TradeoffResults(QWidget):
         return self.cost_combo.currentData()
 
     def set_rows(self, rows: Sequence[TableRow], axis: str = "") -> None:
+        had_int8 = any(r.is_int8 for r in self.rows)
         self.rows, self.axis = list(rows), axis
+        if not had_int8 and any(r.is_int8 for r in self.rows):
+            # An int8 export keeps its student's parameters; size on disk is where it differs.
+            self.cost_combo.blockSignals(True)
+            self.cost_combo.setCurrentIndex(self.cost_combo.findData("size"))
+            self.cost_combo.blockSignals(False)
         self.summary.setText(summary_sentence(self.rows, axis) if self.rows else EMPTY)
         self._redraw()
         self._fill_table()
@@ -181,11 +190,13 @@ class TradeoffResults(QWidget):
         t.setRowCount(len(rows))
         bold = QFont()
         bold.setBold(True)
+        italic = QFont()
+        italic.setItalic(True)
         for i, r in enumerate(rows):
             hv = r.headline_value
             cells = [
                 SortItem("teacher" if r.is_teacher else r.label.split(", ")[0],
-                         -1 if r.is_teacher else i),
+                         -1 if r.is_teacher else i),  # an int8 row sorts right under its student
                 SortItem(fmt_params(r.params), r.params),
                 SortItem(_num(r.params_share, ".0%"), r.params_share),
                 SortItem(_num(r.size_mb, ".3g"), r.size_mb),
@@ -201,11 +212,18 @@ class TradeoffResults(QWidget):
                                          value if isinstance(value, (int, float)) else None))
             for c, item in enumerate(cells):
                 item.setData(RUN_ROLE, r.run_dir)
+                item.setData(KEY_ROLE, r.key)
                 if c > 0:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if r.is_teacher:
                     item.setFont(bold)
                     item.setToolTip(f"The teacher: {r.model}")
+                elif r.is_int8:
+                    item.setFont(italic)
+                    item.setToolTip(f"{r.label}: the student exported as int8 ONNX (size and "
+                                    "latency of the export, measured with ONNX Runtime); "
+                                    "double-click to open the run"
+                                    + (f"\n{r.note}" if r.note else ""))
                 else:
                     item.setToolTip(f"{r.label}: double-click to open the run")
                 t.setItem(i, c, item)
@@ -217,7 +235,7 @@ class TradeoffResults(QWidget):
 
     def _mark_front(self) -> None:
         """Tick the rows on the Pareto front of the cost the chart shows."""
-        on = {r.run_dir or "teacher" for r in front_rows(self.rows, self.cost)}
+        on = {r.key for r in front_rows(self.rows, self.cost)}
         col = self.table.columnCount() - 1
         sorting = self.table.isSortingEnabled()
         self.table.setSortingEnabled(False)
@@ -225,8 +243,7 @@ class TradeoffResults(QWidget):
             item = self.table.item(i, col)
             if item is None:
                 continue
-            key = self.table.item(i, 0).data(RUN_ROLE) or "teacher"
-            front = key in on
+            front = self.table.item(i, 0).data(KEY_ROLE) in on
             item.setText("yes" if front else "")
             item.setData(SORT_ROLE, 1 if front else 0)
             item.setForeground(QBrush(QColor("#1b7f3b")))

@@ -2,11 +2,13 @@
 
 Derived students are ticked by layer count (1 to the teacher's count minus one); other
 students are Hub ids, folders or built-in names added to a list. The second axis is a set
-of temperatures or logit losses. ``students()`` and ``axis()`` hand them to the engine.
+of temperatures or logit losses. A box asks for each student's int8 ONNX export too.
+``students()``, ``axis()`` and ``quantize_int8()`` hand them to the engine.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ from kdstudio.core.sweep.queue import StudentSpec, SweepError
 from kdstudio.ui.widgets.common import named
 
 BOXES_PER_ROW = 6
+# On two lines: a check box does not wrap, and one line would widen the whole panel.
+INT8_TEXT = "Also export each student as int8 ONNX\n(smaller, usually a little less accurate)"
+ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 AXES = [("", "None"), ("temperature", "Temperatures"), ("method", "Methods (logit losses)")]
 
 
@@ -140,6 +145,18 @@ class SweepSetup(QWidget):
         form.addRow(self.axis_note)
         self._axis_changed()
 
+        self.int8_box = named(QCheckBox(INT8_TEXT), "sweepInt8Check", "Also export as int8 ONNX",
+                              "After each run, export its student as int8 ONNX (about a "
+                              "quarter of the size, run with ONNX Runtime) and show the export "
+                              "on the chart as a diamond beside its student, so distilling "
+                              "alone and distilling then quantizing can be compared.")
+        missing = [m for m in ONNX_PACKAGES if importlib.util.find_spec(m) is None]
+        if missing:
+            self.int8_box.setEnabled(False)
+            self.int8_box.setToolTip(f"Needs the package(s) {', '.join(missing)}: "
+                                     "pip install kdstudio[export].")
+        self.int8_box.toggled.connect(lambda _on: self.changed.emit())
+
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(8)
@@ -147,6 +164,7 @@ class SweepSetup(QWidget):
         lay.addWidget(derived)
         lay.addWidget(others)
         lay.addWidget(axis)
+        lay.addWidget(self.int8_box)
 
     # -- the base config ---------------------------------------------------------------------
     def set_base(self, config: Any) -> None:
@@ -231,6 +249,9 @@ class SweepSetup(QWidget):
     def students(self) -> list[StudentSpec]:
         layers = [StudentSpec(layers=float(k)) for k, b in self.layer_boxes.items() if b.isChecked()]
         return layers + [StudentSpec(name=n) for n in self.models()]
+
+    def quantize_int8(self) -> bool:
+        return self.int8_box.isEnabled() and self.int8_box.isChecked()
 
     def axis(self) -> tuple[str, list[Any]]:
         """(axis, values); raises SweepError naming a value that is not a number."""
