@@ -7,7 +7,11 @@ The base folder is platformdirs' user data directory, or $KDSTUDIO_HOME.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as _dt
+import functools
+import importlib.resources
 import json
 import os
 import re
@@ -38,14 +42,28 @@ def runs_dir() -> Path:
 
 
 def resources_dir() -> Path:
-    """The resources/ folder shipped beside the package (or installed under share/)."""
-    here = Path(__file__).resolve().parent.parent.parent / "resources"
-    if here.is_dir():
-        return here
-    import sys
+    """The shipped resources: demos, the built-in corpus, the demo teacher, the icon.
 
-    installed = Path(sys.prefix) / "share" / APP_NAME / "resources"
-    return installed if installed.is_dir() else here
+    They are the package kdstudio.resources (the top-level resources/ folder, mapped into
+    the package by pyproject.toml), so a wheel carries them as package data. A checkout whose
+    editable install predates that mapping still finds the folder beside the package.
+    """
+    try:
+        root = importlib.resources.files("kdstudio.resources")
+    except ModuleNotFoundError:
+        root = None
+    if root is None:
+        return Path(__file__).resolve().parent.parent.parent / "resources"
+    return root if isinstance(root, Path) else _extracted_resources()
+
+
+@functools.lru_cache(maxsize=1)
+def _extracted_resources() -> Path:
+    """A real folder for resources that are not plain files (a zipped install), kept until exit."""
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)
+    root = importlib.resources.files("kdstudio.resources")
+    return Path(stack.enter_context(importlib.resources.as_file(root)))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
