@@ -155,13 +155,17 @@ _BUILTIN: tuple[LossTerm, ...] = (
 )
 
 
-def _all_terms() -> tuple[LossTerm, ...]:
-    from kdstudio.core.terms import discover
-
-    return _BUILTIN + tuple(discover()[0])
+_ALL: list[tuple[LossTerm, ...]] = []
 
 
-TERMS: tuple[LossTerm, ...] = _all_terms()
+def all_terms() -> tuple[LossTerm, ...]:
+    """The built-in terms and those of core/terms, found once (on first use, so a term
+    module can import this one)."""
+    if not _ALL:
+        from kdstudio.core.terms import discover
+
+        _ALL.append(_BUILTIN + tuple(discover()[0]))
+    return _ALL[0]
 
 
 def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[Any, dict]:
@@ -201,7 +205,7 @@ def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[A
 
 def terms_for(task: Task | str) -> list[LossTerm]:
     task = get_task(task)
-    return [t for t in TERMS if t.applies_to(task)]
+    return [t for t in all_terms() if t.applies_to(task)]
 
 
 def active_terms(task: Task | str, method: Any) -> list[LossTerm]:
@@ -218,7 +222,7 @@ def plain_method(method: Any, task: Task | str) -> Any:
     import dataclasses
 
     plain = {t.weight_key for t in plain_terms(task)}
-    changes: dict[str, Any] = {t.weight_key: (1.0 if t.weight_key in plain else 0.0) for t in TERMS}
+    changes: dict[str, Any] = {t.weight_key: (1.0 if t.weight_key in plain else 0.0) for t in all_terms()}
     changes.update({f: off for f, off in get_task(task).own_method_fields})
     return dataclasses.replace(method, **changes)
 
@@ -226,7 +230,7 @@ def plain_method(method: Any, task: Task | str) -> Any:
 def check_terms(task: Task | str, method: Any) -> None:
     """Weights set for terms this task has no use for, or no weight at all: ConfigError."""
     task = get_task(task)
-    for term in TERMS:
+    for term in all_terms():
         w = term.weight(method)
         if w > 0 and not term.applies_to(task):
             users = ", ".join(t.name for t in term.tasks)

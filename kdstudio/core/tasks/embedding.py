@@ -48,7 +48,11 @@ class Embedding(Task):
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):
         from kdstudio.core.tasks.base import Fit
 
-        return Fit(["embedding"] + (["hidden"] if same_vocab else []))
+        from kdstudio.core.objective import terms_for
+
+        # Pooled embeddings compare whatever the tokenizers; hidden states position by
+        # position need the same tokens.
+        return Fit([t.name for t in terms_for(self) if same_vocab or not t.needs_hidden])
 
     def eval_batches(self, eval_set: Any, tokenizer: Any) -> list[dict]:
         from kdstudio.core.tasks.base import text_eval_batches
