@@ -182,9 +182,7 @@ def test_method_fields_all_have_a_control(page):
     """Every MethodConfig and GenerationConfig field, and evaluation.baseline, is reachable
     from the page (basic, language-model or advanced)."""
     from kdstudio.core.config import GenerationConfig, MethodConfig
-    from kdstudio.ui.pages.method.advanced import COMBOS, SPINS
-
-    covered = {k for (s, k) in (*SPINS, *COMBOS, *page.lm.controls) if s == "method"}
+    covered = {k for (s, k) in (*page.advanced.controls, *page.lm.controls) if s == "method"}
     covered |= {"temperature", "logit_loss", "embedding_loss", "layer_pairs"}
     assert {f.name for f in dataclasses.fields(MethodConfig)} == covered
     assert {k for (s, k) in page.lm.controls if s == "generation"} == \
@@ -277,3 +275,29 @@ def test_cross_tokenizer_preset(window, page):
     assert "sorts" in page.explain.text()
     page.preset_buttons[0].click()  # back to plain logit distillation: the cross weight is off
     assert window.ctx.config.method.cross_tokenizer_weight == 0.0
+
+
+@pytest.mark.slow
+def test_plug_in_terms_get_controls_from_their_fields(window, page):
+    """A loss term in core/terms brings its settings to the page without app changes: the
+    similarity term's weight, loss and temperature show for sentence encoders only, write
+    the config, and its details are enabled only while its weight is on."""
+    from kdstudio.core.terms import modules
+
+    fields = {name for term, fs in modules() for name, *_ in fs}
+    assert {"similarity_weight", "similarity_loss", "similarity_temperature"} <= fields
+    page.advanced.set_open(True)
+    weight = page.advanced.controls[("method", "similarity_weight")]
+    kind = page.advanced.controls[("method", "similarity_loss")]
+    assert page.advanced.plugins.isVisible() and weight.isVisible()
+    assert weight.accessibleName() == "Similarity-structure distillation"
+    assert kind.accessibleName() == "Loss" and "softmax" in kind.toolTip()
+    assert not kind.isEnabled()  # the weight is 0 by default
+    weight.setValue(0.5)
+    assert window.ctx.config.method.similarity_weight == 0.5
+    assert kind.isEnabled()
+    kind.setCurrentIndex(kind.findData("mse"))
+    kind.activated.emit(kind.currentIndex())
+    assert window.ctx.config.method.similarity_loss == "mse"
+    page.task_buttons["sequence-classification"].click()
+    assert not page.advanced.plugins.isVisible() and not weight.isVisible()

@@ -14,13 +14,22 @@ import pkgutil
 from typing import Any
 
 
+def modules() -> list[tuple[Any, list[tuple]]]:
+    """(TERM or None, FIELDS) of every module in this package, in module-name order. The
+    app builds each module's settings controls from this, grouped by term."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found.append((getattr(module, "TERM", None), list(getattr(module, "FIELDS", ()))))
+    return found
+
+
 def discover() -> tuple[list[Any], list[tuple]]:
     """(terms, config fields) of every module in this package, in module-name order."""
     terms: list[Any] = []
     fields: list[tuple] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "TERM"):
-            terms.append(module.TERM)
-        fields.extend(getattr(module, "FIELDS", ()))
+    for term, module_fields in modules():
+        if term is not None:
+            terms.append(term)
+        fields.extend(module_fields)
     return terms, fields

@@ -12,6 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from kdstudio.core.config import MethodConfig, TeacherConfig
 from kdstudio.core.tasks import get_task
+from kdstudio.core.terms import modules as term_modules
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.method.text import (
     DTYPE_TEXT,
@@ -55,6 +58,43 @@ COMBOS = {
 }
 HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
 HELP.update({("teacher", f.name): f.metadata["help"] for f in dataclasses.fields(TeacherConfig)})
+
+
+def _plugin_label(term: Any, name: str) -> str:
+    """Words for a plug-in term's setting: its weight is named after the term, the others
+    after the field with the term's prefix dropped (similarity_loss under "similarity" is
+    "Loss")."""
+    if term is not None and name == term.weight_key:
+        return term.label[:1].upper() + term.label[1:]
+    words = name.replace("_", " ")
+    if term is not None and words.startswith(term.name + " "):
+        words = words[len(term.name) + 1:]
+    return words[:1].upper() + words[1:]
+
+
+def plugin_control(name: str, tp: type, rules: dict) -> QWidget:
+    """A control for one plug-in setting, chosen from its type and rules: a combo box for
+    choices, a check box for a switch, a spin box for a number (within min/max)."""
+    if rules.get("choices"):
+        w: QWidget = QComboBox()
+        for value in rules["choices"]:
+            w.addItem(str(value), value)
+    elif tp is bool:
+        w = QCheckBox()
+    elif tp is int:
+        w = QSpinBox()
+        w.setRange(int(rules.get("min", 0) if rules.get("min") is not None else 0),
+                   int(rules["max"]) if rules.get("max") is not None else 1_000_000)
+        w.setKeyboardTracking(False)
+    else:
+        w = QDoubleSpinBox()
+        lo = rules.get("min")
+        w.setRange(float(lo) if lo is not None else -1e6,
+                   float(rules["max"]) if rules.get("max") is not None else 100.0)
+        w.setDecimals(4)
+        w.setSingleStep(0.05 if (rules.get("max") or 100.0) <= 1.0 else 0.1)
+        w.setKeyboardTracking(False)
+    return w
 
 
 class AdvancedSettings(QWidget):
@@ -104,6 +144,7 @@ class AdvancedSettings(QWidget):
         teacher.setObjectName("methodTeacherGroup")
         self._form(teacher, ["dtype", "prepare", "prepare_epochs", "prepare_learning_rate"],
                    "teacher")
+        self.plugins = self._plugin_group()
 
         right = QVBoxLayout()
         right.addWidget(details)
@@ -111,6 +152,8 @@ class AdvancedSettings(QWidget):
         right.addStretch(1)
         left = QVBoxLayout()
         left.addWidget(weights)
+        if self.plugins is not None:
+            left.addWidget(self.plugins)
         left.addStretch(1)
         cols = QHBoxLayout(self.body)
         cols.setContentsMargins(0, 0, 0, 0)
@@ -152,6 +195,40 @@ class AdvancedSettings(QWidget):
             self._add_row(form, field, label, w)
         return form
 
+    def _plugin_group(self) -> QGroupBox | None:
+        """Controls for the settings of the loss terms in core/terms, built from their FIELDS:
+        a new method module shows up here without any change to the app."""
+        self.plugin_terms: dict[tuple[str, str], Any] = {}
+        found = [(term, fields) for term, fields in term_modules() if fields]
+        if not found:
+            return None
+        box = QGroupBox("More methods")
+        box.setObjectName("methodPluginGroup")
+        form = QFormLayout(box)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        for term, fields in found:
+            for name, tp, _default, help_text, rules in fields:
+                field = ("method", name)
+                w = plugin_control(name, tp, rules)
+                if isinstance(w, QComboBox):
+                    w.activated.connect(lambda _i, f=field, c=w: self._write(f, c.currentData()))
+                elif isinstance(w, QCheckBox):
+                    w.toggled.connect(lambda v, f=field: self._write(f, bool(v)))
+                elif isinstance(w, QSpinBox):
+                    w.valueChanged.connect(lambda v, f=field: self._write(f, int(v)))
+                else:
+                    w.valueChanged.connect(lambda v, f=field: self._write(f, float(v)))
+                label = _plugin_label(term, name)
+                w.setObjectName(f"method_{name}")
+                w.setAccessibleName(label)
+                w.setToolTip(help_text)
+                HELP.setdefault(field, help_text)
+                self.controls[field] = w
+                self.plugin_terms[field] = term
+                self._add_row(form, field, label, w)
+        return box
+
     def _add_row(self, form: QFormLayout, field: tuple[str, str], label: str, w: QWidget) -> None:
         name = QLabel(label + ":")
         name.setToolTip(HELP[field])
@@ -183,6 +260,10 @@ class AdvancedSettings(QWidget):
         for f in (("teacher", "prepare"), ("teacher", "prepare_epochs"),
                   ("teacher", "prepare_learning_rate")):
             visible[f] = task.has_task_head
+        for field, term in self.plugin_terms.items():
+            visible[field] = term is None or term.applies_to(task)
+        if self.plugins is not None:
+            self.plugins.setVisible(any(visible[f] for f in self.plugin_terms))
         for field, (form, w) in self.rows.items():
             form.setRowVisible(w, visible.get(field, True))
         m = cfg.method
@@ -191,6 +272,10 @@ class AdvancedSettings(QWidget):
         self.controls[("method", "alpha")].setEnabled(skew)
         self.controls[("method", "hidden_loss")].setEnabled(m.hidden_weight > 0)
         self.pairs.setEnabled(m.hidden_weight > 0)
+        for field, term in self.plugin_terms.items():
+            # A term's other settings matter only while its weight is on.
+            if term is not None and field[1] != term.weight_key:
+                self.controls[field].setEnabled(term.weight(m) > 0)
         prepares = cfg.teacher.prepare != "never"
         self.controls[("teacher", "prepare_epochs")].setEnabled(prepares)
         self.controls[("teacher", "prepare_learning_rate")].setEnabled(prepares)
