@@ -318,6 +318,7 @@ def chunked_distillation_loss(
     beta: float = 0.5,
     alpha: float = 0.1,
     chunk_size: int | None = None,
+    teacher_sparse: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
 ) -> ChunkedLoss:
     """The causal-LM objective's logit terms, chunked: "logit", "hard_label", "cross_tokenizer".
 
@@ -328,6 +329,9 @@ def chunked_distillation_loss(
     feed "hard_label"; mask bool (N,) (default labels != -100, else all) selects the
     positions of "logit" and "cross_tokenizer". Each term is the mean over its own kept
     positions, as losses.py computes it; positions no term keeps never reach the head.
+    teacher_sparse(positions), instead of teacher_logits, gives the teacher cache's top-k
+    answers there (top_ids, top_logprobs, tail_logmass, tail_log_half), and "logit" is then
+    teacher_cache.sparse_logit_loss.
     """
     unknown = [k for k in weights if k not in ("logit", "hard_label", "cross_tokenizer")]
     if unknown:
@@ -343,7 +347,10 @@ def chunked_distillation_loss(
             n_rows, dtype=torch.bool, device=hidden.device)
     if mask.dtype != torch.bool or mask.shape != (n_rows,):
         raise ValueError(f"mask must be a bool tensor of shape ({n_rows},)")
-    if ("logit" in weights or "cross_tokenizer" in weights) and teacher_logits is None:
+    if teacher_sparse is not None and "cross_tokenizer" in weights:
+        raise ValueError("the cross_tokenizer term needs live teacher_logits, not the cache")
+    if ("logit" in weights or "cross_tokenizer" in weights) and teacher_logits is None \
+            and teacher_sparse is None:
         raise ValueError("the logit and cross_tokenizer terms need teacher_logits")
 
     label_keep = labels != -100 if labels is not None else None
@@ -366,6 +373,18 @@ def chunked_distillation_loss(
     def chunk_loss(z: torch.Tensor, rows: slice) -> dict[str, torch.Tensor]:
         m = sub_mask[rows]
         t = None
+        if teacher_sparse is not None:
+            from kdstudio.core.teacher_cache.sparse import sparse_logit_loss
+
+            out = {}
+            if "logit" in weights:
+                ids, lp, tail, half = teacher_sparse(positions[rows])
+                out["logit"] = sparse_logit_loss(z, ids, lp, tail, tail_log_half=half, loss=loss,
+                                                 temperature=temperature, beta=beta, alpha=alpha,
+                                                 mask=m, reduction="sum")
+            if "hard_label" in weights:
+                out["hard_label"] = hard_label_sum(z, sub_labels[rows])
+            return out
         if need_teacher:
             with torch.no_grad():
                 t = teacher_logits(positions[rows])

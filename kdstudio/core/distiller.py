@@ -35,6 +35,9 @@ class Distiller(nn.Module):
         # Language models: the head terms run over chunks of positions (0: size chosen
         # from free memory, -1: full logits at once).
         self.chunk = chunk
+        # The teacher cache (teacher_cache.TeacherCache) when it stands in for the live
+        # teacher; batches it does not hold (on-policy samples) still ask the teacher.
+        self.cache: Any = None
         self.terms = active_terms(self.task, method)
         self.student = student
         self.teacher = [teacher]  # a list so the teacher is not registered as a trainable child
@@ -70,13 +73,17 @@ class Distiller(nn.Module):
         chunked = bool(head_terms) and self.chunk >= 0 and self.task.generative \
             and batch.align is None
         t_feats: dict[str, Any] = {}
-        if any(t.needs_teacher for t in self.terms):
+        cached = None
+        if self.cache is not None and batch.rows is not None and not batch.on_policy:
+            length = batch.student["input_ids"].shape[1]
+            cached = self.cache.get(batch.rows, batch.student["input_ids"].device, seq_len=length)
+        elif any(t.needs_teacher for t in self.terms):
             with torch.no_grad():
                 t_feats = self.task.forward_features(self.teacher[0], batch.teacher,
                                                      hidden=want_hidden, head_only=chunked)
         s_feats = self.task.forward_features(self.student, batch.student, hidden=want_hidden,
                                              head_only=chunked)
-        x = TermInputs(batch, s_feats, t_feats, self.method, self, self.vocab_size)
+        x = TermInputs(batch, s_feats, t_feats, self.method, self, self.vocab_size, cached)
         if "last_hidden" in s_feats:  # the student's head runs chunk by chunk
             total, head_values = head_terms_loss(x, head_terms, self.chunk)
             parts = {t.name: t.compute(x) for t in terms if not t.head}

@@ -33,6 +33,8 @@ class Batch:
     # pos) that predict the same next text; None when both read the same ids.
     align: "torch.Tensor | None" = None
     on_policy: bool = False  # the continuations are the student's own samples
+    # Which training rows these are (language-model blocks): the teacher cache's keys.
+    rows: "list[int] | None" = None
 
 
 class TermInputs:
@@ -40,9 +42,12 @@ class TermInputs:
     holding learned projections. Shifted next-token views are made once and shared."""
 
     def __init__(self, batch: Batch, student: dict, teacher: dict, method: Any,
-                 distiller: Any, vocab_size: int):
+                 distiller: Any, vocab_size: int, cached: Any = None):
         self.batch, self.s, self.t, self.method = batch, student, teacher, method
         self.distiller, self.vocab_size = distiller, vocab_size
+        # The teacher's top-k answers read from the teacher cache (CachedTargets over the
+        # batch's positions), when they stand in for the live teacher.
+        self.cached = cached
         self._shift: dict[str, Any] = {}
 
     def next_token(self) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
@@ -85,6 +90,15 @@ def _logit(x: TermInputs):
     from kdstudio.core.losses import logit_distillation_loss
 
     m = x.method
+    if x.cached is not None:
+        from kdstudio.core.teacher_cache.sparse import sparse_logit_loss
+
+        s, _, mask = x.next_token()
+        c = x.cached
+        return sparse_logit_loss(s, c.top_ids[:, :-1], c.top_logprobs[:, :-1],
+                                 c.tail_logmass[:, :-1], tail_log_half=c.tail_log_half[:, :-1],
+                                 loss=m.logit_loss, temperature=m.temperature, beta=m.beta,
+                                 alpha=m.alpha, mask=mask & c.mask[:, :-1])
     if x.distiller.task.generative:
         s, _, mask = x.next_token()
         t = x.teacher_next_token()
@@ -183,8 +197,15 @@ def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[A
     labels = x.batch.student["labels"][:, 1:].reshape(-1)
     head = x.s["head"]
     bias = head.bias[:v] if head.bias is not None else None
-    teacher_logits = None
-    if any(t.needs_teacher for t in terms):
+    teacher_logits = sparse = None
+    if x.cached is not None:
+        c = x.cached
+        flat = [v[:, :-1].reshape(-1, *v.shape[2:]) for v in
+                (c.top_ids, c.top_logprobs, c.tail_logmass, c.tail_log_half)]
+        sparse = lambda pos: tuple(v[pos] for v in flat)  # noqa: E731
+        labels_keep = labels != -100
+        cache_keep = c.mask[:, :-1].reshape(-1)
+    elif any(t.needs_teacher for t in terms):
         if x.t.get("logits") is not None:
             t_rows = x.t["logits"][:, :-1, :v]
             t_rows = t_rows.reshape(-1, t_rows.shape[-1])
@@ -199,7 +220,8 @@ def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[A
     res = chunked_distillation_loss(
         s_rows, head.weight[:v], bias, teacher_logits,
         weights={t.name: t.weight(m) for t in terms}, labels=labels, loss=m.logit_loss,
-        temperature=m.temperature, beta=m.beta, alpha=m.alpha, chunk_size=chunk or None)
+        temperature=m.temperature, beta=m.beta, alpha=m.alpha, chunk_size=chunk or None,
+        teacher_sparse=sparse, mask=(labels_keep & cache_keep) if sparse is not None else None)
     return res.total, res.terms
 
 

@@ -76,6 +76,8 @@ class Setup:
     pinned: PinnedInputs
     generations: tuple[list[str], list[str]] | None
     initial_state: dict | None
+    teacher_plan: Any = None     # teacher_cache.use.TeacherPlan: live or cache, and why
+    cache: Any = None            # the TeacherCache the run reads, if any
 
 
 def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
@@ -167,6 +169,10 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
         n_train, make_batch = task.batch_maker(data.train_texts, data.train_labels,
                                                source=f"'{data.source}'", **batch_args)
 
+    plan, cache = _teacher_targets(cfg, ctx, run, task, teacher, tmodel, same_tok, make_batch,
+                                   comp.vocab_size, n_train)
+    distiller.cache = cache
+
     bs = min(tc.batch_size, n_train)
     order = BatchOrder(n_train, bs, tc.seed)
     if tc.max_steps:
@@ -186,7 +192,53 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
     return Setup(task, data, teacher, tmodel, student, student_tok, student_desc, kept, same_tok,
                  distiller, batch_args, n_train, make_batch, order, total_steps, opt, evaluator,
-                 headline, pinned, generations, initial_state)
+                 headline, pinned, generations, initial_state, plan, cache)
+
+
+def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Task, teacher: Any,
+                     tmodel: Any, same_tok: bool, make_batch: Any, vocab_size: int,
+                     n_train: int) -> tuple[Any, Any]:
+    """Live teacher or teacher cache (found, or written now by one teacher pass), and why.
+    A resumed run keeps what it started with."""
+    from kdstudio.core.teacher_cache import use
+    from kdstudio.core.teacher_cache.store import TeacherCache, find_cache
+
+    rows = getattr(make_batch, "cache_rows", None)
+    recorded = (run.summary().get("teacher_targets") or {}) if run is not None else {}
+    plan = use.plan_teacher(cfg, exists=True, same_tokenizer=same_tok and rows is not None)
+    if plan.mode != use.CACHE:  # live or unused whatever is on disk
+        ctx.emit(Log(plan.line))
+        return plan, None
+    if recorded.get("mode") == use.LIVE:
+        plan = use.TeacherPlan(use.LIVE, "as when this run started: a resumed run keeps its "
+                                         "teacher's answers the same")
+        ctx.emit(Log(plan.line))
+        return plan, None
+    vocab = vocab_size or tmodel.get_output_embeddings().weight.shape[0]
+    k = min(int(cfg.teacher.cache_k), vocab)
+    parts = use.key_parts(cfg, teacher.source, teacher.tokenizer, rows,
+                          next(tmodel.parameters()).dtype, k)
+    cache = find_cache(parts)
+    plan = use.plan_teacher(cfg, exists=cache is not None)
+    if recorded.get("mode") == use.CACHE and plan.mode != use.CACHE:
+        plan = use.TeacherPlan(use.CACHE, "as when this run started: a resumed run keeps "
+                                          "reading the teacher cache", build=True,
+                               live_share=plan.live_share)
+    if plan.mode != use.CACHE:
+        ctx.emit(Log(plan.line))
+        return plan, None
+    if cache is None:
+        ctx.emit(Stage("teacher cache", f"one teacher pass writes its top-{k} answers for "
+                                        f"{n_train} training rows"))
+        path = use.write_cache(parts, rows, make_batch, tmodel, task, vocab,
+                               batch_size=max(1, cfg.training.batch_size), autocast=ctx.autocast,
+                               emit=ctx.emit, stop=ctx.stop)
+        cache = TeacherCache(path)
+        ctx.emit(Log(f"Teacher cache written: {use.cache_summary(cache)}."))
+    else:
+        ctx.emit(Log(f"Teacher cache found: {use.cache_summary(cache)}."))
+    ctx.emit(Log(plan.line))
+    return plan, cache
 
 
 def _teacher_continuations(cfg: RunConfig, teacher: Any, tok: Any, train_texts: list[str],

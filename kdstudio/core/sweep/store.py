@@ -125,7 +125,15 @@ class Sweep:
             d["method"]["temperature"] = float(entry.axis_value)
         elif self.axis == "method":
             d["method"]["logit_loss"] = entry.axis_value
-        return config_from_dict(d)
+        cfg = config_from_dict(d)
+        if cfg.teacher.cache == "auto" and len(self.entries) > 1:
+            # The students share one teacher pass: the first writes the cache, the rest read it.
+            from kdstudio.core.teacher_cache.use import CACHE, plan_teacher
+
+            cfg.teacher.cache = "always"
+            if plan_teacher(cfg, exists=True).mode != CACHE:
+                cfg.teacher.cache = "auto"
+        return cfg
 
     # -- reading and writing -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class CausalLM(Task):
     own_method_fields = (("cross_tokenizer_weight", 0.0), ("sequence_level", False),
                          ("on_policy_share", 0.0))
     method_defaults = {"logit_weight": 1.0, "temperature": 1.0}
+    default_teacher = "everyday-gpt"
     data_defaults = {"max_length": 128}
 
     # -- engine hooks ---------------------------------------------------------------------------
@@ -67,7 +68,9 @@ class CausalLM(Task):
         def make_blocks(idx: list[int]) -> Batch:
             b = collate_blocks([blocks[i] for i in idx], student_tok.pad_token_id)
             b = {k: v.to(device) for k, v in b.items()}
-            return Batch(b, b, None, int(b["attention_mask"].sum()), len(idx))
+            return Batch(b, b, None, int(b["attention_mask"].sum()), len(idx), rows=list(idx))
+        # The rows' token ids: what the teacher cache is keyed on and written for.
+        make_blocks.cache_rows = blocks  # type: ignore[attr-defined]
         return len(blocks), make_blocks
 
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):

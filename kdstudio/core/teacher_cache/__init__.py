@@ -1,0 +1,92 @@
+"""The teacher-logit cache: the teacher's top-k answers, written once, read by every student.
+
+One teacher pass over the training rows is stored under
+``home_dir() / "teacher-cache" / <key>``, where the key is a sha256 over everything that
+changes the teacher's answers (see ``cache_key``), so a changed input never reads a stale
+cache. A cache is written into a hidden ``.partial-*`` folder and renamed into place only
+when complete, so an interrupted pass is never read.
+
+Format (FORMAT_VERSION 1), one fixed-width record per stored position:
+  ids        the k token ids, sorted, Elias-Fano coded: k*l low bits plus a
+             k + V/2**l bit high-part bitvector, l = floor(log2(V/k)); about
+             k * (2 + log2(V/k)) bits, against k * ceil(log2 V) for plain packing.
+  log-probs  uint8 per id (in id order): the gap g to the largest log-prob, coded
+             q = round(255 * sqrt(g / G)) with G the position's largest gap (capped at
+             40 nats), so the likely entries get the finest steps: |error| <=
+             sqrt(g*G)/255 + G/255**2/4 nats (0 at the top entry, 0.015 at g=1, G=15),
+             plus the float16 rounding of the largest log-prob (<= |value|/2048).
+  head       4 x float16: largest log-prob, G, log of the mass outside the top k
+             ("tail"), and log of the sum over the tail of sqrt(p) (the tail's mass at
+             temperature 2, which makes the default temperature's tail bucket exact).
+At V=151,936 and k=64 a record is 178 bytes (DistillKit's recommended format: ~300 at
+k=128); at V=2,048 it is 128. ``record_bytes(V, k)`` gives it for any V and k;
+benchmarks/teacher_cache_k.py measures what k costs and buys.
+
+Files: ``manifest.json``; per shard ``shard-NNNNN.records.npy`` (positions x record
+bytes, memory-mapped when read), ``.masks.npy`` (each row's stored positions as packed
+bits) and ``.index.npy`` (row id, first position, positions, sequence length, mask
+offset).
+
+``sparse_logit_loss`` is the logit distillation loss on these targets.
+"""
+
+from __future__ import annotations
+
+from kdstudio.core.teacher_cache.keys import (
+    DEFAULT_K,
+    FORMAT_VERSION,
+    KEY_PARTS,
+    SPARSE_LOSSES,
+    cache_dir_for,
+    cache_key,
+    cache_root,
+    token_ids_fingerprint,
+    tokenizer_fingerprint,
+    weights_fingerprint,
+)
+from kdstudio.core.teacher_cache.records import (
+    decode_records,
+    encode_records,
+    record_bytes,
+    topk_targets,
+)
+from kdstudio.core.teacher_cache.sparse import sparse_logit_loss, tail_temper
+from kdstudio.core.teacher_cache.store import (
+    CachedTargets,
+    CacheInfo,
+    TeacherCache,
+    TeacherCacheWriter,
+    delete_cache,
+    find_cache,
+    list_caches,
+    record_use,
+    remove_partial_caches,
+)
+
+__all__ = [
+    "DEFAULT_K",
+    "FORMAT_VERSION",
+    "KEY_PARTS",
+    "SPARSE_LOSSES",
+    "CacheInfo",
+    "CachedTargets",
+    "TeacherCache",
+    "TeacherCacheWriter",
+    "cache_dir_for",
+    "cache_key",
+    "cache_root",
+    "decode_records",
+    "delete_cache",
+    "encode_records",
+    "find_cache",
+    "list_caches",
+    "record_bytes",
+    "record_use",
+    "remove_partial_caches",
+    "sparse_logit_loss",
+    "tail_temper",
+    "token_ids_fingerprint",
+    "tokenizer_fingerprint",
+    "topk_targets",
+    "weights_fingerprint",
+]

@@ -1,0 +1,167 @@
+"""The logit distillation loss against cached top-k targets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kdstudio.core.teacher_cache.keys import SPARSE_LOSSES
+
+# ---------------------------------------------------------------- the sparse loss
+
+
+def tail_temper(tail_logmass: torch.Tensor, tail_log_half: torch.Tensor, min_logprob: torch.Tensor,
+                n_tail: int, temperature: float) -> torch.Tensor:
+    """Estimate log(sum over the tail of p**(1/T)) for the teacher's tail bucket: (N,) -> (N,).
+
+    f(a) = log sum p**a is convex in a and known at a = 0 (log n_tail), a = 1/2
+    (tail_log_half) and a = 1 (tail_logmass): exact at T = 1, 2 and infinity, linear in a
+    between them (an upper bound), and for T < 1 the chord through a = 1/2 and 1 carried
+    on, capped by every tail p being at most the smallest kept one (min_logprob). A NaN
+    tail_log_half (not stored) is replaced by the middle of its bounds,
+    [tail - min_logprob/2, (log n_tail + tail)/2].
+    """
+    a = 1.0 / temperature
+    m = tail_logmass
+    if n_tail <= 0:
+        return torch.full_like(m, float("-inf"))
+    log_n = math.log(n_tail)
+    finite = torch.isfinite(m)
+    # Work on finite stand-ins so that no -inf meets a zero weight (0 * inf = NaN).
+    m_f = torch.where(finite, m, torch.zeros_like(m))
+    guess = 0.5 * ((m_f - 0.5 * min_logprob) + 0.5 * (log_n + m_f))
+    h = torch.where(torch.isnan(tail_log_half) | ~finite, guess, tail_log_half)
+    if a == 1.0:
+        est = m_f
+    elif 0.5 <= a < 1.0:
+        w = (a - 0.5) / 0.5
+        est = (1 - w) * h + w * m_f
+    elif a < 0.5:
+        w = a / 0.5
+        est = (1 - w) * log_n + w * h
+    else:
+        est = torch.minimum(m_f + (a - 1.0) * 2.0 * (m_f - h), m_f + (a - 1.0) * min_logprob)
+    return torch.where(finite, est, m)
+
+
+def _kl_buckets(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last dim; 0 * log(0 / q) counts as 0: (..., B) -> (...)."""
+    p = logp.exp()
+    diff = torch.where(p > 0, logp - logq, torch.zeros_like(logp))
+    return (p * diff).sum(dim=-1)
+
+
+def _log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Tensor:
+    if weight == 1.0:
+        return logp
+    if weight == 0.0:
+        return logq
+    return torch.logsumexp(torch.stack([logp + math.log(weight), logq + math.log1p(-weight)]), dim=0)
+
+
+def sparse_logit_loss(
+    student_logits: torch.Tensor,
+    top_ids: torch.Tensor,
+    top_logprobs: torch.Tensor,
+    tail_logmass: torch.Tensor,
+    *,
+    tail_log_half: torch.Tensor | None = None,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Logit distillation loss against cached top-k teacher targets.
+
+    student_logits (N, V) (or (..., V)); top_ids (N, k) long, distinct per position;
+    top_logprobs (N, k) the teacher's log-probs at temperature 1; tail_logmass (N,) log of
+    its mass outside the top k (-inf when k = V); tail_log_half (N,) optional, log of the
+    tail's sum of sqrt(p); mask (N,) bool, True = keep. Returns a scalar.
+
+    Both distributions are tempered, then collapsed to k + 1 buckets: the top-k ids and
+    one tail bucket. The student's are exact (log_softmax(z / T) at the ids, and its own
+    remaining mass). The teacher's top-k entries are lp / T; its tail bucket is
+    tail_temper(...) (exact at T = 1 and 2 when tail_log_half is given); then the k + 1
+    buckets are renormalised, which also absorbs quantization error. The divergence
+    (names and beta / alpha as in losses.logit_distillation_loss) is summed over the
+    buckets, times T**2, then averaged over kept positions ("mean") or summed ("sum");
+    0 with grad when nothing is kept. With k = V it equals the dense loss.
+    """
+    if loss not in SPARSE_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(SPARSE_LOSSES)}; got {loss!r}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be mean or sum; got {reduction!r}")
+    temperature = float(temperature)
+    if not (temperature > 0.0) or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    for name, val in (("beta", beta), ("alpha", alpha)):
+        if not (0.0 <= float(val) <= 1.0):
+            raise ValueError(f"{name} must be in [0, 1], got {val}")
+    beta, alpha = float(beta), float(alpha)
+    if student_logits.dim() < 1:
+        raise ValueError("student_logits must have a last (vocab) dimension, got a scalar")
+    lead = student_logits.shape[:-1]
+    vocab = student_logits.shape[-1]
+    k = top_ids.shape[-1]
+    if top_ids.shape[:-1] != lead or top_logprobs.shape != top_ids.shape or tail_logmass.shape != lead:
+        raise ValueError(f"top_ids and top_logprobs must be {(*lead, k)} and tail_logmass {tuple(lead)}, "
+                         f"got {tuple(top_ids.shape)}, {tuple(top_logprobs.shape)}, {tuple(tail_logmass.shape)}")
+    if not 1 <= k <= vocab:
+        raise ValueError(f"top_ids must hold 1 to {vocab} ids per position, got {k}")
+    if tail_log_half is not None and tail_log_half.shape != lead:
+        raise ValueError(f"tail_log_half must be {tuple(lead)}, got {tuple(tail_log_half.shape)}")
+    if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+                             or mask.shape != lead):
+        raise ValueError(f"mask must be a bool tensor of shape {tuple(lead)} (True = keep)")
+
+    s = student_logits.float() if student_logits.dtype in (torch.float16, torch.bfloat16) else student_logits
+    dt = s.dtype
+    ids = top_ids.long().reshape(-1, k)
+    t_lp = top_logprobs.to(dt).reshape(-1, k)
+    t_tail = tail_logmass.to(dt).reshape(-1)
+    half = (tail_log_half.to(dt).reshape(-1) if tail_log_half is not None
+            else torch.full_like(t_tail, float("nan")))
+    s = s.reshape(-1, vocab)
+    if mask is not None and not bool(mask.all()):
+        keep = mask.reshape(-1)
+        s, ids, t_lp, t_tail, half = s[keep], ids[keep], t_lp[keep], t_tail[keep], half[keep]
+
+    # Student: exact tempered log-probs at the ids, and its exact remaining mass. The
+    # filler is finite so that a full top-k (k = V) gives no NaN in the gradient.
+    z = s / temperature
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    s_top = z.gather(-1, ids) - lse
+    s_tail = torch.logsumexp(z.scatter(-1, ids, torch.finfo(dt).min), dim=-1, keepdim=True) - lse
+    logp_s = torch.cat([s_top, s_tail], dim=-1)
+
+    # Teacher: tempered top-k plus the tempered tail estimate, renormalised.
+    min_lp = t_lp.min(dim=-1).values if k else torch.zeros_like(t_tail)
+    t_tail_T = tail_temper(t_tail, half, min_lp, vocab - k, temperature)
+    logp_t = F.log_softmax(torch.cat([t_lp / temperature, t_tail_T.unsqueeze(-1)], dim=-1), dim=-1)
+
+    if loss == "forward_kl":
+        per = _kl_buckets(logp_t, logp_s)
+    elif loss == "reverse_kl":
+        per = _kl_buckets(logp_s, logp_t)
+    elif loss == "jsd":
+        if beta == 0.0:
+            per = _kl_buckets(logp_t, logp_s)
+        elif beta == 1.0:
+            per = _kl_buckets(logp_s, logp_t)
+        else:
+            log_m = _log_mix(logp_t, logp_s, beta)
+            per = beta * _kl_buckets(logp_t, log_m) + (1.0 - beta) * _kl_buckets(logp_s, log_m)
+    elif loss == "skew_kl":
+        per = _kl_buckets(logp_t, _log_mix(logp_t, logp_s, alpha))
+    else:
+        per = _kl_buckets(logp_s, _log_mix(logp_s, logp_t, alpha))
+
+    total = per.sum()
+    if reduction == "mean":
+        total = total / max(per.numel(), 1)
+    return total * (temperature ** 2)

@@ -1,0 +1,399 @@
+"""Writing a cache (published only when complete), reading it (memory-mapped), listing and
+deleting caches.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from kdstudio.core.runs import atomic_write_json
+from kdstudio.core.teacher_cache.keys import (
+    _PARTIAL,
+    FORMAT_VERSION,
+    _normalized_parts,
+    cache_dir_for,
+    cache_key,
+    cache_root,
+)
+from kdstudio.core.teacher_cache.records import (
+    decode_records,
+    encode_records,
+    record_bytes,
+    topk_targets,
+)
+
+# ---------------------------------------------------------------- writing
+
+
+def _row_list(row_ids: Any) -> list[int]:
+    if isinstance(row_ids, torch.Tensor):
+        return [int(x) for x in row_ids.reshape(-1).tolist()]
+    return [int(x) for x in row_ids]
+
+
+class TeacherCacheWriter:
+    """Appends the teacher's answers for batches of rows; publishes the cache when finished.
+
+    Use as a context manager: a clean exit calls finish(), an exception abort(). Rows are
+    identified by their index in the training rows; a row added twice keeps its first
+    answer. If expected_rows is given, finish() requires rows 0..expected_rows-1, all.
+    """
+
+    def __init__(self, parts: Mapping[str, Any], vocab_size: int, *, expected_rows: int | None = None,
+                 shard_tokens: int = 1 << 18, root: Path | None = None):
+        self.key = cache_key(parts)
+        self.parts = _normalized_parts(parts)
+        self.k = int(self.parts["k"])
+        self.vocab_size = int(vocab_size)
+        record_bytes(self.vocab_size, self.k)  # validates k against V
+        self.expected_rows = expected_rows
+        self.shard_tokens = int(shard_tokens)
+        self.root = Path(root) if root is not None else cache_root()
+        self.final_dir = self.root / self.key
+        self.tmp_dir = self.root / f"{_PARTIAL}{self.key[:16]}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.tmp_dir.mkdir(parents=True)
+        self._seen: set[int] = set()
+        self._shards: list[dict[str, int | str]] = []
+        self._records: list[np.ndarray] = []
+        self._index: list[tuple[int, int, int, int, int]] = []
+        self._masks: list[np.ndarray] = []
+        self._buffered = 0
+        self._mask_bytes = 0
+        self._tokens = 0
+        self._closed = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def has(self, row_id: int) -> bool:
+        return int(row_id) in self._seen
+
+    def add(self, row_ids: Sequence[int] | torch.Tensor, mask: torch.Tensor,
+            logits: torch.Tensor | None = None, *, top_ids: torch.Tensor | None = None,
+            top_logprobs: torch.Tensor | None = None, tail_logmass: torch.Tensor | None = None,
+            tail_log_half: torch.Tensor | None = None) -> None:
+        """Store a batch of n rows.
+
+        mask (n, seq) bool: the positions to store. Either logits (n, seq, V), or the
+        top k already chosen: top_ids (n, seq, k), top_logprobs (n, seq, k) at temperature
+        1, tail_logmass (n, seq) (computed as log(1 - sum) if omitted) and optionally
+        tail_log_half (n, seq).
+        """
+        if self._closed:
+            raise RuntimeError("this teacher cache writer is already finished or aborted")
+        rows = _row_list(row_ids)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 2 \
+                or mask.shape[0] != len(rows):
+            raise ValueError(f"mask must be a bool (rows, seq) tensor with {len(rows)} rows")
+        if not rows:
+            return
+        mask = mask.detach().cpu()
+        if logits is not None:
+            if logits.shape[:2] != mask.shape or logits.shape[-1] != self.vocab_size:
+                raise ValueError(f"logits must be {(*mask.shape, self.vocab_size)}, got {tuple(logits.shape)}")
+            # Row by row: selecting all kept positions at once would copy the whole batch
+            # of logits (gigabytes at a 151k vocabulary).
+            dev_mask = mask.to(logits.device)
+            ids, lp, tail, half = (torch.cat(x) for x in zip(*(
+                topk_targets(logits[r].detach()[dev_mask[r]], self.k) for r in range(len(rows)))))
+        else:
+            if top_ids is None or top_logprobs is None:
+                raise ValueError("give either logits or top_ids and top_logprobs")
+            want = (*mask.shape, self.k)
+            if top_ids.shape != want or top_logprobs.shape != want:
+                raise ValueError(f"top_ids and top_logprobs must be {want}, got "
+                                 f"{tuple(top_ids.shape)} and {tuple(top_logprobs.shape)}")
+            sel = mask.to(top_ids.device)
+            ids, lp = top_ids.detach()[sel], top_logprobs.detach().float()[sel]
+            if tail_logmass is None:
+                tail = torch.log1p(-lp.exp().sum(-1).clamp(max=1.0))
+            else:
+                tail = tail_logmass.detach().float()[sel]
+            half = None if tail_log_half is None else tail_log_half.detach().float()[sel]
+        if half is None:
+            half = torch.full(tail.shape, float("nan"))
+        records = encode_records(ids, lp, tail.cpu(), half.cpu(), self.vocab_size)
+
+        start = 0
+        keep_rec = []
+        for r, row in enumerate(rows):
+            m = mask[r]
+            n = int(m.sum())
+            if row in self._seen:
+                start += n
+                continue
+            self._seen.add(row)
+            seq_len = int(m.nonzero().max()) + 1 if n else 0
+            bits = np.packbits(m[:seq_len].numpy())
+            self._index.append((row, self._buffered, n, seq_len, self._mask_bytes))
+            self._masks.append(bits)
+            self._mask_bytes += bits.size
+            keep_rec.append(records[start:start + n])
+            self._buffered += n
+            start += n
+        self._records.extend(keep_rec)
+        if self._buffered >= self.shard_tokens:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._index:
+            return
+        name = f"shard-{len(self._shards):05d}"
+        width = record_bytes(self.vocab_size, self.k)
+        recs = np.concatenate(self._records) if self._records else np.zeros((0, width), np.uint8)
+        masks = np.concatenate(self._masks) if self._masks else np.zeros(0, np.uint8)
+        np.save(self.tmp_dir / f"{name}.records.npy", recs)
+        np.save(self.tmp_dir / f"{name}.masks.npy", masks)
+        np.save(self.tmp_dir / f"{name}.index.npy", np.asarray(self._index, dtype=np.int64).reshape(-1, 5))
+        self._shards.append({"name": name, "rows": len(self._index), "tokens": int(recs.shape[0])})
+        self._tokens += int(recs.shape[0])
+        self._records, self._masks, self._index = [], [], []
+        self._buffered = self._mask_bytes = 0
+
+    def finish(self) -> Path:
+        """Write the manifest and publish the folder; returns the cache folder."""
+        if self._closed:
+            raise RuntimeError("this teacher cache writer is already finished or aborted")
+        if self.expected_rows is not None:
+            want = set(range(self.expected_rows))
+            if self._seen != want:
+                missing = len(want - self._seen)
+                extra = len(self._seen - want)
+                self.abort()
+                raise ValueError(f"teacher cache is incomplete: {missing} of {self.expected_rows} "
+                                 f"rows missing, {extra} outside the range; nothing was published")
+        self._flush()
+        self._closed = True
+        size = sum(f.stat().st_size for f in self.tmp_dir.iterdir())
+        manifest = {
+            "format": FORMAT_VERSION, "key": self.key, "key_parts": self.parts, "k": self.k,
+            "vocab_size": self.vocab_size, "record_bytes": record_bytes(self.vocab_size, self.k),
+            "rows": len(self._seen), "tokens": self._tokens, "bytes": size,
+            "bytes_per_token": round(size / max(self._tokens, 1), 2),
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "used_by": [], "shards": self._shards, "complete": True,
+        }
+        atomic_write_json(self.tmp_dir / "manifest.json", manifest)
+        try:
+            os.rename(self.tmp_dir, self.final_dir)
+        except OSError:
+            if not (self.final_dir / "manifest.json").is_file():
+                raise
+            # Another writer published the same key first: its answers are the same.
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        return self.final_dir
+
+    def abort(self) -> None:
+        """Discard everything written; nothing is published."""
+        self._closed = True
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass
+class CachedTargets:
+    """A batch's teacher targets, padded to (B, L); mask marks the stored positions."""
+
+    top_ids: torch.Tensor        # (B, L, k) long, ascending ids
+    top_logprobs: torch.Tensor   # (B, L, k) float32, matching top_ids
+    tail_logmass: torch.Tensor   # (B, L) float32
+    tail_log_half: torch.Tensor  # (B, L) float32, NaN when the writer had no logits
+    mask: torch.Tensor           # (B, L) bool
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    return json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+
+
+class TeacherCache:
+    """A complete cache folder, opened read-only; records are memory-mapped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.name.startswith(_PARTIAL) or not (self.path / "manifest.json").is_file():
+            raise FileNotFoundError(f"{self.path} is not a complete teacher cache (no manifest.json)")
+        self.manifest = _read_manifest(self.path)
+        if self.manifest.get("format") != FORMAT_VERSION or not self.manifest.get("complete"):
+            raise ValueError(f"{self.path} holds teacher cache format {self.manifest.get('format')}, "
+                             f"this version reads {FORMAT_VERSION}; delete the cache to rebuild it")
+        self.k = int(self.manifest["k"])
+        self.vocab_size = int(self.manifest["vocab_size"])
+        self._records: list[np.ndarray] = []
+        self._masks: list[np.ndarray] = []
+        self._where: dict[int, tuple[int, int, int, int, int]] = {}
+        width = record_bytes(self.vocab_size, self.k)
+        for s, shard in enumerate(self.manifest["shards"]):
+            name = shard["name"]
+            recs = np.load(self.path / f"{name}.records.npy", mmap_mode="r") if shard["tokens"] \
+                else np.zeros((0, width), np.uint8)
+            if recs.shape != (shard["tokens"], width):
+                raise ValueError(f"{self.path / name} does not match its manifest; delete the cache")
+            self._records.append(recs)
+            self._masks.append(np.load(self.path / f"{name}.masks.npy"))
+            for row, first, n, seq_len, moff in np.load(self.path / f"{name}.index.npy").tolist():
+                self._where[row] = (s, first, n, seq_len, moff)
+
+    @property
+    def key(self) -> str:
+        return str(self.manifest["key"])
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, row_id: int) -> bool:
+        return int(row_id) in self._where
+
+    def get(self, row_ids: Sequence[int] | torch.Tensor, device: str | torch.device = "cpu",
+            seq_len: int | None = None) -> CachedTargets:
+        """The targets of these rows on device, padded to seq_len (default: the longest row).
+
+        Padding is ids 0 with a uniform distribution over the k + 1 buckets; mask is False
+        there, so losses that take the mask never see it.
+        """
+        rows = _row_list(row_ids)
+        where = []
+        for r in rows:
+            if r not in self._where:
+                raise KeyError(f"row {r} is not in the teacher cache {self.path.name}")
+            where.append(self._where[r])
+        longest = max((w[3] for w in where), default=0)
+        width = longest if seq_len is None else int(seq_len)
+        if width < longest:
+            raise ValueError(f"seq_len {seq_len} is shorter than a cached row ({longest} positions)")
+        mask = np.zeros((len(rows), width), dtype=bool)
+        chunks = []
+        for i, (s, first, n, slen, moff) in enumerate(where):
+            if slen:
+                nbytes = (slen + 7) // 8
+                mask[i, :slen] = np.unpackbits(self._masks[s][moff:moff + nbytes])[:slen].astype(bool)
+            chunks.append(self._records[s][first:first + n])
+        recs = np.concatenate(chunks) if chunks else np.zeros((0, record_bytes(self.vocab_size, self.k)),
+                                                               np.uint8)
+        dev = torch.device(device)
+        rec_t = torch.from_numpy(np.ascontiguousarray(recs)).to(dev)
+        ids, lp, tail, half = decode_records(rec_t, self.vocab_size, self.k)
+        m = torch.from_numpy(mask).to(dev)
+        b, k = len(rows), self.k
+        uniform = -math.log(k + 1)
+        out_ids = torch.zeros((b, width, k), dtype=torch.long, device=dev)
+        out_lp = torch.full((b, width, k), uniform, dtype=torch.float32, device=dev)
+        out_tail = torch.full((b, width), uniform, dtype=torch.float32, device=dev)
+        out_half = torch.full((b, width), uniform, dtype=torch.float32, device=dev)
+        out_ids[m], out_lp[m], out_tail[m], out_half[m] = ids, lp, tail, half
+        return CachedTargets(out_ids, out_lp, out_tail, out_half, m)
+
+
+def find_cache(parts: Mapping[str, Any]) -> TeacherCache | None:
+    """The complete cache for these key parts, or None."""
+    path = cache_dir_for(parts)
+    return TeacherCache(path) if (path / "manifest.json").is_file() else None
+
+
+# ---------------------------------------------------------------- managing
+
+
+@dataclass
+class CacheInfo:
+    """A cache as listed by the app's cache manager."""
+
+    key: str
+    path: Path
+    teacher: str
+    k: int
+    rows: int
+    tokens: int
+    size_bytes: int
+    bytes_per_token: float
+    created: str
+    used_by: list[str]
+
+
+def record_use(cache_dir: str | Path, run_id: str) -> None:
+    """Add run_id to the cache's used_by list (once)."""
+    path = Path(cache_dir)
+    manifest = _read_manifest(path)
+    used = list(manifest.get("used_by", []))
+    if run_id not in used:
+        used.append(run_id)
+        manifest["used_by"] = used
+        atomic_write_json(path / "manifest.json", manifest)
+
+
+def list_caches() -> list[CacheInfo]:
+    """Complete caches under cache_root(), newest first; partial folders are not listed."""
+    root = cache_root()
+    out = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        if d.name.startswith(".") or not (d / "manifest.json").is_file():
+            continue
+        try:
+            m = _read_manifest(d)
+        except (OSError, ValueError):
+            continue
+        try:
+            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        except OSError:  # deleted meanwhile
+            continue
+        out.append(CacheInfo(
+            key=d.name, path=d, teacher=str(m.get("key_parts", {}).get("teacher", "")),
+            k=int(m.get("k", 0)), rows=int(m.get("rows", 0)), tokens=int(m.get("tokens", 0)),
+            size_bytes=size, bytes_per_token=float(m.get("bytes_per_token", 0.0)),
+            created=str(m.get("created", "")), used_by=list(m.get("used_by", []))))
+    return sorted(out, key=lambda c: c.created, reverse=True)
+
+
+def delete_cache(key_or_path: str | Path) -> None:
+    """Delete one cache folder, given its key or its path (which must lie in cache_root())."""
+    root = cache_root().resolve()
+    path = Path(key_or_path)
+    target = (path if path.is_absolute() or len(path.parts) > 1 else root / str(key_or_path)).resolve()
+    if target.parent != root or target.name.startswith("."):
+        raise ValueError(f"{key_or_path} is not a teacher cache in {root}")
+    if not target.is_dir():
+        raise FileNotFoundError(f"no teacher cache {target.name} in {root}")
+    shutil.rmtree(target)
+
+
+def remove_partial_caches() -> int:
+    """Delete partial folders left by writers whose process has ended; returns how many."""
+    root = cache_root()
+    removed = 0
+    for d in root.glob(f"{_PARTIAL}*") if root.is_dir() else []:
+        try:
+            pid = int(d.name.split("-")[-2])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True

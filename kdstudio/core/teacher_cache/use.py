@@ -1,0 +1,194 @@
+"""Whether a run reads the teacher cache or runs the teacher live, and the pass that writes it.
+
+``plan_teacher`` decides from the config alone (the Train page, ``kdstudio config --check``
+and the run's first log line all show its words); ``open_for_run`` then finds or writes the
+cache once the data is tokenized and the teacher loaded. A run records what it used in its
+summary (``teacher_targets``), so a resumed run keeps reading the same answers even if a
+cache appeared or vanished meanwhile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdstudio.core.teacher_cache.keys import DEFAULT_K
+
+LIVE, CACHE, NONE = "live", "cache", "none"
+
+
+@dataclass
+class TeacherPlan:
+    """How the loss gets the teacher's answers, and why, in words for people."""
+
+    mode: str            # "live", "cache" or "none" (no term needs the teacher)
+    why: str
+    build: bool = False  # write the cache when it is missing
+    live_share: str = ""  # batches that stay live inside a cached run (on-policy)
+
+    @property
+    def line(self) -> str:
+        head = {LIVE: "Teacher: live", CACHE: "Teacher: cache", NONE: "Teacher: not used"}[self.mode]
+        return f"{head} ({self.why})" + (f"; {self.live_share}" if self.live_share else "")
+
+
+def _blocker(cfg: Any, task: Any) -> str:
+    """Why the cache cannot stand in for the teacher in this run, or ''."""
+    m = cfg.method
+    if not task.generative:
+        return (f"the cache holds a language model's next-token answers; a "
+                f"{task.title.lower()} teacher's answers are small and run live")
+    if m.hidden_weight > 0:
+        return ("hidden-layer distillation (method.hidden_weight) reads the teacher's hidden "
+                "states, which the cache does not hold")
+    if m.cross_tokenizer_weight > 0:
+        return ("the cross-tokenizer loss aligns the teacher's own tokens by text, which needs "
+                "the live teacher")
+    if m.sequence_level:
+        return "sequence-level distillation trains on texts the live teacher writes"
+    if m.on_policy_share >= 1:
+        return ("every batch is on-policy: the teacher scores the student's own samples, "
+                "which no cache can hold")
+    return ""
+
+
+def plan_teacher(cfg: Any, *, exists: bool | None = None,
+                 same_tokenizer: bool = True) -> TeacherPlan:
+    """Decide live or cache. exists: whether a complete cache for this run's key is on disk
+    (None before the data is tokenized: the words then say "if one exists")."""
+    from kdstudio.core.objective import active_terms
+    from kdstudio.core.tasks import get_task
+
+    task = get_task(cfg.task)
+    if not any(t.needs_teacher for t in active_terms(task, cfg.method)) \
+            and cfg.method.on_policy_share <= 0:
+        return TeacherPlan(NONE, "no loss term reads the teacher; it is loaded for the "
+                                 "measurements only")
+    blocker = _blocker(cfg, task) or ("" if same_tokenizer else
+                                      "the tokenizers differ, so the teacher's answers are "
+                                      "aligned by text at each step")
+    mode = cfg.teacher.cache
+    if blocker:
+        why = blocker if mode != "always" else f"teacher.cache is 'always', but {blocker}"
+        return TeacherPlan(LIVE, why)
+    if mode == "never":
+        return TeacherPlan(LIVE, "teacher.cache is 'never'")
+    k = cfg.teacher.cache_k
+    share = cfg.method.on_policy_share
+    live_share = (f"the on-policy share ({share:g} of the batches) stays live: the teacher "
+                  "has to score the student's own samples") if share > 0 else ""
+    if mode == "always":
+        because = "teacher.cache is 'always'"
+        if exists:
+            return TeacherPlan(CACHE, f"reads the teacher's top-{k} answers saved on disk; "
+                                      f"{because}", live_share=live_share)
+        if exists is None:
+            return TeacherPlan(CACHE, f"reads the teacher's top-{k} answers from disk, written "
+                                      f"by one teacher pass first if missing; {because}",
+                               build=True, live_share=live_share)
+        return TeacherPlan(CACHE, f"one teacher pass first writes its top-{k} answers, which "
+                                  f"this and later runs read; {because}", build=True,
+                           live_share=live_share)
+    if exists:
+        return TeacherPlan(CACHE, f"a cache of the teacher's top-{k} answers for this teacher, "
+                                  "data and length exists", live_share=live_share)
+    if exists is None:
+        return TeacherPlan(LIVE, "unless a cache for this teacher, data and length exists; "
+                                 "teacher.cache = 'always' writes one for later runs and sweeps")
+    return TeacherPlan(LIVE, "no cache for this teacher, data and length yet; teacher.cache = "
+                             "'always' writes one that later runs, resumes and sweeps reuse")
+
+
+def key_parts(cfg: Any, teacher_source: str, teacher_tok: Any, rows: list, dtype: Any,
+              k: int) -> dict[str, Any]:
+    """Everything that changes the teacher's answers (see keys.cache_key)."""
+    from kdstudio.core.teacher_cache.keys import tokenizer_fingerprint, weights_fingerprint
+
+    folder = Path(teacher_source)
+    return {"teacher": cfg.teacher.name, "revision": cfg.teacher.revision,
+            "weights": weights_fingerprint(folder) if folder.is_dir() else teacher_source,
+            "tokenizer": tokenizer_fingerprint(teacher_tok),
+            # The rows' exact token ids (below) already pin the data; the source is for people.
+            "data": cfg.data.dataset,
+            "token_ids": rows, "max_length": cfg.data.max_length, "pack": cfg.data.pack,
+            "k": int(k), "dtype": str(dtype)}
+
+
+def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any, task: Any,
+                vocab_size: int, *, batch_size: int, autocast: Any, emit: Any, stop: Any) -> Path:
+    """One teacher pass over every training row; returns the published cache folder.
+
+    Each batch's logits are made over chunks of positions straight into top-k (no
+    (positions x vocabulary) tensor for the batch), then encoded. A stop aborts the pass
+    and leaves nothing behind.
+    """
+    import torch
+
+    from kdstudio.core.chunked import auto_chunk_size
+    from kdstudio.core.errors import StoppedError
+    from kdstudio.core.events import Progress
+    from kdstudio.core.teacher_cache.records import topk_targets
+    from kdstudio.core.teacher_cache.store import TeacherCacheWriter
+
+    k = int(parts["k"])
+    n = len(rows)
+    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n)
+    try:
+        for start in range(0, n, batch_size):
+            if stop is not None and stop.is_set():
+                raise StoppedError("Stopped while the teacher cache was being written; "
+                                   "nothing partial was kept.")
+            idx = list(range(start, min(n, start + batch_size)))
+            batch = make_batch(idx)
+            labels = batch.student["labels"]
+            b, length = labels.shape
+            mask = torch.zeros((b, length), dtype=torch.bool, device=labels.device)
+            mask[:, :-1] = labels[:, 1:] != -100
+            with torch.no_grad(), autocast():
+                feats = task.forward_features(teacher, batch.teacher, head_only=True)
+            ids = torch.zeros((b, length, k), dtype=torch.long, device=labels.device)
+            lps = torch.zeros((b, length, k), dtype=torch.float32, device=labels.device)
+            tail = torch.zeros((b, length), dtype=torch.float32, device=labels.device)
+            half = torch.zeros((b, length), dtype=torch.float32, device=labels.device)
+            if feats.get("last_hidden") is not None:
+                head = feats["head"]
+                weight = head.weight[:vocab_size]
+                bias = head.bias[:vocab_size] if head.bias is not None else None
+                hidden = feats["last_hidden"]
+                step = auto_chunk_size(vocab_size, weight.shape[1], device=hidden.device)
+                where = mask.nonzero()
+                for i in range(0, where.shape[0], step):
+                    pos = where[i:i + step]
+                    with torch.no_grad():
+                        logits = torch.nn.functional.linear(hidden[pos[:, 0], pos[:, 1]],
+                                                            weight, bias)
+                    t_ids, t_lp, t_tail, t_half = topk_targets(logits, k)
+                    ids[pos[:, 0], pos[:, 1]] = t_ids
+                    lps[pos[:, 0], pos[:, 1]] = t_lp
+                    tail[pos[:, 0], pos[:, 1]] = t_tail
+                    half[pos[:, 0], pos[:, 1]] = t_half
+            else:  # a head that is not a plain linear map: the batch's logits, row by row
+                logits = feats["logits"][..., :vocab_size]
+                for r in range(b):
+                    sel = mask[r]
+                    t_ids, t_lp, t_tail, t_half = topk_targets(logits[r][sel], k)
+                    ids[r][sel], lps[r][sel], tail[r][sel], half[r][sel] = t_ids, t_lp, t_tail, t_half
+            writer.add(idx, mask, top_ids=ids, top_logprobs=lps, tail_logmass=tail,
+                       tail_log_half=half)
+            emit(Progress("teacher cache", min(n, start + batch_size), n, "rows"))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
+
+
+def cache_summary(cache: Any) -> str:
+    """"12,345 positions, 2.1 MB (178 bytes per position), key 1a2b3c4d5e6f"."""
+    m = cache.manifest
+    return (f"{m['tokens']:,} positions, {m['bytes'] / 1e6:.1f} MB ({m['bytes_per_token']:.0f} "
+            f"bytes per position), key {cache.key[:12]}")
+
+
+__all__ = ["CACHE", "DEFAULT_K", "LIVE", "NONE", "TeacherPlan", "cache_summary", "key_parts",
+           "plan_teacher", "write_cache"]

@@ -1,0 +1,178 @@
+"""The teacher cache in runs: when a run reads it and why, writing it once, reusing it across
+runs, resumes and the students of a sweep, and stopping while it is written."""
+
+import threading
+
+import pytest
+
+from kdstudio.core import events as ev
+from kdstudio.core.models import load_tokenizer
+from kdstudio.core.runs import Run
+from kdstudio.core.sweep.queue import run_sweep
+from kdstudio.core.sweep.spec import derived
+from kdstudio.core.sweep.store import Sweep
+from kdstudio.core.teacher_cache import cache_root, list_caches
+from kdstudio.core.teacher_cache.use import CACHE, LIVE, NONE, plan_teacher
+from kdstudio.core.trainer import resume_training, run_training
+from tests.conftest import tiny_config
+from tests.core.test_trainer import Recorder
+
+
+def lm_config(tiny, cache="auto", **sections):
+    cfg = tiny_config("causal-lm", tiny["gpt2"], evaluation={"max_samples": 16, "latency_repeats": 1},
+                      **{"training": {"max_steps": 3, "eval_every": 0}, **sections})
+    cfg.method.hard_label_weight = 0.5
+    cfg.teacher.cache = cache
+    return cfg
+
+
+def first_losses(rec):
+    return rec.of(ev.Step)[0].losses
+
+
+def logs(rec):
+    return [e.message for e in rec.of(ev.Log)]
+
+
+# -- the decision, from the config alone -------------------------------------------------------
+
+def test_the_plan_says_live_or_cache_and_why(tiny):
+    cfg = lm_config(tiny)
+    auto = plan_teacher(cfg)
+    assert auto.mode == LIVE and "unless a cache" in auto.why and "'always'" in auto.why
+    assert plan_teacher(cfg, exists=True).mode == CACHE
+    missing = plan_teacher(cfg, exists=False)
+    assert missing.mode == LIVE and "no cache for this teacher" in missing.line
+
+    cfg.teacher.cache = "always"
+    built = plan_teacher(cfg, exists=False)
+    assert built.mode == CACHE and built.build and "one teacher pass" in built.why
+    cfg.method.on_policy_share = 0.25
+    share = plan_teacher(cfg, exists=True)
+    assert share.mode == CACHE and "on-policy share (0.25" in share.line and "stays live" in share.line
+    cfg.method.on_policy_share = 1.0
+    assert plan_teacher(cfg, exists=True).mode == LIVE
+
+    cfg.method.on_policy_share = 0.0
+    cfg.method.hidden_weight = 1.0
+    hidden = plan_teacher(cfg, exists=True)
+    assert hidden.mode == LIVE and "hidden states" in hidden.why and "'always', but" in hidden.why
+    cfg.method.hidden_weight = 0.0
+    assert "tokenizers differ" in plan_teacher(cfg, exists=True, same_tokenizer=False).why
+    cfg.teacher.cache = "never"
+    assert plan_teacher(cfg, exists=True).why == "teacher.cache is 'never'"
+
+    cfg.teacher.cache = "always"
+    cfg.method.logit_weight, cfg.method.hard_label_weight = 0.0, 1.0
+    assert plan_teacher(cfg, exists=True).mode == NONE
+    emb = tiny_config("sentence-embedding", tiny["bert"])
+    emb.teacher.cache = "always"
+    assert plan_teacher(emb, exists=True).mode == LIVE and "language model" in plan_teacher(emb).why
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_cached_run_matches_the_live_teacher_and_later_runs_reuse_its_cache(tiny):
+    # A student of another architecture (same tokenizer) starts far from the teacher, and
+    # with k = the whole vocabulary the cache differs from the live teacher only by its
+    # quantization.
+    other = {"student": {"name": str(tiny["llama"])}}
+    live = Recorder()
+    run_training(lm_config(tiny, "never", **other), live)
+    assert cache_root().exists() is False or list_caches() == []
+    assert any("Teacher: live (teacher.cache is 'never')" in m for m in logs(live))
+
+    cached = Recorder()
+    full_k = lm_config(tiny, "always", **other)
+    full_k.teacher.cache_k = 10_000  # more than the vocabulary: all of it
+    first = run_training(full_k, cached)
+    assert [s.name for s in cached.of(ev.Stage)].count("teacher cache") == 1
+    prog = [p for p in cached.of(ev.Progress) if p.stage == "teacher cache"]
+    assert prog and prog[-1].current == prog[-1].total
+    assert any(m.startswith("Teacher cache written:") for m in logs(cached))
+    summary = first.summary["teacher_targets"]
+    vocab = len(load_tokenizer(str(tiny["gpt2"])))
+    assert summary["mode"] == CACHE and summary["k"] == vocab and len(summary["key"]) == 64
+    # Same start, same batches: the plain loss is identical, the logit loss within the
+    # quantization of the cached log-probabilities.
+    a, b = first_losses(live), first_losses(cached)
+    assert b["hard_label"] == pytest.approx(a["hard_label"], rel=1e-6)
+    assert b["logit"] == pytest.approx(a["logit"], rel=0.01) and b["logit"] != a["logit"]
+
+    again = Recorder()
+    reuse = lm_config(tiny, "auto", **other)
+    reuse.teacher.cache_k = 10_000
+    second = run_training(reuse, again)
+    assert "teacher cache" not in [s.name for s in again.of(ev.Stage)]
+    assert any(m.startswith("Teacher cache found:") for m in logs(again))
+    assert second.summary["teacher_targets"]["key"] == summary["key"]
+    assert first_losses(again)["logit"] == pytest.approx(b["logit"], rel=1e-6)
+    (info,) = list_caches()
+    assert info.used_by == [Run(first.run_dir).path.name, Run(second.run_dir).path.name]
+    assert info.k == vocab and info.size_bytes > 0 and info.bytes_per_token > 0
+
+    # A changed input (another k, another length) never reads the old cache.
+    for changed in (lm_config(tiny, "auto", **other),
+                    lm_config(tiny, "auto", data={"max_length": 24})):
+        longer = Recorder()
+        run_training(changed, longer)
+        assert any("no cache for this teacher" in m for m in logs(longer))
+
+
+@pytest.mark.slow
+def test_chunked_and_full_logits_read_the_cache_alike(tiny):
+    values = []
+    for chunk in (-1, 64):
+        rec = Recorder()
+        run_training(lm_config(tiny, "always", training={"max_steps": 2, "eval_every": 0,
+                                                         "logit_chunk": chunk}), rec)
+        values.append([s.losses for s in rec.of(ev.Step)])
+    for full, chunked in zip(*values):
+        assert chunked["logit"] == pytest.approx(full["logit"], rel=1e-5)
+        assert chunked["total"] == pytest.approx(full["total"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_teacher_it_started_with(tiny):
+    stop = threading.Event()
+    rec = Recorder(stop_at_step=1, stop=stop)
+    stopped = run_training(lm_config(tiny, "auto", training={"max_steps": 3, "eval_every": 0,
+                                                              "save_every": 1}), rec, stop)
+    assert stopped.status == "stopped"
+    assert Run(stopped.run_dir).summary()["teacher_targets"]["mode"] == LIVE
+    run_training(lm_config(tiny, "always"), Recorder())  # a cache for the same key appears
+    assert len(list_caches()) == 1
+    resumed = Recorder()
+    result = resume_training(stopped.run_dir, resumed)
+    assert result.status == "finished"
+    assert any("as when this run started" in m for m in logs(resumed))
+    assert result.summary["teacher_targets"]["mode"] == LIVE
+    assert Run(stopped.run_dir).path.name not in list_caches()[0].used_by
+
+
+@pytest.mark.slow
+def test_a_stop_while_the_cache_is_written_leaves_nothing_behind(tiny):
+    stop = threading.Event()
+    rec = Recorder()
+
+    def on_event(e):
+        rec(e)
+        if isinstance(e, ev.Progress) and e.stage == "teacher cache":
+            stop.set()
+    result = run_training(lm_config(tiny, "always"), on_event, stop)
+    assert result.status == "stopped"
+    assert not any(cache_root().iterdir()) if cache_root().exists() else True
+    assert list_caches() == []
+
+
+@pytest.mark.slow
+def test_the_students_of_a_sweep_share_one_teacher_pass(tiny):
+    base = lm_config(tiny, "auto", training={"max_steps": 2, "eval_every": 0})
+    sweep = Sweep.new(base, derived(1, 2), teacher_layers=4)
+    rec = Recorder()
+    assert run_sweep(sweep, rec).status == "finished"
+    assert [s.name for s in rec.of(ev.Stage)].count("teacher cache") == 1
+    (info,) = list_caches()
+    assert len(info.used_by) == 2
+    assert {Run(e.run_dir).summary()["teacher_targets"]["mode"] for e in sweep.entries} == {CACHE}
