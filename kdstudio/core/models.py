@@ -14,7 +14,7 @@ from torch import nn
 
 from kdstudio.core.catalog import BUILTIN_ALIASES, BUILTIN_MODELS, MINILM_HUB_ID  # noqa: F401  (re-exported)
 from kdstudio.core.errors import CompatibilityError, ModelError, StoppedError
-from kdstudio.core.events import EventSink, Progress, ignore
+from kdstudio.core.events import EventSink, ignore
 from kdstudio.core.tasks import get_task
 
 
@@ -62,35 +62,21 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def _download(repo_id: str, revision: str, on_event: EventSink, stop: Any, role: str) -> str:
     from huggingface_hub import snapshot_download
-    from tqdm.auto import tqdm as _tqdm
 
-    stage = f"download {role}"
-
-    class _EventTqdm(_tqdm):  # turns the Hub's progress bars into Progress events
-        def __init__(self, *args: Any, **kwargs: Any):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            out = super().update(n)
-            if stop is not None and stop.is_set():
-                raise StoppedError(f"The download of '{repo_id}' was cancelled.")
-            on_event(Progress(stage=stage, current=float(self.n),
-                              total=float(self.total) if self.total else None, unit="files"))
-            return out
+    from kdstudio.core.hub import explain_failure, run_download
 
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.py", "tokenizer*",
                 "*.tiktoken", "1_Pooling/*"]
     try:
-        local = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns,
-                                  tqdm_class=_EventTqdm)
+        local = run_download(
+            lambda tqdm_class: snapshot_download(repo_id, revision=revision or None,
+                                                 allow_patterns=patterns, tqdm_class=tqdm_class),
+            stage=f"download {role}", what=f"'{repo_id}'", on_event=on_event, stop=stop)
     except StoppedError:
         raise
     except Exception as exc:  # the hub raises many types; the user needs one sentence
-        raise ModelError(f"Could not get '{repo_id}' from the Hugging Face Hub: "
-                         f"{type(exc).__name__}: {exc}".strip(),
-                         hint="Check the id and your network connection, or give a local folder."
-                         ) from exc
+        message, hint = explain_failure(exc, repo_id, revision, "model")
+        raise ModelError(message, hint=hint) from exc
     if not any(Path(local).glob("*.safetensors")):
         raise ModelError(f"The Hub repository '{repo_id}' has no safetensors weights.",
                          hint="KD Studio only loads safetensors files; choose another model or "

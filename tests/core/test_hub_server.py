@@ -1,0 +1,245 @@
+"""The Hub for real: the real huggingface_hub client against a tiny Hub on 127.0.0.1.
+
+tests/hub_server.py serves a small causal LM (the built-in everyday-gpt, two revisions) in the
+Hub's layout; nothing leaves this machine. Each test checks what the user sees (events, the
+message) and what is left in the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kdstudio.core.errors import ModelError, StoppedError
+from kdstudio.core.events import Progress
+from kdstudio.core.models import resolve_model_source
+from tests.hub_server import FakeHub, folder_files
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "resources" / "models" / "everyday-gpt"
+REPO = "kd-test/tiny-gpt"
+SECRET = "hf_kdstudioTestTokenNeverWritten123"
+
+
+def use_hub(server: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point huggingface_hub (and datasets) at ``server``, with a cache in ``tmp_path``.
+
+    huggingface_hub reads HF_ENDPOINT once, at import, into constants.ENDPOINT and the
+    resolve-URL template, so an in-process test sets those (a child process gets the env)."""
+    import huggingface_hub.constants as c
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(c, "ENDPOINT", server.url)
+    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(c, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setattr(c, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
+    monkeypatch.setattr(c, "HF_HUB_ETAG_TIMEOUT", 2)
+    monkeypatch.setattr(c, "HF_HUB_DOWNLOAD_TIMEOUT", 2)
+    monkeypatch.setattr(c, "DOWNLOAD_CHUNK_SIZE", 512 * 1024)  # several progress events a file
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    return cache
+
+
+def no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub waits 1 s before each of its 5 retries of a broken file; not in tests."""
+    from huggingface_hub import file_download
+
+    monkeypatch.setattr(file_download, "time", SimpleNamespace(sleep=lambda s: None))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    server = FakeHub().start()
+    files = folder_files(MODEL)
+    server.add_repo("model", REPO, files)
+    v1 = dict(files)
+    v1["config.json"] = files["config.json"].replace(b"{", b'{\n  "kd_revision": "v1",', 1)
+    server.add_repo("model", REPO, v1, ref="v1")
+    server.cache = use_hub(server, tmp_path, monkeypatch)
+    yield server
+    server.stop()
+
+
+def wait_downloads_ended(timeout: float = 10.0) -> None:
+    """A cancelled download's thread stops at its next chunk; wait for it (and its workers)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        names = [t.name for t in threading.enumerate()]
+        if not any(n.startswith(("kdstudio-download", "ThreadPoolExecutor")) for n in names):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"download threads still running: {threading.enumerate()}")
+
+
+def assert_cache_sound(cache: Path) -> None:
+    """No partial file under a real name: no leftovers, every link resolves, every blob is
+    whole (its name is the sha256 the server sent as its ETag)."""
+    assert not list(cache.rglob("*.incomplete")), list(cache.rglob("*.incomplete"))
+    for link in cache.rglob("snapshots/*/**/*"):
+        assert link.exists(), f"dangling {link}"
+    for blob in cache.rglob("blobs/*"):
+        if blob.suffix == ".lock":
+            continue
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
+
+
+def cancel_midway(server: FakeHub, events: list) -> float:
+    """Start a download, cancel it while model.safetensors is half sent; seconds to stop."""
+    server.pause_in = "model.safetensors"
+    stop = threading.Event()
+    box: dict = {}
+
+    def go():
+        try:
+            resolve_model_source(REPO, on_event=events.append, stop=stop, role="teacher")
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    assert server.paused.wait(20), "the download never reached the middle of the weights"
+    t0 = time.monotonic()
+    stop.set()
+    t.join(10)
+    took = time.monotonic() - t0
+    assert isinstance(box.get("error"), StoppedError), box
+    server.pause_in = None
+    server.resume.set()  # the stalled connection goes on; the abandoned download stops
+    wait_downloads_ended()
+    return took
+
+
+def test_download_with_progress_events(hub):
+    events: list = []
+    t0 = time.monotonic()
+    folder = Path(resolve_model_source(REPO, on_event=events.append, role="teacher"))
+    took = time.monotonic() - t0
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (folder / name).read_bytes() == (MODEL / name).read_bytes()
+    assert not (folder / "README.md").exists()  # only what a model needs is fetched
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress and {e.stage for e in progress} == {"download teacher"}
+    assert {e.unit for e in progress} == {"MB"}
+    mid = [e for e in progress if e.total and 0 < e.current < e.total]
+    assert len(mid) >= 3, "no progress inside the weights file"
+    last = progress[-1]
+    wanted = sum((folder / f).stat().st_size for f in os.listdir(folder)) / 2**20
+    assert last.current == pytest.approx(last.total) == pytest.approx(wanted)
+    assert_cache_sound(hub.cache)
+    # The second time comes from the cache: the Hub is asked what main is, nothing is fetched.
+    before = len(hub.requests("GET", "/resolve/"))
+    assert resolve_model_source(REPO) == str(folder)
+    assert len(hub.requests("GET", "/resolve/")) == before
+    print(f"download {took:.2f} s")
+
+
+def test_cancel_midway_leaves_no_broken_cache_and_continues_later(hub):
+    events: list = []
+    took = cancel_midway(hub, events)
+    assert took < 1.0, f"cancel took {took:.2f} s"  # at once, even with the connection stalled
+    assert_cache_sound(hub.cache)
+    assert not list(hub.cache.rglob("snapshots/*/model.safetensors"))
+    fetched = {p.split("/")[-1] for _, p, s in hub.requests("GET", "/resolve/")}
+    # Continued later: only what is missing is downloaded again.
+    folder = Path(resolve_model_source(REPO, role="teacher"))
+    assert (folder / "model.safetensors").read_bytes() == (MODEL / "model.safetensors").read_bytes()
+    again = [p.split("/")[-1] for _, p, s in hub.requests("GET", "/resolve/")]
+    assert again.count("config.json") == 1 and "config.json" in fetched
+    assert again.count("model.safetensors") == 2
+    assert_cache_sound(hub.cache)
+
+
+def test_revision(hub):
+    main = Path(resolve_model_source(REPO))
+    v1 = Path(resolve_model_source(REPO, revision="v1"))
+    assert main != v1 and v1.name == hub.repos[("model", REPO)].refs["v1"]
+    assert b"kd_revision" in (v1 / "config.json").read_bytes()
+    assert b"kd_revision" not in (main / "config.json").read_bytes()
+    assert hub.requests("GET", "/revision/v1")
+    with pytest.raises(ModelError, match="has no revision 'v9'") as info:
+        resolve_model_source(REPO, revision="v9")
+    assert "branch, tag or commit" in str(info.value)
+
+
+def test_gated_repo_says_how_to_log_in_and_no_token_is_written(hub, monkeypatch, tmp_path,
+                                                                kd_home):
+    hub.gated.add(REPO)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with pytest.raises(ModelError) as info:
+        resolve_model_source(REPO, role="teacher")
+    text = str(info.value)
+    assert "gated" in text and REPO in text
+    assert "hf auth login" in text and "huggingface-cli login" in text and "HF_TOKEN" in text
+    assert "Traceback" not in text
+    assert f"Bearer {SECRET}" in hub.auth_headers  # the user's token went to the Hub...
+    for f in tmp_path.rglob("*"):  # ...and nowhere on disk
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    assert not Path(tmp_path / "hf-token").exists()
+
+
+def test_wrong_id_suggests_the_folder_option(hub):
+    t0 = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        resolve_model_source("kd-test/no-such-model", role="teacher")
+    text = str(info.value)
+    assert "There is no model 'kd-test/no-such-model'" in text and "Local folder" in text
+    assert time.monotonic() - t0 < 3
+
+
+def test_connection_dropped_mid_file_is_resumed(hub, monkeypatch):
+    no_retry_pause(monkeypatch)
+    hub.drop_in, hub.drops = "model.safetensors", 1
+    folder = Path(resolve_model_source(REPO))
+    assert (folder / "model.safetensors").read_bytes() == (MODEL / "model.safetensors").read_bytes()
+    assert [s for _, p, s in hub.requests("GET", "model.safetensors")] == [200, 206]
+    assert_cache_sound(hub.cache)
+
+
+def test_connection_that_keeps_dropping_gives_one_sentence(hub, monkeypatch):
+    no_retry_pause(monkeypatch)
+    hub.drop_in, hub.drops = "model.safetensors", 1000
+    with pytest.raises(ModelError) as info:
+        resolve_model_source(REPO)
+    assert "broke off" in str(info.value) and "Try again" in str(info.value)
+    wait_downloads_ended()
+    assert_cache_sound(hub.cache)
+    assert not list(hub.cache.rglob("snapshots/*/model.safetensors"))
+
+
+def test_hub_that_does_not_answer_times_out(hub, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_ETAG_TIMEOUT", 0.5)
+    hub.slow, hub.slow_s = "/api/models/", 60  # huggingface_hub sets no timeout on this call
+    t0 = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        resolve_model_source(REPO)
+    took = time.monotonic() - t0
+    assert "did not answer in time" in str(info.value) and "HF_HUB_ETAG_TIMEOUT" in str(info.value)
+    assert took < 4, took
+
+
+def test_file_that_stalls_times_out(hub, monkeypatch):
+    import huggingface_hub.constants as c
+
+    no_retry_pause(monkeypatch)
+    monkeypatch.setattr(c, "HF_HUB_DOWNLOAD_TIMEOUT", 0.3)
+    hub.pause_in = "model.safetensors"  # half of it, then nothing (never resumed)
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match="did not answer in time"):
+        resolve_model_source(REPO)
+    assert time.monotonic() - t0 < 8
+    wait_downloads_ended()
+    assert_cache_sound(hub.cache)
