@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     rs.add_argument("run", help="run folder, folder name (or a unique prefix) or run name")
+    rs.add_argument("--checkpoint", default="", metavar="step-N",
+                    help="resume from this checkpoint (e.g. step-40) instead of the newest "
+                         "intact one")
 
     ls = sub.add_parser("runs", help="list past runs")
     ls.add_argument("--limit", type=int, default=30, help="show at most this many (default 30)")
@@ -63,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="write a config template, check a config, or print the key reference")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--template", action="store_true", help="print a complete config to start from")
-    g.add_argument("--check", metavar="FILE", help="validate a config file and report the first problem")
+    g.add_argument("--check", metavar="FILE", help="validate a config file and what it names (models, "
+                   "data, layer choices) without loading them, and report the first problem")
     g.add_argument("--reference", action="store_true", help="print every key with its help (Markdown)")
     c.add_argument("--task", default=DEFAULT_TASK.name, help="task family for --template")
 
@@ -80,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kdstudio.cli.export import add_export_parser  # light: argparse only
 
     add_export_parser(sub)
+    from kdstudio.cli.cache import add_cache_parser  # light: argparse only
+
+    add_cache_parser(sub)
     return p
 
 
@@ -95,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         from kdstudio.ui.app import main as app_main
 
         return app_main(demo=args.demo)
+    from rich.markup import escape
+
     from kdstudio.core.errors import KDStudioError
 
     console = make_console()
     try:
         return COMMANDS[args.command](args, console)
     except KDStudioError as exc:
-        console.print(f"[bold red]{exc.title}:[/] {exc}")
+        # Messages quote config sections ("[training]") and paths: print them as they are.
+        console.print(f"[bold red]{escape(exc.title)}:[/] {escape(str(exc))}")
         return 2
 
 
@@ -155,7 +165,7 @@ def cmd_resume(args: argparse.Namespace, console: Any) -> int:
     if status == "running":
         console.print(f"[red]The run '{run.path.name}' is still running in another process.[/]")
         return 2
-    return _train_and_report(None, console, resume=run.path)
+    return _train_and_report(None, console, resume=run.path, checkpoint=args.checkpoint)
 
 
 def cmd_runs(args: argparse.Namespace, console: Any) -> int:
@@ -167,7 +177,12 @@ def cmd_runs(args: argparse.Namespace, console: Any) -> int:
     if not infos:
         console.print(f"No runs yet in {runs_dir()}. Try 'kdstudio demo'.")
         return 0
-    from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS
+    from kdstudio.core.metrics import (
+        METRIC_LABELS,
+        PERCENT_METRICS,
+        format_quality,
+        quality_note,
+    )
 
     table = Table(title=f"Runs in {runs_dir()}")
     for col in ("run", "date", "task", "teacher -> student", "status", "headline", "kept", "speed-up"):
@@ -181,9 +196,12 @@ def cmd_runs(args: argparse.Namespace, console: Any) -> int:
             head = f"{METRIC_LABELS.get(i.headline, i.headline).split(' (')[0]}: {value}"
         table.add_row(i.id, i.created.replace("T", " "), i.task, f"{i.teacher} -> {i.student}",
                       status_style(i.status), head,
-                      f"{i.quality_retained:.1%}" if i.quality_retained is not None else "-",
+                      format_quality(i.quality_retained),
                       f"{i.speedup:.2f}x" if i.speedup else "-")
     console.print(table)
+    note = quality_note(*(i.quality_retained for i in infos[:args.limit]))
+    if note:
+        console.print(f"[yellow]{note}[/]")
     return 0
 
 
@@ -195,6 +213,7 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
     console.print(f"[bold]{s.get('name', run.path.name)}[/]  ({status_style(run.status())})  {run.path}")
     if s.get("student_metrics") or s.get("student_metrics_before"):
         console.print(before_after_table(s))
+        _quality_note(s, console)
     _show_generations(run.path, console)
     if s.get("error"):
         console.print(f"[red]{s['error']}[/]")
@@ -217,6 +236,8 @@ def _show_generations(run_dir: Any, console: Any, n: int = 5) -> None:
 
 
 def cmd_config(args: argparse.Namespace, console: Any) -> int:
+    from rich.markup import escape
+
     from kdstudio.core.config import (
         config_reference_markdown,
         default_config,
@@ -228,8 +249,16 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
     elif args.template:
         print(default_config(args.task).to_toml(), end="")
     else:
+        from kdstudio.core.preflight import preflight
+
         cfg = load_config(args.check)
-        console.print(f"[green]{args.check} is a valid {cfg.task} config.[/]")
+        preflight(cfg)
+        console.print(f"[green]{escape(args.check)} is a valid {cfg.task} config[/] (its models, "
+                      "data and layer choices were checked from their files, without loading "
+                      "them).")
+        from kdstudio.core.teacher_cache.use import plan_teacher
+
+        console.print(escape(plan_teacher(cfg).line + "."))
     return 0
 
 
@@ -258,6 +287,12 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     return run_sweep_command(args, console)
 
 
+def cmd_cache(args: argparse.Namespace, console: Any) -> int:
+    from kdstudio.cli.cache import cmd_cache as run_cache_command
+
+    return run_cache_command(args, console)
+
+
 def cmd_export(args: argparse.Namespace, console: Any) -> int:
     from kdstudio.cli.export import cmd_export as run_export_command
 
@@ -266,16 +301,17 @@ def cmd_export(args: argparse.Namespace, console: Any) -> int:
 
 COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_runs,
             "show": cmd_show, "config": cmd_config, "preview": cmd_preview, "sweep": cmd_sweep,
-            "export": cmd_export}
+            "export": cmd_export, "cache": cmd_cache}
 
 
 # -- reports -------------------------------------------------------------------------------
 
-def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int:
+def _train_and_report(cfg: Any, console: Any, resume: Path | None = None,
+                      checkpoint: str = "") -> int:
     from kdstudio.core.trainer import run_training
 
     with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
-        result = run_training(cfg, sink, stop, resume=resume)
+        result = run_training(cfg, sink, stop, resume=resume, checkpoint=checkpoint)
     if result.status == "stopped":
         if not result.summary:
             console.print("[yellow]Stopped before training began;[/] nothing was saved.")
@@ -284,12 +320,23 @@ def _train_and_report(cfg: Any, console: Any, resume: Path | None = None) -> int
                           f"  kdstudio resume {result.run_dir.name}")
         return 0
     console.print(before_after_table(result.summary))
+    _quality_note(result.summary, console)
     task = REGISTRY.get(str(result.summary.get("task", "")))
     # An encoder's student is saved with a sentence-transformers config beside its weights.
     also = " and sentence-transformers" if task is not None and task.output == "embedding" else ""
     console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"
                   f"{also}).")
     return 0
+
+
+def _quality_note(s: dict[str, Any], console: Any) -> None:
+    """Under a table whose quality retained is above 100%: what that means."""
+    from kdstudio.core.metrics import quality_note
+
+    base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
+    note = quality_note(s.get("quality_retained"), base.get("quality_retained"))
+    if note:
+        console.print(f"[yellow]{note}[/]")
 
 
 def before_after_table(s: dict[str, Any]) -> Any:

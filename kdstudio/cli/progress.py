@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import Any, Callable, Iterator
 
+from rich.markup import escape
+
 from kdstudio.core.events import (
     Checkpoint,
     Eval,
@@ -74,11 +76,11 @@ class ProgressSink:
             draw(e)
 
     def _stage(self, e: Stage) -> None:
-        self.progress.console.print(f"[dim]-> {e.name}[/] {e.detail}")
+        self.progress.console.print(f"[dim]-> {escape(e.name)}[/] {escape(e.detail)}")
 
     def _log(self, e: Log) -> None:
         style = "yellow" if e.level == "warning" else "dim"
-        self.progress.console.print(f"[{style}]   {e.message}[/]")
+        self.progress.console.print(f"[{style}]   {escape(e.message)}[/]")
 
     def _progress(self, e: Progress) -> None:
         t = self.stage_tasks.get(e.stage)

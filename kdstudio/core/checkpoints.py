@@ -58,8 +58,9 @@ def load(path: Path, distiller: torch.nn.Module, optimizer: Any, scheduler: Any,
         state = torch.load(path / "training_state.pt", map_location="cpu", weights_only=True)
     except RunError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise RunError(f"The checkpoint '{path}' cannot be read: {exc}",
+    except Exception as exc:  # a truncated file: SafetensorError, pickle errors, bad JSON ...
+        raise RunError(f"The checkpoint '{path.name}' is damaged and cannot be read "
+                       f"({type(exc).__name__}: {str(exc)[:200]}).",
                        hint="Resume from an earlier checkpoint or start the run again.") from exc
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -68,3 +69,47 @@ def load(path: Path, distiller: torch.nn.Module, optimizer: Any, scheduler: Any,
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(step)
+
+
+def step_of(name: str) -> int | None:
+    """The step a checkpoint name means: 'step-000120', 'step-120' or '120'."""
+    text = name.strip().rstrip("/").rsplit("/", 1)[-1].removeprefix("step-")
+    return int(text) if text.isdigit() else None
+
+
+def resume_candidates(run: Any, name: str = "") -> list[Path]:
+    """The checkpoints a resume tries, newest first; only the one named when ``name`` is given."""
+    found = run.checkpoints()
+    if not name:
+        return list(reversed(found))
+    step = step_of(name)
+    chosen = [p for p in found if step is not None and step_of(p.name) == step]
+    if not chosen:
+        have = ", ".join(f"step-{step_of(p.name)}" for p in found) or "none"
+        raise RunError(f"The run '{run.path.name}' has no checkpoint '{name}'.",
+                       hint=f"Its checkpoints: {have}.")
+    return chosen
+
+
+def load_first_intact(paths: list[Path], distiller: torch.nn.Module, opt: Any,
+                      emit: Any) -> tuple[int, Path]:
+    """Load the first checkpoint of ``paths`` that reads; each damaged one is reported and
+    left in place (nothing saved is deleted). RunError when none can be read."""
+    from kdstudio.core.events import Log
+
+    problems: list[str] = []
+    for i, path in enumerate(paths):
+        try:
+            step = load(path, distiller, opt.optimizer, opt.scheduler, opt.scaler)
+        except RunError as exc:
+            problems.append(exc.message)
+            if i + 1 < len(paths):
+                emit(Log(f"{exc.message} Falling back to the next newest checkpoint, "
+                         f"{paths[i + 1].name}.", "warning"))
+            continue
+        return step, path
+    if len(paths) == 1 and problems:
+        raise RunError(problems[0], hint="Resume without --checkpoint to use the newest intact "
+                                          "one, or start the run again.")
+    raise RunError("None of the run's checkpoints can be read: " + " ".join(problems),
+                   hint="Start the run again with 'kdstudio run'.")

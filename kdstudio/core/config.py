@@ -391,6 +391,8 @@ def default_config(task: str = DEFAULT_TASK.name) -> RunConfig:
     """Sensible defaults for a task family (the method weights differ between tasks)."""
     t = get_task(task)
     cfg = RunConfig(task=t.name)
+    # Each task's template names a teacher with a trained head for it (causal-lm: a GPT).
+    cfg.teacher = dataclasses.replace(cfg.teacher, name=t.default_teacher)
     cfg.method = MethodConfig(**t.method_defaults)
     cfg.data = dataclasses.replace(cfg.data, **t.data_defaults)
     return cfg
@@ -410,6 +412,14 @@ def load_config(path: str | Path) -> RunConfig:
     except FileNotFoundError:
         raise ConfigError(f"The config file '{path}' does not exist.",
                           hint="Check the path, or write one with 'kdstudio config --template'.")
+    except UnicodeDecodeError:
+        raise ConfigError(f"The config file '{path}' is not a text file (it holds binary data), "
+                          "so it cannot be a TOML run config.",
+                          hint="Check the path; 'kdstudio config --template' writes a config "
+                               "to start from.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"'{path}' is a folder, not a config file.",
+                          hint="Give the TOML file, e.g. config.toml.") from None
     except OSError as exc:
         raise ConfigError(f"The config file '{path}' cannot be read: {exc.strerror}.")
     try:

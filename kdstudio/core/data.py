@@ -80,9 +80,11 @@ def _load_raw(dataset: str, config_name: str = ""):
         return datasets.load_dataset("json", data_files={"train": str(path)})
     path = Path(dataset).expanduser()
     if path.exists() or dataset.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS:
-        if not path.exists():
-            raise DataError(f"The data file '{path}' does not exist.",
-                            hint="Check the path, or choose a file with the file dialog.")
+        from kdstudio.core.preflight import check_data_file
+
+        # Missing, unreadable, empty or damaged files are named here, with the line at fault,
+        # rather than in the words of the datasets library.
+        check_data_file(path)
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS)
             if not files:
@@ -114,10 +116,14 @@ def _load_raw(dataset: str, config_name: str = ""):
     try:
         return datasets.load_dataset(dataset, config_name or None)
     except Exception as exc:
+        from kdstudio.core.hub import explain_failure
+
         where = f"'{dataset}'" + (f" (config '{config_name}')" if config_name else "")
+        # The library's own words name the problem; the hint says what to do about it
+        # (how to log in for a gated set, the local-file option for a wrong name...).
+        _, hint = explain_failure(exc, dataset, "", "data set")
         raise DataError(f"Could not load the Hub data set {where}: {_short(exc)}",
-                        hint="Check the name and config, and your network connection, or use a "
-                             "local file.") from exc
+                        hint=hint) from exc
 
 
 def _short(exc: Exception) -> str:

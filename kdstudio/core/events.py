@@ -108,6 +108,34 @@ class Checkpoint(Event):
 
 
 @dataclass(frozen=True)
+class Resumed(Event):
+    """A run continued from the checkpoint taken at ``step``: what metrics.jsonl recorded after
+    that step before this line was redone, and readers drop it (drop_redone)."""
+
+    step: int
+    checkpoint: str = ""
+    kind: str = field(init=False, default="resumed")
+
+
+# The kinds that belong to a step of training; a resume redoes those after its checkpoint.
+_STEP_KINDS = ("step", "eval", "checkpoint")
+
+
+def drop_redone(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl records without the steps a resume redid: at each 'resumed'
+    record, the earlier step, eval and checkpoint records past its step are dropped, so each
+    step appears once, with the values of the run that carried on."""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        if isinstance(r, dict) and r.get("kind") == "resumed" and isinstance(r.get("step"), int):
+            at = r["step"]
+            out = [o for o in out if not (isinstance(o, dict) and o.get("kind") in _STEP_KINDS
+                                          and isinstance(o.get("step"), int) and o["step"] > at)]
+        out.append(r)
+    return out
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     """The run ended: status is 'finished' or 'stopped'; summary is what summary.json holds."""
 

@@ -29,6 +29,29 @@ SELF_AGREEMENT = ("cosine_to_teacher", "neighbour_agreement", "spearman", "top1_
                   "agreement")
 
 
+ABOVE_TEACHER = ("Above 100% means the student scored better than its teacher on the evaluation "
+                 "texts. A good teacher is rarely beaten, so first check the teacher's own "
+                 "figure: a weak teacher (one without a trained head for the task, or trained on "
+                 "other data) makes any student look good. The plain-training baseline "
+                 "(evaluation.baseline) shows what the teacher adds.")
+
+
+def format_quality(q: Any, digits: int = 1) -> str:
+    """Quality retained as a percentage; a figure above 100% says so ('111.7% (above the
+    teacher)'), never bare. '-' when there is none."""
+    if isinstance(q, bool) or not isinstance(q, (int, float)):
+        return "-"
+    text = f"{q:.{digits}%}"
+    return f"{text} (above the teacher)" if q > 1.0 and text != f"{1:.{digits}%}" else text
+
+
+def quality_note(*values: Any) -> str:
+    """ABOVE_TEACHER when any quality-retained figure shown is above 100%, else ''."""
+    above = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 1.0
+                for v in values)
+    return ABOVE_TEACHER if above else ""
+
+
 def headline_for(task: Any, has_labels: bool) -> tuple[str, bool]:
     """The one figure of a task that the runs table and "quality retained" use:
     (name, higher is better)."""

@@ -132,6 +132,10 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
         kwargs.update(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),
                       label2id={n: i for i, n in enumerate(label_names)})
+    if Path(source).is_dir():
+        from kdstudio.core.preflight import read_config_json
+
+        read_config_json(Path(source), role)  # a damaged config.json is blamed, not the tokenizer
     tok = load_tokenizer(source, trust_remote_code=trust_remote_code, role=role)
     try:
         model, info = cls.from_pretrained(source, output_loading_info=True, **kwargs)
@@ -147,6 +151,10 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
                          hint="Check that the folder holds a complete save_pretrained model, "
                               "and whether it needs trust_remote_code.") from exc
     missing = info.get("missing_keys", []) if isinstance(info, dict) else []
+    if task.generative and role == "teacher" and _head_missing(model, missing):
+        from kdstudio.core.preflight import untrained_head_error
+
+        raise untrained_head_error(task, source, f"a {type(model).__name__} whose checkpoint")
     new_head = task.has_task_head and any(
         k.split(".")[0] in ("classifier", "score", "classification_head", "out_proj") or
         ".classifier" in k or k.startswith("score") for k in missing)
@@ -162,6 +170,13 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok))
     return LoadedModel(model=model, tokenizer=tok, source=source, new_head=new_head)
+
+
+def _head_missing(model: nn.Module, missing: list[str]) -> bool:
+    """Whether weights outside the model's body (its output head) were not in the checkpoint,
+    i.e. initialised at random here."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    return bool(prefix) and any(not k.startswith(prefix + ".") for k in missing)
 
 
 # -- architecture introspection ------------------------------------------------------------
@@ -221,20 +236,12 @@ def evenly_spaced(n_teacher: int, n_student: int) -> list[int]:
 
 def student_layer_indices(n_teacher: int, layers: float, layer_indices: list[int]) -> list[int]:
     """Resolve student.layers / student.layer_indices to the kept teacher layers."""
+    # The same check, in the same words, as the preflight's.
+    from kdstudio.core.preflight import check_layer_choice
+
+    k = check_layer_choice(n_teacher, layers, layer_indices)
     if layer_indices:
-        bad = [i for i in layer_indices if i >= n_teacher]
-        if bad:
-            from kdstudio.core.errors import ConfigError
-
-            raise ConfigError(f"student.layer_indices names layer(s) {bad}, but the teacher has "
-                              f"only {n_teacher} layers (0 to {n_teacher - 1}).")
         return sorted(layer_indices)
-    k = int(layers) if layers >= 1 else max(1, round(layers * n_teacher))
-    if k > n_teacher:
-        from kdstudio.core.errors import ConfigError
-
-        raise ConfigError(f"student.layers is {k}, but the teacher has only {n_teacher} layers.",
-                          hint=f"Choose 1 to {n_teacher} layers, or a fraction such as 0.5.")
     return evenly_spaced(n_teacher, k)
 
 

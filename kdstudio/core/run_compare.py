@@ -21,7 +21,12 @@ import tomllib
 
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS, quality_retained
+from kdstudio.core.metrics import (
+    METRIC_LABELS,
+    PERCENT_METRICS,
+    format_quality,
+    quality_retained,
+)
 from kdstudio.core.metrics import SELF_AGREEMENT as _SELF_ONE
 
 Pair = tuple[np.ndarray, np.ndarray]
@@ -169,19 +174,14 @@ def curves_from_events(events: Iterable[dict[str, Any]], headline: str = "") -> 
 
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every readable line of a run's metrics.jsonl (torn or damaged lines are skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """Every readable line of a run's metrics.jsonl, each step once (Run.events: the steps a
+    resume redid are dropped; torn or damaged lines are skipped)."""
+    from kdstudio.core.runs import Run
+
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return Run(Path(run_dir)).events()
     except OSError:
         return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def run_curves(run_dir: str | Path, headline: str = "") -> RunCurves:
@@ -201,6 +201,11 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _quality(v: float | None) -> str:
+    """A quality-retained cell: above 100% says so (metrics.format_quality)."""
+    return format_quality(v) if v is not None and math.isfinite(v) else _fmt(v, True)
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -284,7 +289,7 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
     if kept is not None or (p and b_kept is not None):
         name = METRIC_LABELS.get(head, head).split(" (")[0].lower()
         add(f"Quality retained ({name})" if name else "Quality retained", "100%",
-            _fmt(quality_retained(head, t, b), True), _fmt(kept, True), _fmt(b_kept, True))
+            _quality(quality_retained(head, t, b)), _quality(kept), _quality(b_kept))
     return rows
 
 
@@ -304,7 +309,7 @@ def compare_rows(summaries: list[dict[str, Any]]) -> list[tuple[str, list[str]]]
         name = METRIC_LABELS.get(head, head).split(" (")[0]
         heads.append(f"{name} {_fmt(v, head in PERCENT_METRICS)}" if v is not None else "")
     row("Headline metric", heads)
-    row("Quality retained", [_fmt(_number(s.get("quality_retained")), True) for s in summaries])
+    row("Quality retained", [_quality(_number(s.get("quality_retained"))) for s in summaries])
     row("Speed-up", [f"{x:.2f}x" if (x := _number(s.get("speedup"))) is not None else "" for s in summaries])
     for m in dict.fromkeys(k for a in after for k in a):
         row(METRIC_LABELS.get(m, m), [_fmt(a.get(m), m in PERCENT_METRICS) for a in after])

@@ -154,16 +154,20 @@ class Run:
             fh.flush()
 
     def events(self) -> list[dict[str, Any]]:
-        """Every event recorded so far; a torn last line (a crash mid-write) is skipped."""
+        """Every event recorded so far, each step once (steps a resume redid are dropped:
+        events.drop_redone); a torn line (a crash mid-write) is skipped."""
+        from kdstudio.core.events import drop_redone
+
         if not self.metrics_path.exists():
             return []
         out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+        text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-        return out
+        return drop_redone(out)
 
     def summary(self) -> dict[str, Any]:
         try:
@@ -256,6 +260,12 @@ def find_run(ref: str) -> Run:
     if (p / "config.toml").exists():
         return Run(p)
     infos = list_runs()
+    if p.is_dir() and not any(i.path.name == ref or i.name == ref for i in infos):
+        raise RunError(f"The folder '{p}' is not a KD Studio run: it has no config.toml.",
+                       hint="Give a run folder, or a run's name from 'kdstudio runs'.")
+    if p.exists() and not p.is_dir():
+        raise RunError(f"'{p}' is a file, not a KD Studio run folder.",
+                       hint="Give a run folder, or a run's name from 'kdstudio runs'.")
     exact = [i for i in infos if i.path.name == ref or i.name == ref]
     if len(exact) >= 1:
         return Run(exact[0].path)

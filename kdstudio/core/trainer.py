@@ -9,6 +9,7 @@ events.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
@@ -29,7 +30,7 @@ from kdstudio.core.device import (
     resolve_precision,
 )
 from kdstudio.core.distiller import Distiller
-from kdstudio.core.errors import KDStudioError, RunError, StoppedError
+from kdstudio.core.errors import KDStudioError, ModelError, RunError, StoppedError
 from kdstudio.core.evaluation import (
     METRIC_LABELS,
     quality_retained,
@@ -42,6 +43,7 @@ from kdstudio.core.events import (
     Failed,
     Finished,
     Log,
+    Resumed,
     Stage,
     Started,
     Step,
@@ -75,7 +77,7 @@ class RunResult:
 
 
 def run_training(config: RunConfig, on_event: EventSink | None = None, stop: Any = None, *,
-                 resume: str | Path | None = None) -> RunResult:
+                 resume: str | Path | None = None, checkpoint: str = "") -> RunResult:
     """Distill config.teacher into a student; returns when finished or stopped.
 
     ``stop`` is anything with ``is_set()`` (a threading.Event); it is checked every step and
@@ -83,21 +85,32 @@ def run_training(config: RunConfig, on_event: EventSink | None = None, stop: Any
     resume_training does. Errors are reported as a Failed event and then raised.
     """
     if resume is not None:
-        return resume_training(resume, on_event, stop)
-    return _guarded(lambda r: config.validate(), on_event, stop)
+        return resume_training(resume, on_event, stop, checkpoint=checkpoint)
+    return _guarded(lambda r: _preflight(config.validate()), on_event, stop)
+
+
+def _preflight(config: RunConfig) -> RunConfig:
+    """Refuse what the config files alone show to be wrong, before any data or weights load."""
+    from kdstudio.core.preflight import preflight
+
+    preflight(config)
+    return config
 
 
 def resume_training(run_dir: str | Path, on_event: EventSink | None = None,
-                    stop: Any = None) -> RunResult:
-    """Continue a stopped or interrupted run from its latest checkpoint, in its own folder."""
+                    stop: Any = None, *, checkpoint: str = "") -> RunResult:
+    """Continue a stopped or interrupted run from its latest intact checkpoint (or the one
+    named, e.g. 'step-40'), in its own folder."""
     def open_existing(runs: "_RunHolder") -> RunConfig:
         r = Run(Path(run_dir))
         if not r.config_path.exists():
-            raise RunError(f"'{run_dir}' is not a run folder (it has no config.toml).")
-        config = load_config(r.config_path)
+            raise RunError(f"'{run_dir}' is not a KD Studio run folder (it has no config.toml).",
+                           hint="Give a run folder, or a name from 'kdstudio runs'.")
+        config = _preflight(load_config(r.config_path))
         if r.latest_checkpoint() is None:
             raise RunError(f"The run '{r.path.name}' has no checkpoint to resume from.",
                            hint="Start it again with 'kdstudio run'.")
+        runs.checkpoints = checkpoints.resume_candidates(r, checkpoint)
         runs.open(r)
         r.update_summary(status="running", pid=os.getpid())
         return config
@@ -109,6 +122,7 @@ class _RunHolder:
 
     def __init__(self, on_event: EventSink):
         self.run: Run | None = None
+        self.checkpoints: list[Path] = []  # a resume's checkpoints to try, newest first
         self.pending: list[Event] = []
         self.on_event = on_event
 
@@ -155,6 +169,31 @@ def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
         raise
 
 
+def _check_teacher_weights(model: torch.nn.Module, name: str) -> None:
+    """A teacher with NaN or Inf in its weights answers with NaN: refuse it before any step."""
+    for pname, p in model.named_parameters():
+        bad = p.numel() - int(torch.isfinite(p).sum())
+        if bad:
+            raise ModelError(f"The teacher '{name}' has {bad:,} NaN or infinite values in its "
+                             f"weights (first in '{pname}'), so its answers are not numbers and "
+                             "a student cannot learn from it.",
+                             hint="The model files are damaged or were saved after training "
+                                  "diverged: use another copy or another checkpoint of it.")
+
+
+def _check_teacher_figures(metrics: dict[str, Any], name: str) -> None:
+    """The first measurement of the teacher must be numbers (an overflow in half precision
+    gives NaN or Inf just as damaged weights do)."""
+    bad = {k: v for k, v in metrics.items()
+           if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+        raise ModelError(f"The teacher '{name}' gives answers that are not numbers on the "
+                         f"evaluation texts ({shown}), so there is nothing to distil.",
+                         hint="If teacher.dtype is float16, try 'float32' or 'bfloat16'; "
+                              "otherwise the model files are damaged.")
+
+
 def _fail(emit: EventSink, run: Run | None, kind: str, title: str, message: str) -> None:
     if run is not None:
         run.update_summary(status="failed", error=message)
@@ -168,6 +207,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     precision = resolve_precision(tc.precision, device)
     ctx = RunContext(device, precision, autocast_for(device, precision), emit, stop)
     su = setup_run(cfg, ctx, runs.run)
+    _check_teacher_weights(su.tmodel, cfg.teacher.name)
     task, student, distiller, evaluator = su.task, su.student, su.distiller, su.evaluator
     t_source = su.teacher.source
 
@@ -194,9 +234,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         if su.generations is not None:
             save_generations(run.path / GENERATIONS_FILE, *su.generations)
     else:
-        cp = run.latest_checkpoint()
-        start_step = checkpoints.load(cp, distiller, su.opt.optimizer, su.opt.scheduler,
-                                      su.opt.scaler)
+        start_step, cp = checkpoints.load_first_intact(runs.checkpoints, distiller, su.opt, emit)
+        emit(Resumed(step=start_step, checkpoint=cp.name))
         emit(Log(f"Resumed from {cp.name}."))
     t_params, s_params = count_params(su.tmodel), count_params(student)
     total_steps = su.total_steps
@@ -213,6 +252,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     # -- where we start from -------------------------------------------------------------------
     emit(Stage("evaluate", "teacher and student before distillation"))
     teacher_metrics = evaluator.teacher_metrics()
+    _check_teacher_figures(teacher_metrics, cfg.teacher.name)
     if start_step == 0:
         before = evaluator.student_metrics(student)
         run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before)

@@ -86,7 +86,7 @@ def check_students(students: list[StudentSpec], teacher_layers: int | None) -> l
             if teacher_layers and s.layers >= 1 and s.layers > teacher_layers:
                 raise SweepError(f"A derived student cannot keep {int(s.layers)} layers: the "
                                  f"teacher has only {teacher_layers}.",
-                                 hint=f"Choose counts from 1 to {teacher_layers - 1}.")
+                                 hint=f"Choose counts from 1 to {teacher_layers}, or fractions such as 0.5.")
         if s not in out:
             out.append(s)
     return out

@@ -71,6 +71,8 @@ class Task:
     # Method fields only this task family uses: (field, value meaning "off").
     own_method_fields: ClassVar[tuple[tuple[str, Any], ...]] = ()
     method_defaults: ClassVar[dict[str, Any]] = {}
+    # The built-in teacher a template names: one with a trained head for the task.
+    default_teacher: ClassVar[str] = "all-MiniLM-L6-v2"
     data_defaults: ClassVar[dict[str, Any]] = {}
 
     def __repr__(self) -> str:
