@@ -256,7 +256,7 @@ def cmd_config(args: argparse.Namespace, console: Any) -> int:
         console.print(f"[green]{escape(args.check)} is a valid {cfg.task} config[/] (its models, "
                       "data and layer choices were checked from their files, without loading "
                       "them).")
-        from kdstudio.core.teacher_cache.use import plan_teacher
+        from kdstudio.core.teacher_source import plan_teacher
 
         console.print(escape(plan_teacher(cfg).line + "."))
     return 0

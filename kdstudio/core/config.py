@@ -25,6 +25,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PREPARE = ("auto", "always", "never")
+CACHE_MODES = ("auto", "always", "never")
 
 
 def _f(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -48,6 +49,17 @@ class TeacherConfig:
     prepare: str = _f("auto", "sequence-classification only: fine-tune the teacher on the labelled "
                       "data first. 'auto' does it when the teacher has no trained head for the "
                       "task; the result is saved and reused by later runs.", choices=PREPARE)
+    cache: str = _f("auto", "causal-lm only: the teacher-logit cache. One teacher pass writes its "
+                    "top-k next-token answers for the training data to disk; the run (and later "
+                    "runs, resumes and every student of a sweep on the same teacher, data and "
+                    "length) then reads them instead of running the teacher at each step. "
+                    "'auto' reads a cache that already exists (a sweep writes one for its "
+                    "students); 'always' writes one if it is missing; 'never' keeps the teacher "
+                    "live. Methods that need the live teacher (hidden layers, different "
+                    "tokenizers, the teacher's own texts) stay live.", choices=CACHE_MODES)
+    cache_k: int = _f(64, "How many of the teacher's most likely next tokens the cache keeps "
+                      "per position (the rest is kept as one remaining mass). 64 takes about "
+                      "180 bytes per token at a 152k vocabulary.", min=1)
     prepare_epochs: float = _f(2.0, "Epochs of the teacher's fine-tuning stage.", min=0.01)
     prepare_learning_rate: float = _f(1e-4, "Learning rate of the teacher's fine-tuning stage.",
                                       min=0.0)

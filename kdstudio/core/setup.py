@@ -200,7 +200,7 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
                      n_train: int) -> tuple[Any, Any]:
     """Live teacher or teacher cache (found, or written now by one teacher pass), and why.
     A resumed run keeps what it started with."""
-    from kdstudio.core.teacher_cache import use
+    from kdstudio.core import teacher_source as use
     from kdstudio.core.teacher_cache.store import TeacherCache, find_cache
 
     rows = getattr(make_batch, "cache_rows", None)

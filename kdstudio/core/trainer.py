@@ -111,6 +111,7 @@ def resume_training(run_dir: str | Path, on_event: EventSink | None = None,
             raise RunError(f"The run '{r.path.name}' has no checkpoint to resume from.",
                            hint="Start it again with 'kdstudio run'.")
         runs.checkpoints = checkpoints.resume_candidates(r, checkpoint)
+        runs.status_before = r.status()
         runs.open(r)
         r.update_summary(status="running", pid=os.getpid())
         return config
@@ -123,6 +124,7 @@ class _RunHolder:
     def __init__(self, on_event: EventSink):
         self.run: Run | None = None
         self.checkpoints: list[Path] = []  # a resume's checkpoints to try, newest first
+        self.status_before = ""  # a resumed run's status, kept when its checkpoints fail
         self.pending: list[Event] = []
         self.on_event = on_event
 
@@ -156,6 +158,9 @@ def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
         return RunResult("stopped", run.path if run else Path(), run.summary() if run else {})
     except KDStudioError as exc:
         _fail(emit, holder.run, type(exc).__name__, exc.title, str(exc))
+        if isinstance(exc, RunError) and holder.run is not None and holder.status_before:
+            # A damaged checkpoint fails the resume, not the run: it stays resumable.
+            holder.run.update_summary(status=holder.status_before)
         raise
     except torch.cuda.OutOfMemoryError:
         _fail(emit, holder.run, "OutOfMemoryError", "Out of GPU memory",
@@ -242,7 +247,12 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     run.update_summary(status="running", device=str(device), precision=precision,
                        teacher_params=t_params, student_params=s_params, kept_layers=su.kept,
                        total_steps=total_steps, headline_metric=su.headline,
-                       label_names=su.data.label_names, teacher_source=t_source)
+                       label_names=su.data.label_names, teacher_source=t_source,
+                       teacher_targets=_targets_record(su))
+    if su.cache is not None:
+        from kdstudio.core.teacher_cache.store import record_use
+
+        record_use(su.cache.path, run.path.name)
     emit(Started(run_dir=str(run.path), task=task.name, device=device_label(device),
                  precision=precision, teacher=cfg.teacher.name, student=su.student_desc,
                  teacher_params=t_params, student_params=s_params, total_steps=total_steps,
@@ -309,6 +319,15 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))
     return RunResult("finished", run.path, summary)
+
+
+def _targets_record(su: Setup) -> dict[str, Any]:
+    """What the run's loss read the teacher's answers from, kept so a resume does the same."""
+    plan = su.teacher_plan
+    out: dict[str, Any] = {"mode": plan.mode, "why": plan.line}
+    if su.cache is not None:
+        out.update(key=su.cache.key, k=su.cache.k)
+    return out
 
 
 def _baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,

@@ -147,3 +147,31 @@ def test_token_count_exact_and_sampled(tiny):
     assert sampled.tokens == pytest.approx(exact.tokens, rel=0.3)
     rows_only = est.estimate_tokens(cfg, None)
     assert rows_only.tokens is None and rows_only.train_rows == 96
+
+
+def test_the_teacher_cache_frees_the_teacher_activations_and_is_suggested():
+    from kdstudio.core.config import default_config
+    from kdstudio.core.plan.memory import estimate_memory
+
+    cfg = default_config("causal-lm")
+    cfg.training.batch_size, cfg.data.max_length = 8, 2048
+    cfg.training.device, cfg.training.logit_chunk = "cpu", 1024
+    cfg.training.gradient_checkpointing = True
+    # A 1.5B teacher with a 152k vocabulary, a 0.5B student.
+    args = (1_500_000_000, 500_000_000, 1536, 28, "cpu")
+    live = estimate_memory(cfg, *args, vocab_size=151_936, available_mb=1e9)
+    assert live.parts["teacher activations"] > 0 and "teacher cache batch" not in live.parts
+    cfg.teacher.cache = "always"
+    cached = estimate_memory(cfg, *args, vocab_size=151_936, available_mb=1e9)
+    assert cached.parts["teacher activations"] == 0 and cached.parts["teacher cache batch"] > 0
+    assert cached.needed_mb < live.needed_mb
+    # Free memory between the two: the cache is the suggestion, and applying it fits.
+    cfg.teacher.cache = "auto"
+    free = (live.needed_mb + cached.needed_mb) / 2
+    short = estimate_memory(cfg, *args, vocab_size=151_936, available_mb=free)
+    assert short.fits is False and short.changes == {"teacher.cache": "always"}
+    assert "teacher cache" in short.suggestion
+    # Hidden-layer distillation needs the live teacher: the cache is not offered.
+    cfg.method.hidden_weight = 1.0
+    hidden = estimate_memory(cfg, *args, vocab_size=151_936, available_mb=free)
+    assert "teacher.cache" not in hidden.changes

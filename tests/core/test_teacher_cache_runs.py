@@ -12,7 +12,7 @@ from kdstudio.core.sweep.queue import run_sweep
 from kdstudio.core.sweep.spec import derived
 from kdstudio.core.sweep.store import Sweep
 from kdstudio.core.teacher_cache import cache_root, list_caches
-from kdstudio.core.teacher_cache.use import CACHE, LIVE, NONE, plan_teacher
+from kdstudio.core.teacher_source import CACHE, LIVE, NONE, plan_teacher
 from kdstudio.core.trainer import resume_training, run_training
 from tests.conftest import tiny_config
 from tests.core.test_trainer import Recorder
@@ -167,7 +167,7 @@ def test_a_stop_while_the_cache_is_written_leaves_nothing_behind(tiny):
 
 
 @pytest.mark.slow
-def test_the_students_of_a_sweep_share_one_teacher_pass(tiny):
+def test_the_students_of_a_sweep_share_one_teacher_pass(tiny, capsys):
     base = lm_config(tiny, "auto", training={"max_steps": 2, "eval_every": 0})
     sweep = Sweep.new(base, derived(1, 2), teacher_layers=4)
     rec = Recorder()
@@ -176,3 +176,15 @@ def test_the_students_of_a_sweep_share_one_teacher_pass(tiny):
     (info,) = list_caches()
     assert len(info.used_by) == 2
     assert {Run(e.run_dir).summary()["teacher_targets"]["mode"] for e in sweep.entries} == {CACHE}
+
+    # The command line lists it, with the runs that read it, and deletes it by key.
+    from kdstudio.cli.commands import main
+
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert info.key[:12] in out and "1 cache(s)" in out
+    assert main(["cache", "delete", "nope"]) == 2
+    assert "none does" in capsys.readouterr().out
+    assert main(["cache", "delete", info.key[:8]]) == 0
+    assert list_caches() == [] and "1 cache(s) deleted" in capsys.readouterr().out

@@ -126,6 +126,7 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
     s_hidden = config.student.hidden_size or hidden
     tokens = batch * max_length
     heads = max(1, hidden // 64)
+    cached = _reads_cache(config)
     parts = {
         "overhead": OVERHEAD_MB["gpu" if gpu else "cpu"],
         "teacher weights": teacher_params * teacher_bytes / MB,
@@ -139,12 +140,16 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                + (tokens * s_hidden * act_bytes * s_layers / MB
                                   if config.training.gradient_checkpointing else 0),
         # The teacher runs without gradients: only one layer's working set at a time,
-        # plus every hidden state when intermediate layers are distilled.
-        "teacher activations": (tokens * hidden * 8 * teacher_bytes
+        # plus every hidden state when intermediate layers are distilled. Reading the
+        # teacher cache instead, it does not run during the steps at all.
+        "teacher activations": 0.0 if cached else
+                               (tokens * hidden * 8 * teacher_bytes
                                 + batch * heads * max_length ** 2 * teacher_bytes
                                 + (tokens * hidden * (layers + 1) * teacher_bytes
                                    if config.method.hidden_weight > 0 else 0)) / MB,
     }
+    if cached:  # the batch's cached answers: k ids (int64) and log-probs (fp32) per position
+        parts["teacher cache batch"] = tokens * config.teacher.cache_k * 12 / MB
     if get_task(config.task).generative and vocab:
         # A row over the vocabulary per position: teacher and student logits, both softmaxes
         # and the logits' gradient, in fp32; for every token of the batch at once, or, chunked
@@ -158,6 +163,14 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
     return parts
 
 
+def _reads_cache(config: Any) -> bool:
+    """Whether the run's loss reads the teacher cache rather than the live teacher
+    ('auto' counts as live: a cache may not exist yet)."""
+    from kdstudio.core.teacher_source import CACHE, plan_teacher
+
+    return config.teacher.cache == "always" and plan_teacher(config, exists=True).mode == CACHE
+
+
 def _auto_chunk(vocab: int, free_mb: float | None) -> int:
     """The chunk training.logit_chunk = 0 would pick with this much free memory
     (chunked.auto_chunk_size; this machine's RAM when unknown)."""
@@ -166,7 +179,6 @@ def _auto_chunk(vocab: int, free_mb: float | None) -> int:
     if free_mb is None:
         return auto_chunk_size(vocab, device="cpu")
     return auto_chunk_size(vocab, free_bytes=int(free_mb * MB))
-    return parts
 
 
 def _teacher_bytes(config: Any, device: str) -> int:
@@ -193,7 +205,8 @@ def estimate_memory(config: Any, teacher_params: int, student_params: int, hidde
     tc, dc = config.training, config.data
     t_bytes = _teacher_bytes(config, device)
 
-    def needed(batch: int, max_length: int, teacher_bytes: int) -> tuple[float, dict[str, float]]:
+    def needed(batch: int, max_length: int, teacher_bytes: int, *,
+               config: Any = config) -> tuple[float, dict[str, float]]:
         parts = _parts(config, teacher_params, student_params, hidden_size, num_layers, device,
                        vocab_size, batch, max_length, teacher_bytes, free_mb=available_mb)
         return sum(parts.values()) * SAFETY, parts
@@ -208,9 +221,17 @@ def estimate_memory(config: Any, teacher_params: int, student_params: int, hidde
     return est
 
 
+def _with(config: Any, section: str, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section),
+                                                                       **changes)})
+
+
 def _suggest(config: Any, free: float, t_bytes: int, device: str, needed: Any) -> tuple[str, dict]:
-    """The gentlest change that fits: a smaller micro-batch with more accumulation, a half-
-    precision teacher, a shorter maximum length; else say the models themselves are too big."""
+    """The gentlest change that fits: a half-precision teacher, the teacher cache, a smaller
+    micro-batch with more accumulation, gradient checkpointing, a shorter maximum length;
+    else say the models themselves are too big."""
     tc, dc = config.training, config.data
     half_saving = ""
     if t_bytes == 4 and device.startswith("cuda"):
@@ -218,6 +239,13 @@ def _suggest(config: Any, free: float, t_bytes: int, device: str, needed: Any) -
             return ("Hold the teacher in half precision (teacher precision: bfloat16); that "
                     "alone brings it within the free memory.", {"teacher.dtype": "bfloat16"})
         half_saving = " Holding the teacher in half precision (bfloat16) would save more."
+    if not _reads_cache(config):
+        with_cache = _with(config, "teacher", cache="always")
+        if _reads_cache(with_cache) and needed(tc.batch_size, dc.max_length, t_bytes,
+                                               config=with_cache)[0] <= free:
+            return ("Turn on the teacher cache (teacher.cache = 'always'): one teacher pass "
+                    "writes its answers to disk first, and the steps then need no memory for "
+                    "the teacher's activations.", {"teacher.cache": "always"})
     batch = tc.batch_size
     while batch > 1:
         batch //= 2
@@ -227,6 +255,15 @@ def _suggest(config: Any, free: float, t_bytes: int, device: str, needed: Any) -
                     f"each step still learns from {batch * accum} examples, with less memory "
                     f"at once.{half_saving}",
                     {"training.batch_size": batch, "training.grad_accum_steps": accum})
+    if not tc.gradient_checkpointing:
+        with_ckpt = _with(config, "training", gradient_checkpointing=True)
+        if needed(1, dc.max_length, t_bytes, config=with_ckpt)[0] <= free:
+            accum = tc.grad_accum_steps * tc.batch_size
+            return (f"Even a batch of 1 does not fit as it is: turn on gradient checkpointing "
+                    f"(the student's activations are recomputed in the backward pass, about a "
+                    f"third more compute), with batch size 1 and gradient accumulation {accum}.",
+                    {"training.gradient_checkpointing": True, "training.batch_size": 1,
+                     "training.grad_accum_steps": accum})
     length = dc.max_length
     while length > 16:
         length //= 2

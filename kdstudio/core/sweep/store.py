@@ -128,7 +128,7 @@ class Sweep:
         cfg = config_from_dict(d)
         if cfg.teacher.cache == "auto" and len(self.entries) > 1:
             # The students share one teacher pass: the first writes the cache, the rest read it.
-            from kdstudio.core.teacher_cache.use import CACHE, plan_teacher
+            from kdstudio.core.teacher_source import CACHE, plan_teacher
 
             cfg.teacher.cache = "always"
             if plan_teacher(cfg, exists=True).mode != CACHE:

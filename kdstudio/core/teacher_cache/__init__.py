@@ -32,36 +32,44 @@ offset).
 
 from __future__ import annotations
 
-from kdstudio.core.teacher_cache.keys import (
-    DEFAULT_K,
-    FORMAT_VERSION,
-    KEY_PARTS,
-    SPARSE_LOSSES,
-    cache_dir_for,
-    cache_key,
-    cache_root,
-    token_ids_fingerprint,
-    tokenizer_fingerprint,
-    weights_fingerprint,
-)
-from kdstudio.core.teacher_cache.records import (
-    decode_records,
-    encode_records,
-    record_bytes,
-    topk_targets,
-)
-from kdstudio.core.teacher_cache.sparse import sparse_logit_loss, tail_temper
-from kdstudio.core.teacher_cache.store import (
-    CachedTargets,
-    CacheInfo,
-    TeacherCache,
-    TeacherCacheWriter,
-    delete_cache,
-    find_cache,
-    list_caches,
-    record_use,
-    remove_partial_caches,
-)
+import importlib
+from typing import Any
+
+# Loaded on first use, so that the decision words (teacher_cache.use) need no torch.
+_HOME = {
+    "CacheInfo": "store",
+    "CachedTargets": "store",
+    "DEFAULT_K": "keys",
+    "FORMAT_VERSION": "keys",
+    "KEY_PARTS": "keys",
+    "SPARSE_LOSSES": "keys",
+    "TeacherCache": "store",
+    "TeacherCacheWriter": "store",
+    "cache_dir_for": "keys",
+    "cache_key": "keys",
+    "cache_root": "keys",
+    "decode_records": "records",
+    "delete_cache": "store",
+    "encode_records": "records",
+    "find_cache": "store",
+    "list_caches": "store",
+    "record_bytes": "records",
+    "record_use": "store",
+    "remove_partial_caches": "store",
+    "sparse_logit_loss": "sparse",
+    "tail_temper": "sparse",
+    "token_ids_fingerprint": "keys",
+    "tokenizer_fingerprint": "keys",
+    "topk_targets": "records",
+    "weights_fingerprint": "keys",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_K",

@@ -31,6 +31,7 @@ from kdstudio.core.tasks import get_task
 from kdstudio.core.terms import modules as term_modules
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.method.text import (
+    CACHE_TEXT,
     DTYPE_TEXT,
     HIDDEN_LOSS_TEXT,
     PREPARE_TEXT,
@@ -48,12 +49,14 @@ SPINS = {
     ("method", "embedding_weight"): ("Sentence embeddings", 0.0, 100.0, 0.1, 3),
     ("method", "beta"): ("Jensen-Shannon balance (beta)", 0.0, 1.0, 0.05, 2),
     ("method", "alpha"): ("Skew mix (alpha)", 0.0, 1.0, 0.05, 2),
+    ("teacher", "cache_k"): ("Answers kept per position (k)", 1.0, 4096.0, 8.0, 0),
     ("teacher", "prepare_epochs"): ("Fine-tuning epochs", 0.01, 100.0, 0.5, 2),
     ("teacher", "prepare_learning_rate"): ("Fine-tuning learning rate", 0.0, 1.0, 1e-5, 6),
 }
 COMBOS = {
     ("method", "hidden_loss"): ("Compare hidden layers by", HIDDEN_LOSS_TEXT),
     ("teacher", "dtype"): ("Teacher precision", DTYPE_TEXT),
+    ("teacher", "cache"): ("Teacher cache", CACHE_TEXT),
     ("teacher", "prepare"): ("Fine-tune the teacher first", PREPARE_TEXT),
 }
 HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
@@ -142,8 +145,8 @@ class AdvancedSettings(QWidget):
         self._add_row(dform, ("method", "layer_pairs"), "Hidden layer pairs", self.pairs)
         teacher = QGroupBox("Teacher")
         teacher.setObjectName("methodTeacherGroup")
-        self._form(teacher, ["dtype", "prepare", "prepare_epochs", "prepare_learning_rate"],
-                   "teacher")
+        self._form(teacher, ["dtype", "cache", "cache_k", "prepare", "prepare_epochs",
+                             "prepare_learning_rate"], "teacher")
         self.plugins = self._plugin_group()
 
         right = QVBoxLayout()
@@ -181,7 +184,8 @@ class AdvancedSettings(QWidget):
                 w.setSingleStep(step)
                 w.setDecimals(decimals)
                 w.setKeyboardTracking(False)
-                w.valueChanged.connect(lambda v, f=field: self._write(f, float(v)))
+                w.valueChanged.connect(lambda v, f=field, d=decimals:
+                                       self._write(f, int(v) if d == 0 else float(v)))
             else:
                 label, choices = COMBOS[field]
                 w = QComboBox()
@@ -260,6 +264,8 @@ class AdvancedSettings(QWidget):
         for f in (("teacher", "prepare"), ("teacher", "prepare_epochs"),
                   ("teacher", "prepare_learning_rate")):
             visible[f] = task.has_task_head
+        for f in (("teacher", "cache"), ("teacher", "cache_k")):
+            visible[f] = task.generative
         for field, term in self.plugin_terms.items():
             visible[field] = term is None or term.applies_to(task)
         if self.plugins is not None:
@@ -276,6 +282,7 @@ class AdvancedSettings(QWidget):
             # A term's other settings matter only while its weight is on.
             if term is not None and field[1] != term.weight_key:
                 self.controls[field].setEnabled(term.weight(m) > 0)
+        self.controls[("teacher", "cache_k")].setEnabled(cfg.teacher.cache != "never")
         prepares = cfg.teacher.prepare != "never"
         self.controls[("teacher", "prepare_epochs")].setEnabled(prepares)
         self.controls[("teacher", "prepare_learning_rate")].setEnabled(prepares)

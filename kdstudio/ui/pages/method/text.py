@@ -89,6 +89,9 @@ EMBEDDING_LOSS_TEXT = {"mse": "Mean squared error", "cosine": "Cosine",
 DTYPE_TEXT = {"auto": "Automatic (half precision on a GPU, full on the CPU)",
               "float32": "float32 (full precision)", "bfloat16": "bfloat16 (half the memory)",
               "float16": "float16 (half the memory)"}
+CACHE_TEXT = {"auto": "Read a cache if one exists (sweeps write one)",
+              "always": "Always: write one teacher pass to disk, then read it",
+              "never": "Never: run the teacher at every step"}
 PREPARE_TEXT = {"auto": "When it has no trained head for the classes",
                 "always": "Always fine-tune it first", "never": "Never (use it as it is)"}
 

@@ -236,8 +236,17 @@ class RunDetailsPanel(QWidget):
         steps, total = s.get("steps"), s.get("total_steps")
         if isinstance(total, int):
             bits.append(f"{steps if isinstance(steps, int) else '?'} of {total} steps")
+        targets = s.get("teacher_targets")
+        if isinstance(targets, dict) and targets.get("mode") in ("live", "cache"):
+            bits.append("teacher cache" if targets["mode"] == "cache" else "live teacher")
         self.info_label.setText(" &middot; ".join(bits))
-        self.info_label.setToolTip(str(d.path))
+        if isinstance(targets, dict) and isinstance(targets.get("why"), str):
+            self.info_label.setToolTip(f"{d.path}\n{targets['why']}")
+            has_why = True
+        else:
+            has_why = False
+        if not has_why:
+            self.info_label.setToolTip(str(d.path))
         error = s.get("error") if isinstance(s.get("error"), str) else ""
         self.error_label.setText(error)
         self.error_label.setVisible(bool(error))

@@ -112,6 +112,9 @@ class RunsPage(RunActionsMixin, QWidget):
                             "folders (asks first).", self.delete_selected, QKeySequence.StandardKey.Delete)
         self.act_refresh = a("refresh", "Refresh", "Read the run store again.", self.refresh,
                              QKeySequence.StandardKey.Refresh)
+        self.act_caches = a("caches", "Teacher caches...", "The teachers' answers saved on disk "
+                            "for runs and sweeps to reuse: their size, which runs used each, "
+                            "and deleting them.", self.show_caches)
         self.item_actions = [self.act_open, self.act_overlay, self.act_diff, self.act_clone, self.act_resume,
                              self.act_export, self.act_folder, self.act_delete]
 
@@ -139,6 +142,7 @@ class RunsPage(RunActionsMixin, QWidget):
         titles.addWidget(heading)
         titles.addWidget(self.where_label)
         top.addLayout(titles, 1)
+        top.addWidget(self._button(self.act_caches, "cachesButton"), 0, Qt.AlignmentFlag.AlignBottom)
         top.addWidget(self._button(self.act_refresh, "refreshButton"), 0, Qt.AlignmentFlag.AlignBottom)
 
         self.action_bar = QWidget()
@@ -237,6 +241,12 @@ class RunsPage(RunActionsMixin, QWidget):
         lay.addWidget(self.body, 1)
         lay.addLayout(bottom)
         self._update_actions()
+
+    def show_caches(self) -> None:
+        from kdstudio.ui.pages.runs.caches import TeacherCachesDialog
+
+        self.caches_dialog = TeacherCachesDialog(self)
+        self.caches_dialog.show()
 
     # -- reading the store ---------------------------------------------------------------------
     def refresh(self) -> None:

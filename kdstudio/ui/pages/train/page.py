@@ -89,6 +89,16 @@ class TrainPage(QWidget):
         self.settings = TrainSettings(self.ctx)
         self.memory = MemoryLine()
         self.memory.apply_requested.connect(self._apply_suggestion)
+        # Live teacher or teacher cache, and why (teacher.cache on the Method page).
+        self.teacher_line = QLabel()
+        self.teacher_line.setObjectName("teacherSourceLine")
+        self.teacher_line.setAccessibleName("Where the teacher's answers come from")
+        self.teacher_line.setWordWrap(True)
+        self.teacher_line.setToolTip(
+            "A teacher-logit cache holds the teacher's top-k next-token answers for the "
+            "training data, written by one teacher pass. Runs, resumes and the students of a "
+            "sweep on the same teacher, data and length read it instead of running the "
+            "teacher at every step. Set it on the Method page (advanced settings, Teacher).")
         self.run_button = _button("Start training", "runButton",
                                   "Check the settings and start distilling (Ctrl+R).")
         font = self.run_button.font()
@@ -120,6 +130,7 @@ class TrainPage(QWidget):
         llay.setSpacing(8)
         llay.addWidget(self.settings)
         llay.addWidget(self.memory)
+        llay.addWidget(self.teacher_line)
         llay.addLayout(buttons)
         llay.addWidget(self.resume_button)
         llay.addWidget(self.pinned, 1)
@@ -408,6 +419,15 @@ class TrainPage(QWidget):
         name = self.ctx.config.teacher.name
         info = self._teacher_info[1] if self._teacher_info and self._teacher_info[0] == name else None
         self.memory.estimate(self.ctx.jobs, self.ctx.config, info)
+        self.show_teacher_plan()
+
+    def show_teacher_plan(self) -> None:
+        from kdstudio.core.teacher_source import plan_teacher  # no torch
+
+        try:
+            self.teacher_line.setText(plan_teacher(self.ctx.config).line + ".")
+        except Exception as exc:  # noqa: BLE001 - a config mid-edit must not break the page
+            self.teacher_line.setText(f"Teacher: not decided yet ({exc}).")
 
     def _apply_suggestion(self, changes: dict[str, Any]) -> None:
         for dotted, value in changes.items():

@@ -1,4 +1,5 @@
-"""Whether a run reads the teacher cache or runs the teacher live, and the pass that writes it.
+"""Where a run's loss gets the teacher's answers: the teacher cache or the live teacher, and the
+pass that writes the cache.
 
 ``plan_teacher`` decides from the config alone (the Train page, ``kdstudio config --check``
 and the run's first log line all show its words); ``open_for_run`` then finds or writes the
@@ -12,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from kdstudio.core.teacher_cache.keys import DEFAULT_K
 
 LIVE, CACHE, NONE = "live", "cache", "none"
 
@@ -37,8 +36,8 @@ def _blocker(cfg: Any, task: Any) -> str:
     """Why the cache cannot stand in for the teacher in this run, or ''."""
     m = cfg.method
     if not task.generative:
-        return (f"the cache holds a language model's next-token answers; a "
-                f"{task.title.lower()} teacher's answers are small and run live")
+        return (f"the cache holds language models' next-token answers; a {task.name} "
+                "teacher's answers are small, so it runs live")
     if m.hidden_weight > 0:
         return ("hidden-layer distillation (method.hidden_weight) reads the teacher's hidden "
                 "states, which the cache does not hold")
@@ -190,5 +189,5 @@ def cache_summary(cache: Any) -> str:
             f"bytes per position), key {cache.key[:12]}")
 
 
-__all__ = ["CACHE", "DEFAULT_K", "LIVE", "NONE", "TeacherPlan", "cache_summary", "key_parts",
+__all__ = ["CACHE", "LIVE", "NONE", "TeacherPlan", "cache_summary", "key_parts",
            "plan_teacher", "write_cache"]

@@ -1,0 +1,90 @@
+"""`kdstudio cache`: the teacher-logit caches on disk, which runs used each, and deleting them.
+
+A cache holds a teacher's top-k next-token answers for one data set and length; runs and the
+students of a sweep read it instead of running the teacher (see teacher.cache). Imports go
+one way: commands -> cache -> progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_cache_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "cache", help="list or delete the teacher-logit caches",
+        description="Teacher-logit caches: one teacher pass over a data set, saved as the "
+                    "teacher's top-k next-token answers, which runs, resumes and sweeps on the "
+                    "same teacher, data and length read instead of running the teacher. "
+                    "Deleting one only costs a teacher pass the next time it is needed.")
+    c.add_argument("action", nargs="?", choices=("list", "delete"), default="list",
+                   help="list (the default) or delete")
+    c.add_argument("keys", nargs="*", metavar="KEY",
+                   help="delete: the caches' keys (a unique start of one is enough)")
+    c.add_argument("--all", action="store_true", help="delete: every cache")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def cmd_cache(args: argparse.Namespace, console: Any) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from kdstudio.core.errors import KDStudioError
+    from kdstudio.core.teacher_cache import cache_root, delete_cache, list_caches
+
+    caches = list_caches()
+    if args.action == "list":
+        if args.keys or args.all:
+            raise KDStudioError("'kdstudio cache list' takes no keys.",
+                                hint="Use 'kdstudio cache delete KEY' to delete one.")
+        if not caches:
+            console.print(f"No teacher caches in {escape(str(cache_root()))}. A run with "
+                          "teacher.cache = 'always', or a sweep of language models, writes one.")
+            return 0
+        table = Table(title=f"Teacher caches in {escape(str(cache_root()))}")
+        for col in ("key", "teacher", "top-k", "positions", "size", "bytes / position",
+                    "created", "used by"):
+            table.add_column(col, justify="right" if col in ("top-k", "positions", "size",
+                                                             "bytes / position") else "left")
+        for c in caches:
+            used = ", ".join(c.used_by) if c.used_by else "no run yet"
+            table.add_row(c.key[:12], escape(c.teacher), str(c.k), f"{c.tokens:,}",
+                          _size(c.size_bytes), f"{c.bytes_per_token:.0f}", c.created[:16],
+                          escape(used))
+        console.print(table)
+        console.print(f"{len(caches)} cache(s), {_size(sum(c.size_bytes for c in caches))} in all.")
+        return 0
+
+    if args.all:
+        chosen = caches
+    elif not args.keys:
+        raise KDStudioError("Say which cache to delete.",
+                            hint="Give its key from 'kdstudio cache' (a unique start is enough), "
+                                 "or --all.")
+    else:
+        chosen = []
+        for key in args.keys:
+            hits = [c for c in caches if c.key.startswith(key.strip().lower())]
+            if len(hits) != 1:
+                listed = ", ".join(c.key[:12] for c in caches) or "none"
+                raise KDStudioError(
+                    f"No single teacher cache has a key starting with '{key}' "
+                    f"({'several do' if hits else 'none does'}).",
+                    hint=f"The keys are: {listed}. 'kdstudio cache' lists them.")
+            chosen.append(hits[0])
+    freed = 0
+    for c in chosen:
+        delete_cache(c.path)
+        freed += c.size_bytes
+        console.print(f"Deleted teacher cache {c.key[:12]} ({escape(c.teacher)}, {_size(c.size_bytes)}).")
+    console.print(f"{len(chosen)} cache(s) deleted, {_size(freed)} freed. Runs that used them "
+                  "keep their results; a resumed or new run writes the cache again if it needs it.")
+    return 0
