@@ -52,6 +52,12 @@ class RunError(KDStudioError):
     title = "Run problem"
 
 
+class OutOfMemory(KDStudioError):
+    """The device ran out of memory during a run (the message says what to change)."""
+
+    title = "Out of memory"
+
+
 class SweepError(KDStudioError):
     """A sweep's students, axis or queue file is unusable, or it is already running."""
 

@@ -30,7 +30,7 @@ from kdstudio.core.device import (
     resolve_precision,
 )
 from kdstudio.core.distiller import Distiller
-from kdstudio.core.errors import KDStudioError, ModelError, RunError, StoppedError
+from kdstudio.core.errors import KDStudioError, ModelError, OutOfMemory, RunError, StoppedError
 from kdstudio.core.evaluation import (
     METRIC_LABELS,
     quality_retained,
@@ -163,10 +163,11 @@ def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
             holder.run.update_summary(status=holder.status_before)
         raise
     except torch.cuda.OutOfMemoryError:
+        # Outside the steps (loading, the teacher cache pass, evaluation): nothing to keep.
         _fail(emit, holder.run, "OutOfMemoryError", "Out of GPU memory",
-              "The GPU ran out of memory. Lower training.batch_size (and raise "
-              "training.grad_accum_steps to keep the effective batch), lower data.max_length, "
-              "or hold the teacher in half precision (teacher.dtype).")
+              "The GPU ran out of memory before or after the training steps. Hold the teacher "
+              "in half precision (teacher.dtype), lower evaluation.batch_size or "
+              "data.max_length, or choose smaller models.")
         raise
     except Exception as exc:
         _fail(emit, holder.run, type(exc).__name__, "Unexpected error",
@@ -272,11 +273,11 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     # -- the loop: lr, accumulate, clip, step (train_steps), then log, evaluate, checkpoint ------
     accum = tc.grad_accum_steps
     t_start = time.perf_counter()
-    last_saved = start_step
+    last_saved = done = start_step
 
     def after_step(r: StepResult) -> None:
-        nonlocal last_saved
-        step = r.step
+        nonlocal last_saved, done
+        step = done = r.step
         elapsed = time.perf_counter() - t_start
         emit(Step(step=step, total_steps=total_steps, losses=r.losses, lr=r.lr,
                   samples_per_s=r.samples / r.seconds, tokens_per_s=r.tokens / r.seconds,
@@ -288,10 +289,13 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
             _save_checkpoint(run, distiller, su.opt, step, tc, emit)
             last_saved = step
 
-    step, stopped = train_steps(
-        distiller, lambda i: maybe_on_policy(su.make_batch(su.order.indices(i)), i), su.opt,
-        start_step=start_step, total_steps=total_steps, accum=accum, stop=stop,
-        on_step=after_step)
+    try:
+        step, stopped = train_steps(
+            distiller, lambda i: maybe_on_policy(su.make_batch(su.order.indices(i)), i), su.opt,
+            start_step=start_step, total_steps=total_steps, accum=accum, stop=stop,
+            on_step=after_step)
+    except torch.cuda.OutOfMemoryError:
+        raise _out_of_memory(cfg, run, distiller, su.opt, done, last_saved, device, emit) from None
 
     # -- the end: checkpoint, final measurement, the student folder, the card -------------------
     if step > last_saved or not run.checkpoints():
@@ -319,6 +323,34 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))
     return RunResult("finished", run.path, summary)
+
+
+def _out_of_memory(cfg: RunConfig, run: Run, distiller: Distiller, opt: Optimizer, done: int,
+                   last_saved: int, device: torch.device, emit: EventSink) -> OutOfMemory:
+    """Out of memory during the steps: keep a checkpoint of the last whole step, and say what
+    to change. The failed step never reached the optimizer, so the weights are those of
+    step ``done``."""
+    from kdstudio.core.plan.memory import oom_advice
+
+    opt.optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    kept = ""
+    if done > last_saved or (done and not run.checkpoints()):
+        try:
+            _save_checkpoint(run, distiller, opt, done, cfg.training, emit)
+        except Exception as exc:  # noqa: BLE001 - still report the memory problem
+            emit(Log(f"The checkpoint after running out of memory could not be saved: {exc}",
+                     "warning"))
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        kept = (f" The run kept a checkpoint of step {done} ({latest.name}): change the settings "
+                f"in {run.config_path} and continue with 'kdstudio resume {run.path.name}' "
+                "(or Resume on the Runs page).")
+    advice = oom_advice(cfg, str(device))
+    where = "the GPU" if device.type == "cuda" else str(device)
+    tips = "; or ".join(advice[:3]) if advice else "choose a smaller teacher or student"
+    return OutOfMemory(f"{where} ran out of memory at step {done + 1}. To fit, {tips}.{kept}")
 
 
 def _targets_record(su: Setup) -> dict[str, Any]:

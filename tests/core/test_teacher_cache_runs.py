@@ -188,3 +188,40 @@ def test_the_students_of_a_sweep_share_one_teacher_pass(tiny, capsys):
     assert "none does" in capsys.readouterr().out
     assert main(["cache", "delete", info.key[:8]]) == 0
     assert list_caches() == [] and "1 cache(s) deleted" in capsys.readouterr().out
+
+
+# -- out of memory --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_out_of_memory_in_a_step_keeps_a_checkpoint_and_says_what_to_change(tiny, monkeypatch):
+    import torch
+
+    from kdstudio.core.distiller import Distiller
+    from kdstudio.core.errors import OutOfMemory
+
+    real, calls = Distiller.forward, []
+
+    def forward(self, batch):
+        calls.append(1)
+        if len(calls) == 3:  # the third step
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, batch)
+    monkeypatch.setattr(Distiller, "forward", forward)
+    cfg = lm_config(tiny, "never", training={"max_steps": 4, "eval_every": 0, "save_every": 0})
+    cfg.training.batch_size = 8
+    rec = Recorder()
+    with pytest.raises(OutOfMemory) as err:
+        run_training(cfg, rec)
+    text = str(err.value)
+    assert "ran out of memory at step 3" in text
+    assert "teacher cache" in text and "training.batch_size = 4" in text
+    assert "training.grad_accum_steps = 2" in text and "kdstudio resume" in text
+    (failed,) = rec.of(ev.Failed)
+    assert failed.title == "Out of memory"
+    run = Run(failed.run_dir)
+    assert run.summary()["status"] == "failed" and "step 2" in run.summary()["error"]
+    assert run.latest_checkpoint().name == "step-000002"
+    monkeypatch.setattr(Distiller, "forward", real)
+    resumed = Recorder()
+    assert resume_training(run.path, resumed).status == "finished"
+    assert resumed.of(ev.Started)[0].start_step == 2

@@ -278,6 +278,31 @@ def _suggest(config: Any, free: float, t_bytes: int, device: str, needed: Any) -
             "free: choose a smaller teacher or student, or a device with more memory.", {})
 
 
+def oom_advice(config: Any, device: str) -> list[str]:
+    """What to change after running out of memory, gentlest first, for this config."""
+    tc, dc, t = config.training, config.data, config.teacher
+    out = []
+    if not _reads_cache(config):
+        with_cache = _with(config, "teacher", cache="always")
+        if _reads_cache(with_cache):
+            out.append("turn on the teacher cache (teacher.cache = \"always\"): the teacher "
+                       "then runs once, before training, not beside the student at every step")
+    if is_gpu(device) and t.dtype in ("auto", "float32") and _teacher_bytes(config, device) == 4:
+        out.append("hold the teacher in half precision (teacher.dtype = \"bfloat16\")")
+    if tc.batch_size > 1:
+        out.append(f"halve the batch and double the accumulation (training.batch_size = "
+                   f"{max(1, tc.batch_size // 2)}, training.grad_accum_steps = "
+                   f"{tc.grad_accum_steps * 2}): each step still learns from as many examples")
+    if not tc.gradient_checkpointing:
+        out.append("turn on gradient checkpointing (training.gradient_checkpointing = true): "
+                   "about a third more compute for much less activation memory")
+    if get_task(config.task).generative and tc.logit_chunk < 0:
+        out.append("compute the logits in chunks (training.logit_chunk = 0)")
+    if dc.max_length > 64:
+        out.append(f"shorten the rows (data.max_length = {dc.max_length // 2})")
+    return out
+
+
 # -- model shapes from config files ---------------------------------------------------------------
 
 def _local_source(name: str, revision: str = "") -> str:
