@@ -119,7 +119,7 @@ def test_bad_data_messages(tmp_path):
         load_text_data(DataConfig(dataset=str(odd)), "causal-lm")
     broken = tmp_path / "broken.json"
     broken.write_text("[{\"text\": ")
-    with pytest.raises(DataError, match="broken.json' could not be read"):
+    with pytest.raises(DataError, match=r"broken.json' is not valid JSON \(line 1, column 11"):
         load_text_data(DataConfig(dataset=str(broken)), "causal-lm")
     with pytest.raises(DataError, match="no built-in data set called 'nope'"):
         load_text_data(DataConfig(dataset="builtin:nope"), "causal-lm")
