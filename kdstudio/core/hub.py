@@ -19,10 +19,10 @@ from kdstudio.core.errors import StoppedError
 from kdstudio.core.events import EventSink, Progress
 
 MB = 2**20
-LOGIN_HINT = ("accept its terms on its page on huggingface.co, then log in on this computer "
-              "with 'hf auth login' (older versions: 'huggingface-cli login') or set the "
-              "HF_TOKEN environment variable. KD Studio only passes the token on to the Hub; "
-              "it never saves it.")
+LOGIN = ("log in on this computer with 'hf auth login' (older versions: 'huggingface-cli "
+         "login') or set the HF_TOKEN environment variable. KD Studio only passes the token on "
+         "to the Hub; it never saves it.")
+LOGIN_HINT = f"accept its terms on its page on huggingface.co, then {LOGIN}"
 
 
 class NoAnswer(Exception):
@@ -133,27 +133,30 @@ def explain_failure(exc: BaseException, repo_id: str, revision: str, kind: str
     other = ("choose 'Local folder' (a model folder on this computer) instead" if kind == "model"
              else "choose a local data file instead")
     chain = _chain(exc)
-    if any(isinstance(e, GatedRepoError) for e in chain):
+    names = {type(e).__name__ for e in chain}
+    # `datasets` raises its own DatasetNotFoundError, without the Hub's error as its cause.
+    dataset_missing = "DatasetNotFoundError" in names
+    if any(isinstance(e, GatedRepoError) for e in chain) or (
+            dataset_missing and "gated" in str(exc).lower()):
         return (f"The {kind} '{repo_id}' is gated: {where} only gives it to logged-in users who "
                 "accepted its terms.", f"To use it, {LOGIN_HINT}")
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return (f"The {kind} '{repo_id}' has no revision '{revision}'.",
                 "Give a branch, tag or commit that exists, or leave the revision empty for the "
                 "latest (main).")
-    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain) or dataset_missing:
         return (f"There is no {kind} '{repo_id}' on {where}, or it is private.",
                 f"Check the id (owner/name, as on the {kind}'s page). If it is on this computer, "
-                f"{other}. If it is private, {LOGIN_HINT}")
+                f"{other}. If it is private, {LOGIN}")
     http = next((e for e in chain if isinstance(e, HfHubHTTPError)
                  and getattr(e, "response", None) is not None), None)
     if http is not None and http.response.status_code in (401, 403):
         return (f"{where} refused access to the {kind} '{repo_id}' "
-                f"(HTTP {http.response.status_code}).", f"If you have access, {LOGIN_HINT}")
+                f"(HTTP {http.response.status_code}).", f"If you have access, {LOGIN}")
     if any(isinstance(e, OfflineModeIsEnabled) for e in chain) or constants.HF_HUB_OFFLINE:
         return (f"Could not get '{repo_id}': this {kind} is not in the local Hugging Face "
                 "cache, and downloads are switched off (HF_HUB_OFFLINE).",
                 f"Unset HF_HUB_OFFLINE to download it, or {other}.")
-    names = {type(e).__name__ for e in chain}
     if any(isinstance(e, NoAnswer) for e in chain) or any("Timeout" in n for n in names):
         return (f"{where} did not answer in time while getting the {kind} '{repo_id}'.",
                 "Check your network connection and try again (files already downloaded are "

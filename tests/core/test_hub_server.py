@@ -109,6 +109,11 @@ def cancel_midway(server: FakeHub, events: list) -> float:
     t = threading.Thread(target=go)
     t.start()
     assert server.paused.wait(20), "the download never reached the middle of the weights"
+    # Let the small files finish (a file still in flight at the cancel is dropped, and fetched
+    # again later), so that the test knows which ones must not be fetched twice.
+    end = time.monotonic() + 10
+    while len(list(server.cache.rglob("snapshots/*/*"))) < 5 and time.monotonic() < end:
+        time.sleep(0.02)
     t0 = time.monotonic()
     stop.set()
     t.join(10)
@@ -150,13 +155,14 @@ def test_cancel_midway_leaves_no_broken_cache_and_continues_later(hub):
     assert took < 1.0, f"cancel took {took:.2f} s"  # at once, even with the connection stalled
     assert_cache_sound(hub.cache)
     assert not list(hub.cache.rglob("snapshots/*/model.safetensors"))
-    fetched = {p.split("/")[-1] for _, p, s in hub.requests("GET", "/resolve/")}
+    kept = {p.name for p in hub.cache.rglob("snapshots/*/*")}
+    assert "config.json" in kept
     # Continued later: only what is missing is downloaded again.
     folder = Path(resolve_model_source(REPO, role="teacher"))
     assert (folder / "model.safetensors").read_bytes() == (MODEL / "model.safetensors").read_bytes()
-    again = [p.split("/")[-1] for _, p, s in hub.requests("GET", "/resolve/")]
-    assert again.count("config.json") == 1 and "config.json" in fetched
-    assert again.count("model.safetensors") == 2
+    fetched = [p.split("/")[-1] for _, p, s in hub.requests("GET", "/resolve/")]
+    assert all(fetched.count(name) == 1 for name in kept), fetched
+    assert fetched.count("model.safetensors") == 2
     assert_cache_sound(hub.cache)
 
 
@@ -243,3 +249,85 @@ def test_file_that_stalls_times_out(hub, monkeypatch):
     assert time.monotonic() - t0 < 8
     wait_downloads_ended()
     assert_cache_sound(hub.cache)
+
+
+# -- Hub data sets, through `datasets` --------------------------------------------------------
+
+ROWS = b"".join(b'{"text": "sentence number %d about the weather", "label": %d}\n' % (i, i % 2)
+                for i in range(60))
+
+
+@pytest.fixture
+def data_hub(hub, monkeypatch, tmp_path, request):
+    """The same server with a data set (train and test files); `datasets` reads its endpoint
+    from datasets.config, also fixed at import. Each test gets its own id, since `datasets`
+    keeps listings in memory for the life of the process."""
+    import datasets.config as dc
+
+    monkeypatch.setattr(dc, "HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(dc, "HUB_DATASETS_URL",
+                        hub.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(dc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dc, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    hub.data_id = f"kd-test/{request.node.name.replace('_', '-')[:60]}"
+    hub.add_repo("dataset", hub.data_id, {"data/train.jsonl": ROWS,
+                                          "data/test.jsonl": ROWS[:400].rsplit(b"\n", 1)[0] + b"\n"})
+    return hub
+
+
+def test_hub_data_set_downloads(data_hub):
+    from kdstudio.core.data import _load_raw
+
+    d = _load_raw(data_hub.data_id)
+    assert d["train"].num_rows == 60 and d["test"].num_rows >= 5
+    assert d["train"][0]["text"].startswith("sentence number 0")
+    assert data_hub.requests("GET", "/datasets/" + data_hub.data_id + "/resolve/")
+
+
+def test_hub_data_set_wrong_id_and_gated(data_hub, monkeypatch, tmp_path):
+    from kdstudio.core.data import _load_raw
+    from kdstudio.core.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        _load_raw("kd-test/no-such-data")
+    assert "'kd-test/no-such-data'" in str(info.value) and "local data file" in str(info.value)
+    data_hub.gated.add(data_hub.data_id)
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    with pytest.raises(DataError) as info:
+        _load_raw(data_hub.data_id)
+    assert "gated" in str(info.value) and "hf auth login" in str(info.value)
+    assert "HF_TOKEN" in str(info.value)
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_hub_data_set_connection_dropped_mid_file(data_hub, monkeypatch):
+    from kdstudio.core.data import _load_raw
+
+    no_retry_pause(monkeypatch)
+    data_hub.drop_in, data_hub.drops = "data/train.jsonl", 1
+    d = _load_raw(data_hub.data_id)
+    assert d["train"].num_rows == 60  # whole, after a second request
+    assert len(data_hub.requests("GET", "train.jsonl")) == 2
+
+
+def test_hub_data_set_server_too_slow(data_hub, monkeypatch):
+    """What `datasets` does not allow: its first call to the Hub's API (the data set's info)
+    goes through huggingface_hub's session, which has no timeout, so a Hub that stalls it holds
+    the load for as long as it stalls (here 2 s, with the timeouts set to 0.2 s; a minute
+    earlier in this test's life); load_dataset also takes no progress hook and no cancel. The
+    later calls do time out, and the user gets one sentence."""
+    import huggingface_hub.constants as c
+
+    from kdstudio.core.data import _load_raw
+    from kdstudio.core.errors import DataError
+
+    monkeypatch.setattr(c, "HF_HUB_ETAG_TIMEOUT", 0.2)
+    monkeypatch.setattr(c, "HF_HUB_DOWNLOAD_TIMEOUT", 0.2)
+    data_hub.slow, data_hub.slow_s = "/api/datasets/", 2
+    t0 = time.monotonic()
+    with pytest.raises(DataError) as info:
+        _load_raw(data_hub.data_id)
+    assert "Timeout" in str(info.value) and "HF_HUB_ETAG_TIMEOUT" in str(info.value)
+    assert time.monotonic() - t0 >= 2
