@@ -21,7 +21,7 @@ TASKS = TASK_NAMES
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
 HIDDEN_LOSSES = ("mse", "cosine")
 EMBEDDING_LOSSES = ("mse", "cosine", "mse+cosine")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PREPARE = ("auto", "always", "never")
@@ -44,7 +44,9 @@ class TeacherConfig:
     trust_remote_code: bool = _f(False, "Run Python code shipped with the model. Only for models "
                                  "whose code you trust.")
     dtype: str = _f("auto", "Precision the frozen teacher is held in: 'auto' uses bfloat16/float16 "
-                    "on a GPU and float32 on the CPU; half precision halves its memory.",
+                    "on a GPU and float32 on the CPU; half precision halves its memory. 'int8' "
+                    "(8-bit weights through bitsandbytes, a quarter of float32) needs a CUDA GPU "
+                    "and the bitsandbytes package, and a teacher that is not fine-tuned first.",
                     choices=DTYPES)
     prepare: str = _f("auto", "sequence-classification only: fine-tune the teacher on the labelled "
                       "data first. 'auto' does it when the teacher has no trained head for the "

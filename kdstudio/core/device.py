@@ -90,7 +90,20 @@ def teacher_dtype(name: str, device: torch.device, precision: str) -> torch.dtyp
         if device.type == "cuda":
             return torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.float32
+    if name == "int8":  # the weights are 8-bit; what is not quantized computes in float16
+        return torch.float16
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def int8_problem(device: torch.device) -> str:
+    """Why 8-bit weights (bitsandbytes) cannot be used on this device, or ''."""
+    if device.type != "cuda":
+        return f"8-bit weights run on a CUDA GPU only, and this run's device is {device.type}"
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "the bitsandbytes package is not installed (pip install bitsandbytes)"
+    return ""
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -118,8 +118,9 @@ class LoadedModel:
 
 def load_model(source: str, task: str, *, trust_remote_code: bool = False,
                label_names: list[str] | None = None, role: str = "model",
-               dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load a model for a task family from a local folder (see resolve_model_source)."""
+               dtype: torch.dtype | None = None, int8_device: Any = None) -> LoadedModel:
+    """Load a model for a task family from a local folder (see resolve_model_source).
+    int8_device: load 8-bit weights (bitsandbytes) straight onto that CUDA device."""
     import transformers
 
     quiet_transformers()
@@ -128,6 +129,9 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype
+    if int8_device is not None:
+        kwargs.update(quantization_config=transformers.BitsAndBytesConfig(load_in_8bit=True),
+                      device_map={"": int8_device.index or 0})
     if task.has_task_head and label_names:
         kwargs.update(num_labels=len(label_names),
                       id2label=dict(enumerate(label_names)),

@@ -87,6 +87,9 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     what makes a seeded run repeatable: keep it.
     """
     tc, task, emit, stop, device = cfg.training, get_task(cfg.task), ctx.emit, ctx.stop, ctx.device
+    int8 = cfg.teacher.dtype == "int8"
+    if int8:  # before anything loads
+        _check_int8(task, device)
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
 
@@ -101,7 +104,8 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     t_source = resolve_model_source(cfg.teacher.name, revision=cfg.teacher.revision, on_event=emit,
                                     stop=stop, role="teacher")
     teacher = load_model(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
-                         label_names=data.label_names, role="teacher")
+                         label_names=data.label_names, role="teacher",
+                         int8_device=device if int8 else None)
     if cfg.teacher.trust_remote_code:
         emit(Log("teacher.trust_remote_code is on: the teacher's own Python code runs.", "warning"))
     teacher = task.prepare_teacher(cfg, teacher, data, ctx)
@@ -124,7 +128,9 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
             emit(Log(note, "warning" if derived.fresh_init else "info"))
         student, student_tok, kept = derived.model, teacher.tokenizer, derived.kept_layers
         student_desc = f"{len(kept)}-layer student derived from {cfg.teacher.name}"
-    tmodel = teacher.model.to(device=device, dtype=teacher_dtype(cfg.teacher.dtype, device, ctx.precision))
+    # 8-bit weights were placed on the device as they loaded, and stay 8-bit.
+    tmodel = teacher.model if int8 else teacher.model.to(
+        device=device, dtype=teacher_dtype(cfg.teacher.dtype, device, ctx.precision))
     tmodel.eval()
     tmodel.requires_grad_(False)
     student.to(device)
@@ -264,6 +270,21 @@ def _teacher_continuations(cfg: RunConfig, teacher: Any, tok: Any, train_texts: 
     emit(Log(f"The teacher wrote {len(conts)} continuations, for example: "
              f"\"{prompts[0]}[{conts[0].strip()[:80]}]\""))
     return prompts, conts
+
+
+def _check_int8(task: Task, device: torch.device) -> None:
+    from kdstudio.core.device import int8_problem
+    from kdstudio.core.errors import ConfigError
+
+    problem = int8_problem(device)
+    if problem:
+        raise ConfigError(f"teacher.dtype is 'int8', but {problem}.",
+                          hint="Use 'bfloat16' (half the memory of float32, on any GPU) or "
+                               "'auto'.")
+    if task.has_task_head:
+        raise ConfigError(f"teacher.dtype 'int8' is for teachers used as they are, but a "
+                          f"{task.name} teacher may be fine-tuned first, which 8-bit weights "
+                          "cannot be.", hint="Use 'bfloat16' for this task.")
 
 
 def check_stop(stop: Any) -> None:

@@ -225,3 +225,17 @@ def test_out_of_memory_in_a_step_keeps_a_checkpoint_and_says_what_to_change(tiny
     resumed = Recorder()
     assert resume_training(run.path, resumed).status == "finished"
     assert resumed.of(ev.Started)[0].start_step == 2
+
+
+def test_an_8_bit_teacher_is_refused_where_bitsandbytes_cannot_run(tiny):
+    from kdstudio.core.errors import ConfigError
+    from kdstudio.core.plan.memory import _teacher_bytes
+
+    cfg = lm_config(tiny, "never")
+    cfg.teacher.dtype = "int8"
+    assert _teacher_bytes(cfg, "cuda") == 1
+    rec = Recorder()
+    with pytest.raises(ConfigError, match="CUDA GPU only, and this run's device is cpu") as err:
+        run_training(cfg, rec)
+    assert "bfloat16" in str(err.value)
+    assert not [s for s in rec.of(ev.Stage) if s.name == "load data"]  # refused before loading

@@ -183,6 +183,8 @@ def _auto_chunk(vocab: int, free_mb: float | None) -> int:
 
 def _teacher_bytes(config: Any, device: str) -> int:
     dtype = config.teacher.dtype
+    if dtype == "int8":
+        return 1
     if dtype == "auto":
         return 2 if device.startswith("cuda") else 4
     return 4 if dtype == "float32" else 2

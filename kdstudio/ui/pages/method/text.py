@@ -88,7 +88,8 @@ EMBEDDING_LOSS_TEXT = {"mse": "Mean squared error", "cosine": "Cosine",
                        "mse+cosine": "Both: mean squared error plus cosine"}
 DTYPE_TEXT = {"auto": "Automatic (half precision on a GPU, full on the CPU)",
               "float32": "float32 (full precision)", "bfloat16": "bfloat16 (half the memory)",
-              "float16": "float16 (half the memory)"}
+              "float16": "float16 (half the memory)",
+              "int8": "int8 (a quarter of the memory; CUDA GPU with bitsandbytes)"}
 CACHE_TEXT = {"auto": "Read a cache if one exists (sweeps write one)",
               "always": "Always: write one teacher pass to disk, then read it",
               "never": "Never: run the teacher at every step"}
