@@ -331,3 +331,39 @@ def test_hub_data_set_server_too_slow(data_hub, monkeypatch):
         _load_raw(data_hub.data_id)
     assert "Timeout" in str(info.value) and "HF_HUB_ETAG_TIMEOUT" in str(info.value)
     assert time.monotonic() - t0 >= 2
+
+
+# -- cancel from the command line -------------------------------------------------------------
+
+def test_ctrl_c_in_the_middle_of_the_teachers_download(hub, tmp_path, capsys):
+    """`kdstudio run` with a Hub teacher; Ctrl-C (a real SIGINT to this process) while the
+    weights are half sent: the command stops at once, says nothing was saved, and the cache
+    holds no broken file."""
+    import signal
+
+    from kdstudio.cli.commands import main
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config("causal-lm", REPO)
+    path = tmp_path / "run.toml"
+    cfg.save(path)
+    hub.pause_in = "model.safetensors"
+    stopped_at: list[float] = []
+
+    def press_ctrl_c() -> None:
+        if hub.paused.wait(60):
+            stopped_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    rc = main(["run", str(path)])
+    took = time.monotonic() - stopped_at[0]
+    out = capsys.readouterr().out
+    assert rc == 0 and "Stopped before training began" in out, out
+    assert "Traceback" not in out
+    assert took < 2, took
+    hub.pause_in = None
+    hub.resume.set()
+    wait_downloads_ended()
+    assert_cache_sound(hub.cache)
+    assert not list(hub.cache.rglob("snapshots/*/model.safetensors"))
