@@ -27,6 +27,9 @@ def test_a_folder_that_is_not_a_model_dropped_on_the_models_page(qtbot, tmp_path
     w = open_window(qtbot, "models", demo=True)
     page = w.pages["models"]
     qtbot.waitUntil(lambda: page.ready, timeout=WAIT)
+    # The demo's own teacher first (a drop while it still loads is superseded by it).
+    qtbot.waitUntil(lambda: "22,713,216" in page.teacher_card.values["parameters"].text(),
+                    timeout=WAIT)
     folder = tmp_path / "holiday-photos"
     folder.mkdir()
     (folder / "beach.txt").write_text("not a model")
