@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kdstudio.core.errors import StoppedError
 from kdstudio.core.events import EventSink, Progress
