@@ -9,13 +9,18 @@ import json
 import shutil
 import threading
 import time
+import tomllib
 
 import pytest
-import tomllib
 
 from kdstudio.cli.commands import main
 from kdstudio.core.config import default_config, load_config
-from kdstudio.core.errors import CompatibilityError, ConfigError, DataError, ModelError, RunError
+from kdstudio.core.errors import (
+    CompatibilityError,
+    ConfigError,
+    DataError,
+    ModelError,
+)
 from kdstudio.core.events import Stage, Step, drop_redone
 from kdstudio.core.metrics import ABOVE_TEACHER, format_quality
 from kdstudio.core.preflight import preflight

@@ -104,3 +104,13 @@ def test_a_damaged_checkpoint_on_resume(qtbot, tiny):
 
     assert json.loads((result.run_dir / "summary.json").read_text())["status"] == "stopped"
     box.accept()
+
+
+def test_quality_above_100_percent_is_explained_in_the_app():
+    from kdstudio.core.events import Finished
+    from kdstudio.ui.pages.train.log import describe
+
+    text, _ = describe(Finished(status="finished", run_dir="", summary={"quality_retained": 1.117}))
+    assert "112% (above the teacher)" in text and "Above 100% means" in text
+    text, _ = describe(Finished(status="finished", run_dir="", summary={"quality_retained": 0.9}))
+    assert "90%" in text and "above" not in text

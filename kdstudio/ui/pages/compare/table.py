@@ -96,7 +96,10 @@ def _num(x: Any, unit: str, digits: int = 1) -> str:
 
 
 def _pct(x: Any) -> str:
-    return f"{x:.1%}" if isinstance(x, (int, float)) else DASH
+    """A share; above 100% says so (metrics.format_quality), never bare."""
+    from kdstudio.core.metrics import format_quality
+
+    return format_quality(x) if isinstance(x, (int, float)) else DASH
 
 
 def fmt_metric(metric: str, x: Any) -> str:

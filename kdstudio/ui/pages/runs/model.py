@@ -189,7 +189,9 @@ class RunsTableModel(QAbstractTableModel):
         if key == "headline":
             return f"{r.headline_label} {r.headline_value:.4g}" if r.headline_value is not None else "-"
         if key == "quality_retained":
-            return f"{r.quality_retained:.1%}" if r.quality_retained is not None else "-"
+            from kdstudio.core.metrics import format_quality
+
+            return format_quality(r.quality_retained)
         if key == "speedup":
             return f"{r.speedup:.2f}x" if r.speedup is not None else "-"
         return getattr(r, key) or "-"
@@ -221,6 +223,10 @@ class RunsTableModel(QAbstractTableModel):
                 return getattr(r, key) or None
             if key == "name":
                 return str(r.path)
+            if key == "quality_retained":
+                from kdstudio.core.metrics import quality_note
+
+                return quality_note(r.quality_retained) or None
             return None
         if role == Qt.ItemDataRole.ForegroundRole and key == "status":
             return QBrush(QColor(STATUS_COLORS.get(r.status, STATUS_COLORS["unknown"])))

@@ -59,7 +59,12 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
         if e.status == "stopped":
             return "Stopped. A checkpoint was kept: Resume continues from it.", "warning"
         q = (e.summary or {}).get("quality_retained")
-        kept = f" The student keeps {q:.0%} of the teacher's quality." if isinstance(q, (int, float)) else ""
+        kept = ""
+        if isinstance(q, (int, float)):
+            from kdstudio.core.metrics import format_quality, quality_note
+
+            kept = f" The student keeps {format_quality(q, 0)} of the teacher's quality."
+            kept += f" {quality_note(q)}" if quality_note(q) else ""
         return f"Finished.{kept}", "done"
     if isinstance(e, Failed):
         return f"{e.title}: {e.message}", "error"
