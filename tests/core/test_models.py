@@ -115,7 +115,7 @@ def test_damaged_model_folder(tiny, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny["gpt2"], bad)
     (bad / "config.json").write_text("{ not json")
-    with pytest.raises(ModelError, match="could not be loaded"):
+    with pytest.raises(ModelError, match="config.json in .* is damaged: it is not valid JSON"):
         load_model(str(bad), "causal-lm", role="teacher")
 
 
