@@ -50,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="the run config (TOML); 'kdstudio config --template' writes one")
     r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set training.max_steps=100 (repeatable)")
+    _add_process_args(r)
 
     rs = sub.add_parser("resume", help="continue a stopped or interrupted run from its last checkpoint")
     rs.add_argument("run", help="run folder, folder name (or a unique prefix) or run name")
     rs.add_argument("--checkpoint", default="", metavar="step-N",
                     help="resume from this checkpoint (e.g. step-40) instead of the newest "
                          "intact one")
+    _add_process_args(rs)
 
     ls = sub.add_parser("runs", help="list past runs")
     ls.add_argument("--limit", type=int, default=30, help="show at most this many (default 30)")
@@ -88,6 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cache_parser(sub)
     return p
+
+
+def _add_process_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="run in N processes on this machine through Accelerate (one per GPU; "
+                        "gloo on a CPU); training.batch_size is then each process's share")
+    p.add_argument("--fsdp", action="store_true",
+                   help="with --processes: shard the student with FSDP2 instead of DDP")
+
+
+def _launched(args: argparse.Namespace, command: list[str], console: Any) -> int | None:
+    """With --processes N > 1: the command in N processes (kdstudio.cli.launch); else None."""
+    n = getattr(args, "processes", 1) or 1
+    if n <= 1:
+        return None
+    from kdstudio.cli.launch import run_launch
+
+    return run_launch(command, n, console, fsdp=args.fsdp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +171,15 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     cfg = load_config(args.config)
     if args.set:
         cfg = cfg.with_overrides(args.set)
+    if args.processes > 1:
+        from kdstudio.core.distributed import batch_share
+
+        cfg.validate()
+        console.print(batch_share(cfg.training.batch_size, cfg.training.grad_accum_steps,
+                                  args.processes).line())
+    launched = _launched(args, ["run", args.config, *(f"--set={s}" for s in args.set)], console)
+    if launched is not None:
+        return launched
     return _train_and_report(cfg, console)
 
 
@@ -165,6 +194,10 @@ def cmd_resume(args: argparse.Namespace, console: Any) -> int:
     if status == "running":
         console.print(f"[red]The run '{run.path.name}' is still running in another process.[/]")
         return 2
+    launched = _launched(args, ["resume", str(run.path), "--checkpoint", args.checkpoint],
+                         console)
+    if launched is not None:
+        return launched
     return _train_and_report(None, console, resume=run.path, checkpoint=args.checkpoint)
 
 
@@ -308,10 +341,22 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_
 
 def _train_and_report(cfg: Any, console: Any, resume: Path | None = None,
                       checkpoint: str = "") -> int:
+    from kdstudio.core.distributed import env_world_size, is_main_process
     from kdstudio.core.trainer import run_training
 
-    with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
-        result = run_training(cfg, sink, stop, resume=resume, checkpoint=checkpoint)
+    if env_world_size() > 1:  # one process of a launch: its error goes to the launcher's report
+        from kdstudio.cli.launch import recorded_errors
+
+        with recorded_errors():
+            if not is_main_process():  # the main process alone draws and reports
+                with ctrl_c_stops(console, terminate=True) as stop:
+                    run_training(cfg, None, stop, resume=resume, checkpoint=checkpoint)
+                return 0
+            with ctrl_c_stops(console, terminate=True) as stop, ProgressSink(console) as sink:
+                result = run_training(cfg, sink, stop, resume=resume, checkpoint=checkpoint)
+    else:
+        with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
+            result = run_training(cfg, sink, stop, resume=resume, checkpoint=checkpoint)
     if result.status == "stopped":
         if not result.summary:
             console.print("[yellow]Stopped before training began;[/] nothing was saved.")

@@ -118,10 +118,14 @@ class ProgressSink:
 
 
 @contextlib.contextmanager
-def ctrl_c_stops(console: Any, what: str = "") -> Iterator[threading.Event]:
+def ctrl_c_stops(console: Any, what: str = "", terminate: bool = False) -> Iterator[threading.Event]:
     """While inside, the first Ctrl-C sets the yielded stop event (the run stops after this step
-    with a checkpoint); a second one aborts at once."""
+    with a checkpoint); a second one aborts at once. With ``terminate`` (a process of a
+    multi-process launch) SIGTERM, which the launcher sends every process when it shuts down,
+    also asks for the stop, and never aborts."""
     stop = threading.Event()
+    if terminate and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
 
     def on_sigint(signum: int, frame: Any) -> None:
         if stop.is_set():

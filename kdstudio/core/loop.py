@@ -101,11 +101,14 @@ def accumulate(distiller: Distiller, batches: Any, accum: int, scaler: Any,
     return sums, samples, tokens
 
 
-def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimizer
-                   ) -> tuple[dict[str, float], float, int, int]:
+def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimizer,
+                   model: Any = None) -> tuple[dict[str, float], float, int, int]:
     """Accumulate gradients over ``accum`` micro-batches, clip, step, advance the schedule.
+    ``model`` is what the batches run through when it is not the distiller itself (the
+    distiller wrapped in DDP in a multi-process run, which averages the gradients).
     Returns (losses, lr, samples, tokens)."""
-    sums, samples, tokens = accumulate(distiller, batches, accum, opt.scaler, opt.autocast)
+    sums, samples, tokens = accumulate(model if model is not None else distiller, batches, accum,
+                                       opt.scaler, opt.autocast)
     if opt.max_grad_norm > 0:
         opt.scaler.unscale_(opt.optimizer)
         torch.nn.utils.clip_grad_norm_(distiller.trainable_parameters(), opt.max_grad_norm)
@@ -119,12 +122,14 @@ def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimize
 
 def train_steps(distiller: Distiller, micro_batch: Callable[[int], Batch], opt: Optimizer, *,
                 start_step: int, total_steps: int, accum: int, stop: Any,
-                on_step: Callable[[StepResult], None] | None = None) -> tuple[int, bool]:
+                on_step: Callable[[StepResult], None] | None = None,
+                model: Any = None) -> tuple[int, bool]:
     """Optimizer steps start_step+1 .. total_steps; returns (last step, whether stopped).
 
     ``micro_batch(i)`` gives micro-batch number i (counted from the run's start, so a
     resumed run sees the very batches an uninterrupted one would). ``stop`` is checked
-    before every step.
+    before every step (in a multi-process run a distributed.SharedStop, whose check every
+    process makes together). ``model``: see optimizer_step.
     """
     device = next(distiller.student.parameters()).device
     step = start_step
@@ -134,7 +139,7 @@ def train_steps(distiller: Distiller, micro_batch: Callable[[int], Batch], opt: 
         t0 = time.perf_counter()
         first = step * accum
         losses, lr, samples, tokens = optimizer_step(
-            distiller, (micro_batch(first + i) for i in range(accum)), accum, opt)
+            distiller, (micro_batch(first + i) for i in range(accum)), accum, opt, model)
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -49,6 +49,7 @@ class RunContext:
     autocast: Any
     emit: EventSink
     stop: Any
+    group: Any = None       # distributed.ProcessGroup of a multi-process run; None: one process
 
 
 @dataclass
@@ -179,8 +180,14 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                                    comp.vocab_size, n_train)
     distiller.cache = cache
 
-    bs = min(tc.batch_size, n_train)
-    order = BatchOrder(n_train, bs, tc.seed)
+    group = ctx.group
+    world = group.world_size if group is not None else 1
+    bs = min(tc.batch_size * world, n_train)
+    order: Any = BatchOrder(n_train, bs, tc.seed)
+    if world > 1:  # the global micro-batch's order, of which each process takes its slice
+        from kdstudio.core.distributed import ShardOrder
+
+        order = ShardOrder(order, group.rank, world)
     if tc.max_steps:
         total_steps = tc.max_steps
     else:
@@ -225,6 +232,10 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     parts = use.key_parts(cfg, teacher.source, teacher.tokenizer, rows,
                           next(tmodel.parameters()).dtype, k)
     cache = find_cache(parts)
+    group = ctx.group
+    if group is not None and group.multi:
+        # The main process decides, and writes a missing cache once; the others wait, then read it.
+        cache = find_cache(parts) if group.broadcast(cache is not None) else None
     plan = use.plan_teacher(cfg, exists=cache is not None)
     if recorded.get("mode") == use.CACHE and plan.mode != use.CACHE:
         plan = use.TeacherPlan(use.CACHE, "as when this run started: a resumed run keeps "
@@ -233,7 +244,16 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     if plan.mode != use.CACHE:
         ctx.emit(Log(plan.line))
         return plan, None
-    if cache is None:
+    if cache is None and group is not None and group.multi and not group.is_main:
+        group.barrier()  # the main process writes it
+        cache = find_cache(parts)
+        if cache is None:
+            from kdstudio.core.errors import RunError
+
+            raise RunError(f"Process {group.rank} cannot find the teacher cache the main process "
+                           "wrote.", hint="Every machine must see the same KD Studio home "
+                                          "(KDSTUDIO_HOME on a shared file system).")
+    elif cache is None:
         ctx.emit(Stage("teacher cache", f"one teacher pass writes its top-{k} answers for "
                                         f"{n_train} training rows"))
         path = use.write_cache(parts, rows, make_batch, tmodel, task, vocab,
@@ -241,6 +261,8 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
                                emit=ctx.emit, stop=ctx.stop)
         cache = TeacherCache(path)
         ctx.emit(Log(f"Teacher cache written: {use.cache_summary(cache)}."))
+        if group is not None and group.multi:
+            group.barrier()
     else:
         ctx.emit(Log(f"Teacher cache found: {use.cache_summary(cache)}."))
     ctx.emit(Log(plan.line))

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from kdstudio.core import artifacts, checkpoints
+from kdstudio.core import artifacts, checkpoints, distributed
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.device import (
     autocast_for,
@@ -113,7 +113,8 @@ def resume_training(run_dir: str | Path, on_event: EventSink | None = None,
         runs.checkpoints = checkpoints.resume_candidates(r, checkpoint)
         runs.status_before = r.status()
         runs.open(r)
-        r.update_summary(status="running", pid=os.getpid())
+        if not runs.silent:
+            r.update_summary(status="running", pid=os.getpid())
         return config
     return _guarded(open_existing, on_event, stop)
 
@@ -121,14 +122,18 @@ def resume_training(run_dir: str | Path, on_event: EventSink | None = None,
 class _RunHolder:
     """The run folder once it exists; events from before it are kept and written then."""
 
-    def __init__(self, on_event: EventSink):
+    def __init__(self, on_event: EventSink, silent: bool = False):
         self.run: Run | None = None
+        # A process other than the main one of a multi-process run writes nothing, says nothing.
+        self.silent = silent
         self.checkpoints: list[Path] = []  # a resume's checkpoints to try, newest first
         self.status_before = ""  # a resumed run's status, kept when its checkpoints fail
         self.pending: list[Event] = []
         self.on_event = on_event
 
     def emit(self, event: Event) -> None:
+        if self.silent:
+            return
         if self.run is not None:
             self.run.append_event(event.to_dict())
         else:
@@ -137,6 +142,8 @@ class _RunHolder:
 
     def open(self, run: Run) -> None:
         self.run = run
+        if self.silent:
+            return
         for e in self.pending:
             run.append_event(e.to_dict())
         self.pending.clear()
@@ -144,7 +151,7 @@ class _RunHolder:
 
 def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
     """Run start (which returns the config) then the training, turning errors into events."""
-    holder = _RunHolder(on_event or ignore)
+    holder = _RunHolder(on_event or ignore, silent=not distributed.is_main_process())
     stop = stop or threading.Event()
     emit = holder.emit
     try:
@@ -152,13 +159,14 @@ def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
         return _train(config, emit, stop, holder)
     except StoppedError as exc:
         run = holder.run
-        if run is not None:
+        if run is not None and not holder.silent:
             run.update_summary(status="stopped")
         emit(Finished(status="stopped", run_dir=str(run.path) if run else "", summary={"message": exc.message}))
         return RunResult("stopped", run.path if run else Path(), run.summary() if run else {})
     except KDStudioError as exc:
         _fail(emit, holder.run, type(exc).__name__, exc.title, str(exc))
-        if isinstance(exc, RunError) and holder.run is not None and holder.status_before:
+        if isinstance(exc, RunError) and holder.run is not None and holder.status_before \
+                and not holder.silent:
             # A damaged checkpoint fails the resume, not the run: it stays resumable.
             holder.run.update_summary(status=holder.status_before)
         raise
@@ -201,7 +209,7 @@ def _check_teacher_figures(metrics: dict[str, Any], name: str) -> None:
 
 
 def _fail(emit: EventSink, run: Run | None, kind: str, title: str, message: str) -> None:
-    if run is not None:
+    if run is not None and distributed.is_main_process():
         run.update_summary(status="failed", error=message)
     emit(Failed(error_type=kind, title=title, message=message,
                 run_dir=str(run.path) if run else ""))
@@ -209,9 +217,23 @@ def _fail(emit: EventSink, run: Run | None, kind: str, title: str, message: str)
 
 def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunResult:
     tc = cfg.training
-    device = resolve_device(tc.device)
+    # One process: SINGLE, and nothing below changes. Launched by Accelerate: the group.
+    group = distributed.start(resolve_device(tc.device))
+    device = group.device(resolve_device(tc.device))
+    share = None
+    recorded = runs.run.summary().get("distributed") if runs.run is not None else None
+    if group.multi or recorded:  # a resume of a multi-process run keeps its micro-batches
+        share = distributed.batch_share(tc.batch_size, tc.grad_accum_steps, group.world_size,
+                                        recorded)
+        if share.per_process != tc.batch_size:
+            cfg = cfg.with_overrides([f"training.batch_size={share.per_process}"])
+            tc = cfg.training
+        if share.note:
+            emit(Log(share.note, "warning" if "cannot" in share.note else "info"))
+        emit(Log(share.line()))
+    main = group.is_main
     precision = resolve_precision(tc.precision, device)
-    ctx = RunContext(device, precision, autocast_for(device, precision), emit, stop)
+    ctx = RunContext(device, precision, autocast_for(device, precision), emit, stop, group)
     su = setup_run(cfg, ctx, runs.run)
     _check_teacher_weights(su.tmodel, cfg.teacher.name)
     task, student, distiller, evaluator = su.task, su.student, su.distiller, su.evaluator
@@ -229,27 +251,42 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                                cfg.generation, cfg.data.max_length, device,
                                seed=tc.seed + micro, autocast=ctx.autocast)
 
+    def micro_batch(i: int) -> Batch:
+        return maybe_on_policy(su.make_batch(su.order.indices(i)), i)
+
     # -- the run folder, or the checkpoint we resume from ---------------------------------------
     run = runs.run
     start_step = 0
-    if run is None:
+    if run is None and main:
         name = cfg.name or f"{task.name}-{Path(str(cfg.teacher.name)).name}"
         run = create_run(cfg.to_toml(), name=name, task=task.name, teacher=cfg.teacher.name,
                          student=su.student_desc)
         runs.open(run)
+        if group.multi:
+            distributed.announce_run_dir(run.path)
         if su.generations is not None:
             save_generations(run.path / GENERATIONS_FILE, *su.generations)
-    else:
+    elif run is not None:
         start_step, cp = checkpoints.load_first_intact(runs.checkpoints, distiller, su.opt, emit)
         emit(Resumed(step=start_step, checkpoint=cp.name))
         emit(Log(f"Resumed from {cp.name}."))
+        if group.multi and main:
+            distributed.announce_run_dir(run.path)
+    # In a group the student runs through DDP (FSDP2 if Accelerate's config says so), which
+    # averages the gradients across processes; it starts from the main process's weights.
+    model = group.wrap(distiller)
+    if group.multi:
+        model = distributed.LossShare(model, group)
+    if not main:  # the other processes take their part in the steps and write nothing
+        return _follow_steps(cfg, su, model, group, stop, start_step, micro_batch)
     t_params, s_params = count_params(su.tmodel), count_params(student)
     total_steps = su.total_steps
     run.update_summary(status="running", device=str(device), precision=precision,
                        teacher_params=t_params, student_params=s_params, kept_layers=su.kept,
                        total_steps=total_steps, headline_metric=su.headline,
                        label_names=su.data.label_names, teacher_source=t_source,
-                       teacher_targets=_targets_record(su))
+                       teacher_targets=_targets_record(su),
+                       **({"distributed": share.record()} if share is not None else {}))
     if su.cache is not None:
         from kdstudio.core.teacher_cache.store import record_use
 
@@ -278,6 +315,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     def after_step(r: StepResult) -> None:
         nonlocal last_saved, done
         step = done = r.step
+        if group.multi:  # every process's share of the step: its losses averaged, rows summed
+            r = _shared_result(group, r)
         elapsed = time.perf_counter() - t_start
         emit(Step(step=step, total_steps=total_steps, losses=r.losses, lr=r.lr,
                   samples_per_s=r.samples / r.seconds, tokens_per_s=r.tokens / r.seconds,
@@ -291,9 +330,10 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
 
     try:
         step, stopped = train_steps(
-            distiller, lambda i: maybe_on_policy(su.make_batch(su.order.indices(i)), i), su.opt,
-            start_step=start_step, total_steps=total_steps, accum=accum, stop=stop,
-            on_step=after_step)
+            distiller, micro_batch, su.opt,
+            start_step=start_step, total_steps=total_steps, accum=accum,
+            stop=distributed.SharedStop(group, stop, run.path) if group.multi else stop,
+            on_step=after_step, model=model if group.multi else None)
     except torch.cuda.OutOfMemoryError:
         raise _out_of_memory(cfg, run, distiller, su.opt, done, last_saved, device, emit) from None
 
@@ -323,6 +363,27 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))
     return RunResult("finished", run.path, summary)
+
+
+def _shared_result(group: distributed.ProcessGroup, r: StepResult) -> StepResult:
+    """A step as the whole group took it: losses averaged, rows and tokens summed."""
+    samples, tokens = group.sum(r.samples, r.tokens)
+    return StepResult(r.step, group.mean(r.losses), r.lr, int(samples), int(tokens), r.seconds)
+
+
+def _follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module,
+                  group: distributed.ProcessGroup, stop: Any, start_step: int,
+                  micro_batch: Any) -> RunResult:
+    """A process other than the main one: the same steps on its own shard, the same
+    collectives (the stop check, the averaged losses), and nothing written. The main process
+    alone evaluates, saves and measures afterwards."""
+    tc, distiller = cfg.training, su.distiller
+    _, stopped = train_steps(
+        distiller, micro_batch, su.opt,
+        start_step=start_step, total_steps=su.total_steps, accum=tc.grad_accum_steps,
+        stop=distributed.SharedStop(group, stop), on_step=lambda r: _shared_result(group, r),
+        model=model)
+    return RunResult("stopped" if stopped else "finished", Path(), {})
 
 
 def _out_of_memory(cfg: RunConfig, run: Run, distiller: Distiller, opt: Optimizer, done: int,

@@ -1,0 +1,300 @@
+"""The Accelerate seam: the process group of a multi-process run and what its processes share.
+
+A process started by ``accelerate launch`` (``kdstudio run --processes N`` calls it) finds
+WORLD_SIZE and RANK in its environment and joins a group through Hugging Face Accelerate:
+the student is wrapped in DDP (or FSDP2 when the user's Accelerate config chooses it), each
+process reads its own shard of every batch, losses are averaged, and only the main process
+writes the run store. Any other process sees one process, and every helper here is then a
+no-op: a single-process run computes exactly what it always has.
+
+Stopping and pausing reach every process through the per-step agreement of ``SharedStop``:
+the main process reads the stop and pause files (in the run folder, or named by the
+launching process), every process contributes its own stop flag, and all of them act on the
+maximum. That costs one small all-reduce per step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Files that ask a multi-process run to stop or pause, in its run folder ...
+STOP_FILE = "STOP"
+PAUSE_FILE = "PAUSE"
+# ... or wherever the launching process (the CLI parent, the app) says, before the folder exists.
+ENV_STOP_FILE = "KDSTUDIO_STOP_FILE"
+ENV_PAUSE_FILE = "KDSTUDIO_PAUSE_FILE"
+# The main process writes its run folder's path here, so the launcher can follow the run.
+ENV_RUN_DIR_FILE = "KDSTUDIO_RUN_DIR_FILE"
+# The launcher sets this so the processes know how many there are before the group forms.
+ENV_PROCESSES = "KDSTUDIO_PROCESSES"
+
+# A teacher-cache pass or an evaluation on the main process keeps the others waiting at the
+# next collective; the group's timeout must outlast it. A dead process is noticed sooner:
+# the launcher sees it exit.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
+
+
+def env_world_size() -> int:
+    """How many processes the launcher started (1 outside a launch)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def env_rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_main_process() -> bool:
+    """Known before the group forms (from the launcher's environment): only rank 0 writes."""
+    return env_rank() == 0
+
+
+class ProcessGroup:
+    """The facts of the process group and the few collectives the run needs."""
+
+    def __init__(self, accelerator: Any = None):
+        self.accelerator = accelerator
+        if accelerator is None:
+            self.rank, self.world_size, self.local_rank = 0, 1, 0
+        else:
+            self.rank = accelerator.process_index
+            self.world_size = accelerator.num_processes
+            self.local_rank = accelerator.local_process_index
+
+    @property
+    def multi(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def fsdp(self) -> bool:
+        if self.accelerator is None:
+            return False
+        return "FSDP" in str(self.accelerator.distributed_type)
+
+    def device(self, resolved: torch.device) -> torch.device:
+        """This process's device: its own GPU (cuda:LOCAL_RANK) in a group, else ``resolved``."""
+        if not self.multi or resolved.type == "cpu":
+            return resolved
+        return self.accelerator.device
+
+    def barrier(self) -> None:
+        if self.multi:
+            self.accelerator.wait_for_everyone()
+
+    def _reduce(self, values: list[float], op: Any) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
+        torch.distributed.all_reduce(t, op=op)
+        return t.cpu().tolist()
+
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces only CUDA tensors; gloo only CPU ones.
+        return self.accelerator.device if self.accelerator.device.type == "cuda" else torch.device("cpu")
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value averaged over the processes (every process must call it, same keys)."""
+        if not self.multi:
+            return values
+        keys = sorted(values)
+        summed = self._reduce([float(values[k]) for k in keys], torch.distributed.ReduceOp.SUM)
+        return {k: s / self.world_size for k, s in zip(keys, summed)}
+
+    def sum(self, *numbers: float) -> list[float]:
+        if not self.multi:
+            return list(numbers)
+        return self._reduce(list(numbers), torch.distributed.ReduceOp.SUM)
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Each flag, true when it is true on any process."""
+        if not self.multi:
+            return list(flags)
+        return [v > 0 for v in self._reduce([float(f) for f in flags], torch.distributed.ReduceOp.MAX)]
+
+    def broadcast(self, obj: Any) -> Any:
+        """The main process's ``obj`` on every process (a small picklable value)."""
+        if not self.multi:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The module the steps run through: DDP (or FSDP2) around it in a group, else itself."""
+        if not self.multi:
+            return module
+        return self.accelerator.prepare(module)
+
+    def state_dict(self, wrapped: torch.nn.Module) -> dict[str, Any] | None:
+        """The full weights for a checkpoint: gathered from the shards under FSDP (every
+        process must call it then), the module's own otherwise."""
+        return self.accelerator.get_state_dict(wrapped) if self.fsdp else None
+
+
+SINGLE = ProcessGroup()
+
+
+def loss_positions(batch: Any) -> int:
+    """How many things a micro-batch's loss is a mean over: next-token positions for a
+    language model's blocks, rows for everything else."""
+    labels = batch.student.get("labels") if isinstance(batch.student, dict) else None
+    if labels is not None and labels.dim() == 2:
+        return int((labels[:, 1:] != -100).sum())
+    return int(batch.size)
+
+
+class LossShare:
+    """Weights each process's loss by its share of the group's positions.
+
+    DDP averages the processes' gradients as equals; a process whose shard holds fewer
+    positions (a shorter last block, padding) would count for as much as the others. Scaled
+    by world x own / total, the averaged gradient and the averaged losses are those of one
+    process holding the whole global micro-batch. One extra all-reduce a micro-batch.
+    """
+
+    def __init__(self, model: Any, group: ProcessGroup):
+        self.model, self.group = model, group
+
+    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, parts = self.model(batch)
+        own = loss_positions(batch)
+        (total,) = self.group.sum(own)
+        w = self.group.world_size * own / max(total, 1)
+        return loss * w, {k: v * w for k, v in parts.items()}
+
+
+def start(device: torch.device) -> ProcessGroup:
+    """Join the launcher's process group (Accelerate), or SINGLE outside a launch.
+
+    Mixed precision stays with the run's own autocast and grad scaler (training.precision),
+    so Accelerate is told 'no' whatever its config says.
+    """
+    if env_world_size() <= 1:
+        return SINGLE
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    acc = Accelerator(cpu=device.type == "cpu", mixed_precision="no",
+                      kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
+    return ProcessGroup(acc)
+
+
+@dataclass
+class BatchShare:
+    """How a batch is split: per-process rows x processes x accumulation = the global batch."""
+
+    per_process: int
+    processes: int
+    accumulation: int
+    note: str = ""
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_process * self.processes * self.accumulation
+
+    def line(self) -> str:
+        return (f"Global batch: {self.per_process} rows per process x {self.processes} processes "
+                f"x {self.accumulation} accumulation = {self.global_batch} rows per optimizer step.")
+
+    def record(self) -> dict[str, int]:
+        return {"processes": self.processes, "per_process_batch": self.per_process,
+                "global_batch": self.global_batch}
+
+
+def batch_share(batch_size: int, accumulation: int, processes: int,
+                recorded: dict[str, Any] | None = None) -> BatchShare:
+    """The per-process batch of a run with ``processes`` processes. A resumed run keeps the
+    rows of each micro-batch its checkpoint was taken with (per-process batch x processes),
+    so it sees the very batches an uninterrupted run would, with any number of processes."""
+    rec = recorded or {}
+    before_n = int(rec.get("processes") or 1)
+    before_b = int(rec.get("per_process_batch") or batch_size)
+    rows = before_n * before_b
+    if before_n == processes or not recorded:
+        return BatchShare(batch_size, processes, accumulation)
+    if rows % processes == 0:
+        return BatchShare(rows // processes, processes, accumulation,
+                          note=f"The checkpoint was taken with {before_n} processes of "
+                               f"{before_b} rows; with {processes} each takes {rows // processes} "
+                               "rows, so the global batch and the data order stay the same.")
+    return BatchShare(batch_size, processes, accumulation,
+                      note=f"The checkpoint was taken with {before_n} processes of {before_b} rows "
+                           f"({rows} a micro-batch), which {processes} processes cannot share "
+                           "evenly: the run continues with a different global batch and data order.")
+
+
+class ShardOrder:
+    """A BatchOrder over the global micro-batch, of which this process takes its own slice."""
+
+    def __init__(self, order: Any, rank: int, world: int):
+        self.order, self.rank, self.world = order, rank, world
+        self.per_epoch = order.per_epoch
+
+    def indices(self, i: int) -> list[int]:
+        rows = self.order.indices(i)
+        each = len(rows) // self.world
+        return rows[self.rank * each:(self.rank + 1) * each]
+
+
+def control_files(name: str, env: str, run_dir: Path | None) -> list[Path]:
+    out = [Path(p) for p in [os.environ.get(env, "")] if p]
+    if run_dir is not None:
+        out.append(Path(run_dir) / name)
+    return out
+
+
+class SharedStop:
+    """The stop every process agrees on, checked once a step (an all-reduce).
+
+    ``is_set()`` is a collective: every process must call it the same number of times, which
+    train_steps does (once before each step). A pause (the pause file) holds every process
+    here, checking again every fifth of a second, until the file goes or a stop comes.
+    """
+
+    def __init__(self, group: ProcessGroup, local: Any, run_dir: Path | None = None):
+        self.group, self.local, self.run_dir = group, local, run_dir
+        self._stopped = False
+
+    def _files(self, name: str, env: str) -> bool:
+        return self.group.is_main and any(p.exists() for p in control_files(name, env, self.run_dir))
+
+    def local_stop(self) -> bool:
+        return self.local.is_set() or self._files(STOP_FILE, ENV_STOP_FILE)
+
+    def is_set(self) -> bool:
+        if self._stopped:
+            return True
+        while True:
+            stop, pause = self.group.any(self.local_stop(), self._files(PAUSE_FILE, ENV_PAUSE_FILE))
+            if stop:
+                self._stopped = True
+                return True
+            if not pause:
+                return False
+            time.sleep(0.2)
+
+    def set(self) -> None:
+        self.local.set()
+
+
+def announce_run_dir(run_dir: Path) -> None:
+    """Tell the launching process where the run is (the main process, once the folder exists)."""
+    target = os.environ.get(ENV_RUN_DIR_FILE)
+    if target:
+        tmp = Path(target + ".tmp")
+        tmp.write_text(str(run_dir), encoding="utf-8")
+        os.replace(tmp, target)

@@ -1,0 +1,301 @@
+"""Multi-process runs through Accelerate on this machine's CPU: 2 processes, gloo.
+
+Each test starts real processes (``kdstudio run --processes 2`` or ``accelerate launch``
+itself) on a tiny GPT-2 without dropout (dropout draws different masks in a process of 8
+rows than in one of 16, so only a model without it can match a single process number for
+number), and each is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdstudio.core import distributed
+from kdstudio.core.runs import Run
+from tests.conftest import _bpe_tokenizer, _save, tiny_config
+
+TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def gpt2_nodrop(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    bpe = _bpe_tokenizer(400)
+    model = GPT2LMHeadModel(GPT2Config(
+        vocab_size=len(bpe), n_positions=64, n_embd=32, n_layer=4, n_head=2, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=bpe.eos_token_id,
+        eos_token_id=bpe.eos_token_id, pad_token_id=bpe.pad_token_id))
+    return _save(model, bpe, tmp_path_factory.mktemp("nodrop") / "gpt2")
+
+
+def _config(folder: Path, tmp_path: Path, **training) -> Path:
+    cfg = tiny_config("causal-lm", folder,
+                      training={"max_steps": 10, "batch_size": 8, "eval_every": 0,
+                                "save_every": 0, **training},
+                      # Packed rows of equal length: each process's mean over its tokens is
+                      # then the mean over the whole batch's.
+                      data={"pack": True}, student={"layers": 2},
+                      method={"logit_weight": 1.0, "hard_label_weight": 0.5},
+                      evaluation={"baseline": False})
+    path = tmp_path / "run.toml"
+    path.write_text(cfg.to_toml(), encoding="utf-8")
+    return path
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    return env
+
+
+def _kdstudio(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kdstudio.cli", *args], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _only_run(home: Path) -> Run:
+    runs = [p for p in (home / "runs").iterdir() if (p / "config.toml").exists()]
+    assert len(runs) == 1, runs  # only the main process wrote a run folder
+    return Run(runs[0])
+
+
+def _steps(run: Run) -> list[dict]:
+    return [e for e in run.events() if e.get("kind") == "step"]
+
+
+def _wait_for(cond, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _one_process(cfg_path: Path, batch_size: int, steps: int):
+    """The same config in this process, one process with the whole global batch."""
+    from kdstudio.core.config import load_config
+    from kdstudio.core.trainer import run_training
+
+    cfg = load_config(cfg_path).with_overrides([f"training.batch_size={batch_size}",
+                                                f"training.max_steps={steps}"])
+    return run_training(cfg)
+
+
+def _student_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "student" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(gpt2_nodrop, tmp_path, kd_home):
+    """10 steps at a global batch of 16 (8 per process x 2) give the losses of one process at
+    16, within 1e-4 a step; only the main process writes; the global batch is shown first."""
+    cfg = _config(gpt2_nodrop, tmp_path)
+    proc = _kdstudio("run", str(cfg), "--processes", "2")
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, out
+    assert "8 rows per process x 2 processes x 1 accumulation = 16 rows" in out
+    two = _only_run(kd_home)
+    s = two.summary()
+    assert s["status"] == "finished" and s["distributed"] == {
+        "processes": 2, "per_process_batch": 8, "global_batch": 16}
+    assert len(two.checkpoints()) == 1
+    logs = [e["message"] for e in two.events() if e.get("kind") == "log"]
+    assert any("= 16 rows per optimizer step" in m for m in logs)
+
+    one = Run(_one_process(cfg, 16, 10).run_dir)
+    a, b = _steps(two), _steps(one)
+    assert [e["step"] for e in a] == list(range(1, 11)) == [e["step"] for e in b]
+    worst = 0.0
+    for x, y in zip(a, b):
+        assert set(x["losses"]) == set(y["losses"])
+        for k in x["losses"]:
+            worst = max(worst, abs(x["losses"][k] - y["losses"][k]))
+    print(f"\nparity, 2 processes x 8 against 1 x 16: largest per-step loss difference {worst:.3g}"
+          f" (losses around {b[-1]['losses']['total']:.3f})")
+    assert worst < 1e-4
+    assert a[0]["samples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_stop_file_then_resume_with_one_process(gpt2_nodrop, tmp_path, kd_home):
+    """Paused, then stopped from outside (files in the run folder) after step 5: every process
+    stops after the same step and one checkpoint is left; resumed with ONE process (16 rows
+    where there were 2 x 8) it ends with the weights of an uninterrupted run."""
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=40)
+    proc = _kdstudio("run", str(cfg), "--processes", "2")
+    try:
+        run = _wait_for(lambda: (kd_home / "runs").is_dir() and next(
+            (Run(p) for p in (kd_home / "runs").iterdir() if (p / "metrics.jsonl").exists()),
+            None), TIMEOUT, "the run folder")
+        (run.path / distributed.PAUSE_FILE).write_text("")
+        _wait_for(lambda: len(_steps(run)) >= 5, TIMEOUT, "step 5")
+        # Paused: the steps stop coming (a step under way when the file appeared still ends).
+        time.sleep(1.5)
+        held = len(_steps(run))
+        time.sleep(1.0)
+        assert len(_steps(run)) == held, "the pause did not hold every process"
+        (run.path / distributed.STOP_FILE).write_text("")
+        (run.path / distributed.PAUSE_FILE).unlink()
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    stopped_at = _steps(run)[-1]["step"]
+    assert stopped_at == held and 5 <= stopped_at < 40
+    assert run.summary()["status"] == "stopped"
+    assert [p.name for p in run.checkpoints()] == [f"step-{stopped_at:06d}"]
+    (run.path / distributed.STOP_FILE).unlink()
+
+    from kdstudio.core.trainer import resume_training
+
+    resumed = resume_training(run.path)
+    assert resumed.status == "finished"
+    logs = [e["message"] for e in run.events() if e.get("kind") == "log"]
+    assert any("with 1 each takes 16 rows" in m for m in logs), logs
+    whole = _one_process(cfg, 16, 40)
+    got, want = _student_weights(run.path), _student_weights(whole.run_dir)
+    worst = max(float((got[k] - want[k]).abs().max()) for k in want)
+    print(f"\nstopped at step {stopped_at} of 40 with 2 processes, resumed with 1: largest weight "
+          f"difference from an uninterrupted run {worst:.3g}")
+    assert worst < 1e-5
+
+
+@pytest.mark.slow
+def test_two_machines_on_localhost(gpt2_nodrop, tmp_path, kd_home):
+    """num_machines 2, one process each, both on 127.0.0.1: accelerate launch runs our entry
+    point unchanged and the run completes."""
+    from kdstudio.cli.launch import free_port
+
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=4)
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+               "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--module", "kdstudio.cli", "run", str(cfg)]
+        procs.append(subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=TIMEOUT)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    run = _only_run(kd_home)
+    assert run.summary()["status"] == "finished"
+    assert run.summary()["distributed"]["processes"] == 2
+    assert [e["step"] for e in _steps(run)] == [1, 2, 3, 4]
+
+
+def _worker(parent_pid: int, rank: int):
+    import psutil
+
+    for child in psutil.Process(parent_pid).children(recursive=True):
+        try:
+            env = child.environ()
+        except (psutil.Error, OSError):
+            continue
+        if env.get("RANK") == str(rank) and "kdstudio.cli" in " ".join(child.cmdline()):
+            return child
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_process_fails_the_run_with_its_reason(gpt2_nodrop, tmp_path, kd_home):
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=100000)
+    proc = _kdstudio("run", str(cfg), "--processes", "2")
+    try:
+        run = _wait_for(lambda: (kd_home / "runs").is_dir() and next(
+            (Run(p) for p in (kd_home / "runs").iterdir() if (p / "metrics.jsonl").exists()),
+            None), TIMEOUT, "the run folder")
+        _wait_for(lambda: len(_steps(run)) >= 3, TIMEOUT, "step 3")
+        victim = _wait_for(lambda: _worker(proc.pid, 1), 30, "process 1")
+        os.kill(victim.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, out
+    assert "Process 1 of 2 died" in out and "SIGKILL" in out
+    s = run.summary()  # the store reads back
+    assert s["status"] == "failed" and "Process 1 of 2 died" in s["error"]
+    events = run.events()
+    assert events[-1]["kind"] == "failed" and "Process 1 of 2" in events[-1]["message"]
+    assert run.status() == "failed"
+
+
+def test_batch_share_keeps_the_micro_batch_across_process_counts():
+    same = distributed.batch_share(8, 2, 2)
+    assert (same.per_process, same.global_batch) == (8, 32) and not same.note
+    fewer = distributed.batch_share(8, 1, 1, {"processes": 2, "per_process_batch": 8})
+    assert fewer.per_process == 16 and fewer.global_batch == 16 and "16 rows" in fewer.note
+    more = distributed.batch_share(16, 1, 4, {"processes": 1, "per_process_batch": 16})
+    assert more.per_process == 4
+    odd = distributed.batch_share(8, 1, 3, {"processes": 2, "per_process_batch": 8})
+    assert odd.per_process == 8 and "cannot" in odd.note
+
+
+def test_shards_cover_the_global_batch():
+    from kdstudio.core.data import BatchOrder
+
+    order = BatchOrder(100, 16, seed=3)
+    shards = [distributed.ShardOrder(BatchOrder(100, 16, seed=3), r, 2) for r in (0, 1)]
+    for i in range(12):
+        assert shards[0].indices(i) + shards[1].indices(i) == order.indices(i)
+
+
+def test_single_process_group_is_a_no_op():
+    g = distributed.start(torch.device("cpu"))
+    assert g is distributed.SINGLE and not g.multi and g.is_main
+    assert g.mean({"a": 1.5}) == {"a": 1.5} and g.sum(3, 4) == [3, 4] and g.any(True) == [True]
+    module = torch.nn.Linear(2, 2)
+    assert g.wrap(module) is module and g.broadcast(7) == 7
+
+
+def test_failure_reason_names_the_process():
+    from kdstudio.cli.launch import failure_reason
+
+    report = """
+============================================================
+kdstudio.cli FAILED
+------------------------------------------------------------
+Failures:
+  <NO_OTHER_FAILURES>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-01-01_00:00:00
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 123)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 123
+============================================================
+"""
+    reason = failure_reason(report, 2)
+    assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason
+    crashed = report.replace("-9 (pid: 123)", "1 (pid: 123)").replace(
+        "Signal 9 (SIGKILL) received by PID 123",
+        "Traceback (most recent call last):\n    raise RunError\n  "
+        "kdstudio.core.errors.RunError: Process 1 cannot find the teacher cache")
+    assert "exited with code 1: kdstudio.core.errors.RunError: Process 1 cannot" in \
+        failure_reason(crashed, 2)
