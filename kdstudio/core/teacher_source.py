@@ -93,8 +93,9 @@ def plan_teacher(cfg: Any, *, exists: bool | None = None,
         return TeacherPlan(CACHE, f"a cache of the teacher's top-{k} answers for this teacher, "
                                   "data and length exists", live_share=live_share)
     if exists is None:
-        return TeacherPlan(LIVE, "unless a cache for this teacher, data and length exists; "
-                                 "teacher.cache = 'always' writes one for later runs and sweeps")
+        return TeacherPlan(LIVE, "or a saved teacher cache, if one exists for this teacher, "
+                                 "data and length; teacher.cache = 'always' writes one for "
+                                 "later runs and sweeps")
     return TeacherPlan(LIVE, "no cache for this teacher, data and length yet; teacher.cache = "
                              "'always' writes one that later runs, resumes and sweeps reuse")
 

@@ -53,9 +53,18 @@ class _Job(QRunnable):
             else:
                 result = self.fn()
         except BaseException as exc:  # reported to the GUI thread, never lost
-            self.signals.error.emit(exc)
+            self._deliver(self.signals.error, exc)
         else:
-            self.signals.done.emit(result)
+            self._deliver(self.signals.done, result)
+
+    @staticmethod
+    def _deliver(signal: Any, value: Any) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:
+            # The window (and the signals' owner) closed while the job ran: no one is left
+            # to tell, which is not an error.
+            pass
 
 
 class JobHandle:

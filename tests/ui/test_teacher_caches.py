@@ -24,7 +24,7 @@ def test_the_train_page_says_where_the_teachers_answers_come_from(qtbot):
     cfg = default_config("causal-lm")
     window.ctx.replace_config(cfg)
     page.estimate_memory()
-    assert "unless a cache" in line.text()
+    assert "if one exists" in line.text()
     method = window.pages["method"]
     method.advanced.set_open(True)
     combo = method.advanced.controls[("teacher", "cache")]
