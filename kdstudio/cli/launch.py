@@ -222,13 +222,19 @@ def run_launch(command: list[str], processes: int, console: Any, *, fsdp: bool =
         else:
             launch.kill()
 
+    def on_sigterm(signum: int, frame: Any) -> None:
+        launch.kill()  # ended from outside: the processes must not outlive this one
+
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, on_sigint) if main else None
+    old_term = signal.signal(signal.SIGTERM, on_sigterm) if main else None
     try:
         rc = launch.proc.wait()
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     reader.join(timeout=5)
     if rc == 0:
         return 0

@@ -65,6 +65,17 @@ def _kdstudio(*args: str, **popen) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
+def _end(proc: subprocess.Popen) -> None:
+    """A test that failed half-way leaves no processes behind: SIGTERM makes the parent end
+    its launch at once."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _only_run(home: Path) -> Run:
     runs = [p for p in (home / "runs").iterdir() if (p / "config.toml").exists()]
     assert len(runs) == 1, runs  # only the main process wrote a run folder
@@ -143,8 +154,8 @@ def test_stop_file_then_resume_with_one_process(gpt2_nodrop, tmp_path, kd_home):
         run = _wait_for(lambda: (kd_home / "runs").is_dir() and next(
             (Run(p) for p in (kd_home / "runs").iterdir() if (p / "metrics.jsonl").exists()),
             None), TIMEOUT, "the run folder")
-        (run.path / distributed.PAUSE_FILE).write_text("")
         _wait_for(lambda: len(_steps(run)) >= 5, TIMEOUT, "step 5")
+        (run.path / distributed.PAUSE_FILE).write_text("")
         # Paused: the steps stop coming (a step under way when the file appeared still ends).
         time.sleep(1.5)
         held = len(_steps(run))
@@ -154,7 +165,7 @@ def test_stop_file_then_resume_with_one_process(gpt2_nodrop, tmp_path, kd_home):
         (run.path / distributed.PAUSE_FILE).unlink()
         out, _ = proc.communicate(timeout=TIMEOUT)
     finally:
-        proc.kill()
+        _end(proc)
     assert proc.returncode == 0, out
     stopped_at = _steps(run)[-1]["step"]
     assert stopped_at == held and 5 <= stopped_at < 40
@@ -233,7 +244,7 @@ def test_a_killed_process_fails_the_run_with_its_reason(gpt2_nodrop, tmp_path, k
         os.kill(victim.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=TIMEOUT)
     finally:
-        proc.kill()
+        _end(proc)
     assert proc.returncode == 2, out
     assert "Process 1 of 2 died" in out and "SIGKILL" in out
     s = run.summary()  # the store reads back
