@@ -38,6 +38,8 @@ class AppContext(QObject):
         self.jobs = jobs
         self.training = training
         self.current_run_dir: str = ""
+        # Processes (GPUs) the next run uses; more than one runs it as a child process.
+        self.processes = 1
         training.event.connect(self._on_event)
 
     def _on_event(self, event: Any) -> None:

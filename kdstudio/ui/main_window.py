@@ -286,7 +286,8 @@ class MainWindow(QMainWindow):
         self.settings["last_dataset"] = self.ctx.config.data.dataset
         self.settings["first_start_done"] = True
         # The run gets its own copy: the pages may go on editing ctx.config meanwhile.
-        self.training.start(copy.deepcopy(self.ctx.config) if resume is None else None, resume)
+        self.training.start(copy.deepcopy(self.ctx.config) if resume is None else None, resume,
+                            processes=self.ctx.processes)
         self.ctx.run_started.emit()
         self.show_page("train")
 

@@ -78,7 +78,7 @@ class TrainingController(QObject):
         self._worker: TrainingWorker | None = None
 
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self._worker is not None
 
     def is_paused(self) -> bool:
         return self._worker is not None and self._worker.pause_event.is_set()
@@ -88,9 +88,22 @@ class TrainingController(QObject):
         pause asked for mid-step takes effect when that step reports)."""
         return self._worker is not None and self._worker.held.is_set()
 
-    def start(self, config: Any, resume: Path | None = None) -> None:
+    def start(self, config: Any, resume: Path | None = None, processes: int = 1) -> None:
+        """Run in a training thread; with ``processes`` > 1, as a child process (several
+        processes through Accelerate) whose metrics.jsonl is followed (ui.child_run)."""
         if self.is_running():
             raise RuntimeError("a run is already in progress")
+        if processes > 1:
+            from kdstudio.ui.child_run import ChildRun
+
+            child = ChildRun(config, resume, processes, self)
+            child.event.connect(self.event)
+            child.failed.connect(self.failed)
+            child.finished.connect(self._on_finished)
+            self._worker = child  # type: ignore[assignment]
+            child.start()
+            self.running_changed.emit(True)
+            return
         thread = QThread()
         thread.setObjectName("kdstudio-training")
         worker = TrainingWorker(config, resume)
