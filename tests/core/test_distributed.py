@@ -8,7 +8,6 @@ number), and each is bounded by a timeout.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
