@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATASET = "builtin:everyday-topics"
 EVAL_FRACTION = 0.2
 SPLIT_SEED = 42
-EVAL_MAX_LENGTH = 64
+EVAL_MAX_LENGTH = 128
 EVAL_BATCH = 64
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 PROMPTS = ["The weather forecast", "Is it worth", "Our local", "My grandmother", "The museum",
@@ -104,7 +104,7 @@ def train_tokenizer(texts: list[str], vocab: int, max_length: int):
 
 
 def heldout_perplexity(model, tok, texts: list[str]) -> float:
-    """Perplexity exactly as the engine measures a causal-lm teacher (packed 64-token blocks)."""
+    """Perplexity exactly as the engine measures a causal-lm teacher (packed 128-token blocks, the causal-lm default length)."""
     from kdstudio.core.evaluation import EvalSet, Evaluator
     import torch
 
