@@ -372,9 +372,12 @@ class ModelChooser(QGroupBox):
         if isinstance(exc, StoppedError):
             self.status.setText("Cancelled.")
             return
+        # Bringing back the run's model below starts a load of its own, which is not the
+        # user's: remember whether this one was, for the dialog.
+        user = self._user_load
         section = getattr(self.ctx.config, self.role)
         now = section.name
-        if self._user_load and now != name and (now or self.role == "student"):
+        if user and now != name and (now or self.role == "student"):
             # The config is unchanged: keep showing (or bring back) the model the run still
             # uses, and let the dialog say what was wrong with the new choice.
             still = short_name(now) if now else "a student derived from the teacher"
@@ -390,11 +393,11 @@ class ModelChooser(QGroupBox):
                 self.loaded_name = None
                 self.failed.emit()
         else:
-            self.status.setText(f"Could not load {short_name(name)}." if self._user_load else
+            self.status.setText(f"Could not load {short_name(name)}." if user else
                                 f"Could not load {short_name(name)}: {exc}")
             self.loaded_name = None
             self.failed.emit()
-        if self._user_load:
+        if user:
             if isinstance(exc, KDStudioError):
                 show_error(self, f"{self.Role} could not be loaded", str(exc))
             else:
