@@ -29,14 +29,16 @@ _ST_NORMALIZE = {"idx": 2, "name": "2", "path": "2_Normalize",
 
 
 def save_student(folder: Path, student: torch.nn.Module, tokenizer: Any, task: str,
-                 teacher_source: str) -> None:
+                 teacher_source: str, state_dict: dict[str, Any] | None = None) -> None:
     """save_pretrained with the tokenizer; for a sentence encoder also the sentence-transformers files.
 
     Written to a temporary folder and swapped in, so an earlier student survives a failed save.
+    ``state_dict``: the student's whole weights when the module holds only a shard (FSDP).
     """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp, safe_serialization=True)
+    student.save_pretrained(tmp, safe_serialization=True,
+                            **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(tmp)
     if get_task(task).output == "embedding":
         _write_sentence_transformers_files(tmp, student, teacher_source)

@@ -20,16 +20,23 @@ from kdstudio.core.errors import RunError
 
 
 def save(folder: Path, step: int, distiller: torch.nn.Module, optimizer: Any, scheduler: Any,
-         scaler: Any, *, keep: int = 2) -> Path:
+         scaler: Any, *, keep: int = 2, optimizer_state: dict[str, Any] | None = None,
+         model_state: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``step``. ``optimizer_state`` and ``model_state``: the whole state of
+    the optimizer and of the module when their own state_dict() holds only a shard (FSDP),
+    in the form state_dict() gives; the checkpoint is then the one a single process writes."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
     tmp = folder / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     # save_model copes with tied weights (e.g. GPT-2's shared embedding and head).
-    save_model(distiller, str(tmp / "model.safetensors"))
+    if model_state is None:
+        save_model(distiller, str(tmp / "model.safetensors"))
+    else:
+        _save_state(model_state, tmp / "model.safetensors")
     state = {
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -45,6 +52,20 @@ def save(folder: Path, step: int, distiller: torch.nn.Module, optimizer: Any, sc
     for old in complete[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _save_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_model for a state dict: tied weights (one tensor under two names)
+    saved once, the other name in the metadata, so load_model reads it back the same way."""
+    from safetensors.torch import _remove_duplicate_names, save_file
+
+    state = dict(state)
+    metadata: dict[str, str] = {}
+    for kept, names in _remove_duplicate_names(state).items():
+        for name in names:
+            metadata.setdefault(name, kept)
+            del state[name]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata or None)
 
 
 def load(path: Path, distiller: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any) -> int:

@@ -15,8 +15,10 @@ maximum. That costs one small all-reduce per step.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -133,16 +135,141 @@ class ProcessGroup:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        """The module the steps run through: DDP (or FSDP2) around it in a group, else itself."""
+    def each(self, items: list, fn: Any) -> list:
+        """``[fn(x) for x in items]``, shared out: each process computes every world-th item
+        and every process gets all the results, in order (one all-gather of the results, which
+        must be small and picklable). One process computes them all, as it always has."""
+        if not self.multi:
+            return [fn(x) for x in items]
+        mine = {i: fn(items[i]) for i in range(self.rank, len(items), self.world_size)}
+        parts: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(parts, mine)
+        merged: dict[int, Any] = {}
+        for part in parts:
+            merged.update(part)
+        return [merged[i] for i in range(len(items))]
+
+    def wrap(self, module: torch.nn.Module, optimizer: Any = None) -> torch.nn.Module:
+        """The module the steps run through: DDP (or FSDP2) around it in a group, else itself.
+
+        FSDP2 shards the module in place and swaps the optimizer's parameters for their
+        shards, so the optimizer comes along; state it already holds (a resume's) is taken out
+        whole first and put back as shards."""
         if not self.multi:
             return module
-        return self.accelerator.prepare(module)
+        if not self.fsdp or optimizer is None:
+            return self.accelerator.prepare(module)
+        state = optimizer.state_dict() if optimizer.state else None
+        optimizer.state.clear()
+        wrapped, _ = self.accelerator.prepare(module, optimizer)  # the optimizer, switched in place
+        if state is not None:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
 
-    def state_dict(self, wrapped: torch.nn.Module) -> dict[str, Any] | None:
-        """The full weights for a checkpoint: gathered from the shards under FSDP (every
-        process must call it then), the module's own otherwise."""
-        return self.accelerator.get_state_dict(wrapped) if self.fsdp else None
+            set_optimizer_state_dict(wrapped, optimizer, _by_name(state, wrapped, optimizer),
+                                     options=StateDictOptions(full_state_dict=True))
+        return wrapped
+
+    def optimizer_state(self, wrapped: torch.nn.Module, optimizer: Any) -> dict[str, Any] | None:
+        """Under FSDP the optimizer's whole state, gathered from the shards into the form one
+        process saves (every process must call it; the main process gets it, the others {}).
+        None otherwise: the optimizer's own state_dict() is whole."""
+        if not (self.multi and self.fsdp):
+            return None
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        full = get_optimizer_state_dict(wrapped, optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+        return _by_number(full) if self.is_main else {}
+
+    def full_state(self, wrapped: Any) -> dict[str, Any] | None:
+        """Under FSDP the module's whole weights, gathered from the shards onto the main
+        process's CPU (every process must call it; the others get {}), with tied weights
+        sharing one tensor again, as in the module's own state_dict(). None otherwise."""
+        if not (self.multi and self.fsdp):
+            return None
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
+
+        sd = get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True,
+                                                                   cpu_offload=True))
+        if not self.is_main:
+            return {}
+        tied: dict[int, list[str]] = {}
+        for name, p in wrapped.named_parameters(remove_duplicate=False):
+            tied.setdefault(id(p), []).append(name)
+        for names in tied.values():
+            have = [n for n in names if n in sd]
+            for n in names if have else []:
+                sd[n] = sd[have[0]]
+        return sd
+
+    @contextlib.contextmanager
+    def whole(self, wrapped: Any) -> Iterator[None]:
+        """While inside, every process holds the whole module (an FSDP2 module's shards are
+        gathered once, and kept after each forward), so evaluation and samples use the module
+        as one process would, without collectives of their own. Every process must enter it
+        together. A no-op without FSDP. Not for saving: state_dict() puts FSDP's shards back
+        (full_state is for saving)."""
+        if not (self.multi and self.fsdp):
+            yield
+            return
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in wrapped.modules() if isinstance(m, FSDPModule)]
+        kept = [[g.post_forward_mesh_info for g in m._get_fsdp_state()._fsdp_param_groups]
+                for m in units]
+        for m in units:
+            m.unshard()
+            m.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield
+        finally:
+            for m, infos in zip(units, kept):
+                for g, info in zip(m._get_fsdp_state()._fsdp_param_groups, infos):
+                    g.post_forward_mesh_info = info
+                m.reshard()
+
+    def clip_grad_norm(self, parameters: Any, max_norm: float) -> Any:
+        """Gradient clipping through Accelerate, which knows sharded (DTensor) gradients: the
+        norm is that of the whole model's gradient, on every process."""
+        return self.accelerator.clip_grad_norm_(parameters, max_norm)
+
+
+def _param_names(wrapped: torch.nn.Module) -> dict[int, str]:
+    return {id(p): n for n, p in wrapped.named_parameters()}
+
+
+def _by_name(state: dict[str, Any], wrapped: torch.nn.Module, optimizer: Any) -> dict[str, Any]:
+    """An optimizer state_dict keyed by parameter numbers (as one process saves it) keyed by
+    parameter names instead, as torch's distributed state-dict functions read it."""
+    names = _param_names(wrapped)
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    groups = []
+    for g in state["param_groups"]:
+        groups.append({**g, "params": [order[i] for i in g["params"]]})
+    return {"state": {order[i]: v for i, v in state["state"].items()}, "param_groups": groups}
+
+
+def _by_number(state: dict[str, Any]) -> dict[str, Any]:
+    """The reverse of _by_name: numbers in the order of the parameter groups, as
+    torch.optim.Optimizer.state_dict() gives them, so one checkpoint format serves all."""
+    number: dict[str, int] = {}
+    groups = []
+    for g in state["param_groups"]:
+        ids = []
+        for name in g["params"]:
+            number.setdefault(name, len(number))
+            ids.append(number[name])
+        groups.append({**g, "params": ids})
+    return {"state": {number[n]: v for n, v in state["state"].items()}, "param_groups": groups}
 
 
 SINGLE = ProcessGroup()
@@ -289,6 +416,39 @@ class SharedStop:
 
     def set(self) -> None:
         self.local.set()
+
+
+class SetupStop:
+    """The stop a multi-process run's setup sees (RunContext.stop).
+
+    ``is_set()`` is this process's own stop alone, no collective: the main process alone
+    polls it inside its own long passes (the teacher cache, a download), which the others do
+    not share. ``agree()`` is SharedStop's check, every process together: setup.check_stop
+    calls it at the points every process passes (after the data, after the teacher, before
+    the first step), so a stop file written during setup stops them all there.
+    """
+
+    def __init__(self, shared: SharedStop):
+        self.shared = shared
+
+    def is_set(self) -> bool:
+        return self.shared._stopped or self.shared.local.is_set()
+
+    def agree(self) -> bool:
+        return self.shared.is_set()
+
+    def set(self) -> None:
+        self.shared.set()
+
+
+def seed_process(group: ProcessGroup, seed: int, step: int) -> None:
+    """Each process its own random stream (dropout) from here on; the data order is not drawn
+    from it (BatchOrder has its own generator), so every process still reads the same global
+    batches. The main process keeps the stream a single process would have, so one process
+    is exactly what it always was; another's stream follows from (seed, rank, step), so a
+    resume with any number of processes draws the same masks again."""
+    if group.multi and not group.is_main:
+        torch.manual_seed((seed * 1_000_003 + group.rank * 10_007 + step) % (2**63 - 1))
 
 
 def announce_run_dir(run_dir: Path) -> None:

@@ -50,8 +50,13 @@ class Evaluator:
 
     def __init__(self, task: str, eval_set: EvalSet, teacher: torch.nn.Module, teacher_tok: Any,
                  student_tok: Any, device: torch.device, autocast: Callable[[], Any] = nullcontext,
-                 vocab_size: int = 0, project: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 vocab_size: int = 0, project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 group: Any = None):
         self.task, self.eval_set, self.teacher, self.device = get_task(task), eval_set, teacher, device
+        # A multi-process run's distributed.ProcessGroup: the batches are shared out and the
+        # results gathered (each). Every process then measures together, and gets the figures
+        # one process would.
+        self.group = group
         self.autocast, self.vocab_size = autocast, vocab_size
         # Maps a narrower student's embedding to the teacher's size (learned during training).
         self.project = project or (lambda x: x)
@@ -68,13 +73,20 @@ class Evaluator:
                 ) -> list[torch.Tensor]:
         """Each batch's task output (logits or embedding) as float on the CPU."""
         key = self.task.output
-        outs = []
-        for b in batches:
+
+        def one(b: dict[str, torch.Tensor]) -> torch.Tensor:
             with self.autocast():
                 f = self.task.forward_features(model, _to(b, self.device))
             out = f[key]
-            outs.append((project(out) if project is not None else out).float().cpu())
-        return outs
+            return (project(out) if project is not None else out).float().cpu()
+        return self.each(batches, one)
+
+    def each(self, batches: list, fn: Callable[[Any], Any]) -> list:
+        """``[fn(b) for b in batches]``; in a multi-process run each process computes its share
+        of the batches and every process gets all the results, in batch order."""
+        if self.group is None:
+            return [fn(b) for b in batches]
+        return self.group.each(batches, fn)
 
     def teacher_outputs(self) -> list[torch.Tensor]:
         if self._teacher_cache is None:

@@ -80,6 +80,9 @@ class Optimizer:
     scaler: Any
     max_grad_norm: float
     autocast: Callable[[], Any]
+    # How gradients are clipped: torch's clip_grad_norm_, or in a multi-process run
+    # Accelerate's (distributed.ProcessGroup.clip_grad_norm), which knows sharded gradients.
+    clip: Callable[[Any, float], Any] | None = None
 
 
 def accumulate(distiller: Distiller, batches: Any, accum: int, scaler: Any,
@@ -111,7 +114,8 @@ def optimizer_step(distiller: Distiller, batches: Any, accum: int, opt: Optimize
                                        opt.scaler, opt.autocast)
     if opt.max_grad_norm > 0:
         opt.scaler.unscale_(opt.optimizer)
-        torch.nn.utils.clip_grad_norm_(distiller.trainable_parameters(), opt.max_grad_norm)
+        clip = opt.clip or torch.nn.utils.clip_grad_norm_
+        clip(distiller.trainable_parameters(), opt.max_grad_norm)
     opt.scaler.step(opt.optimizer)
     opt.scaler.update()
     opt.optimizer.zero_grad(set_to_none=True)

@@ -200,7 +200,8 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                                         max_length=dc.max_length, pack=dc.pack,
                                         batch_size=cfg.evaluation.batch_size),
                           tmodel, teacher.tokenizer, student_tok, device, ctx.autocast,
-                          comp.vocab_size, project=distiller.project_embedding)
+                          comp.vocab_size, project=distiller.project_embedding,
+                          group=group if world > 1 else None)
     headline, _ = task.headline(data.eval_labels is not None)
     pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
     return Setup(task, data, teacher, tmodel, student, student_tok, student_desc, kept, same_tok,
@@ -310,5 +311,10 @@ def _check_int8(task: Task, device: torch.device) -> None:
 
 
 def check_stop(stop: Any) -> None:
-    if stop.is_set():
+    """Raise StoppedError when a stop was asked for. In a multi-process run ``stop`` is a
+    distributed.SetupStop: its ``agree()`` is the stop every process agrees on (a collective,
+    made by every process at the same points), so a stop file written during setup ends
+    every process here, not only the main one."""
+    agree = getattr(stop, "agree", None)
+    if agree() if agree is not None else stop.is_set():
         raise StoppedError("Stopped before training began.")

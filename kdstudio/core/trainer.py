@@ -233,7 +233,11 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         emit(Log(share.line()))
     main = group.is_main
     precision = resolve_precision(tc.precision, device)
-    ctx = RunContext(device, precision, autocast_for(device, precision), emit, stop, group)
+    # Several processes: the stop (and pause) every process agrees on, already during setup.
+    shared = (distributed.SharedStop(group, stop, runs.run.path if runs.run is not None else None)
+              if group.multi else None)
+    ctx = RunContext(device, precision, autocast_for(device, precision), emit,
+                     distributed.SetupStop(shared) if shared is not None else stop, group)
     su = setup_run(cfg, ctx, runs.run)
     _check_teacher_weights(su.tmodel, cfg.teacher.name)
     task, student, distiller, evaluator = su.task, su.student, su.distiller, su.evaluator
@@ -264,6 +268,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         runs.open(run)
         if group.multi:
             distributed.announce_run_dir(run.path)
+            shared.run_dir = run.path
         if su.generations is not None:
             save_generations(run.path / GENERATIONS_FILE, *su.generations)
     elif run is not None:
@@ -274,11 +279,14 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
             distributed.announce_run_dir(run.path)
     # In a group the student runs through DDP (FSDP2 if Accelerate's config says so), which
     # averages the gradients across processes; it starts from the main process's weights.
-    model = group.wrap(distiller)
+    # FSDP2 shards it in place, with the optimizer's state; clipping then goes through
+    # Accelerate, which knows sharded gradients.
+    wrapped = model = group.wrap(distiller, su.opt.optimizer)
     if group.multi:
         model = distributed.LossShare(model, group)
+        su.opt.clip = group.clip_grad_norm
     if not main:  # the other processes take their part in the steps and write nothing
-        return _follow_steps(cfg, su, model, group, stop, start_step, micro_batch)
+        return _follow_steps(cfg, su, model, wrapped, group, shared, start_step, micro_batch)
     t_params, s_params = count_params(su.tmodel), count_params(student)
     total_steps = su.total_steps
     run.update_summary(status="running", device=str(device), precision=precision,
@@ -299,13 +307,14 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
 
     # -- where we start from -------------------------------------------------------------------
     emit(Stage("evaluate", "teacher and student before distillation"))
+    # Every process measures its share of the evaluation batches (Evaluator.each).
     teacher_metrics = evaluator.teacher_metrics()
     _check_teacher_figures(teacher_metrics, cfg.teacher.name)
     if start_step == 0:
-        before = evaluator.student_metrics(student)
+        before, samples = _student_figures(group, wrapped, evaluator, student, su)
         run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before)
-        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=su.pinned()))
-    _check_stop(stop)
+        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=samples))
+    _check_stop(ctx.stop)
 
     # -- the loop: lr, accumulate, clip, step (train_steps), then log, evaluate, checkpoint ------
     accum = tc.grad_accum_steps
@@ -323,39 +332,46 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                   memory_mb=peak_memory_mb(device), elapsed_s=elapsed,
                   eta_s=elapsed / (step - start_step) * (total_steps - step)))
         if tc.eval_every and step % tc.eval_every == 0 and step < total_steps:
-            emit(Eval(step=step, metrics=evaluator.student_metrics(student), samples=su.pinned()))
+            metrics, samples = _student_figures(group, wrapped, evaluator, student, su)
+            emit(Eval(step=step, metrics=metrics, samples=samples))
         if tc.save_every and step % tc.save_every == 0 and step < total_steps:
-            _save_checkpoint(run, distiller, su.opt, step, tc, emit)
+            _save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
             last_saved = step
 
+    distributed.seed_process(group, tc.seed, start_step)  # the main process keeps its stream
     try:
         step, stopped = train_steps(
             distiller, micro_batch, su.opt,
             start_step=start_step, total_steps=total_steps, accum=accum,
-            stop=distributed.SharedStop(group, stop, run.path) if group.multi else stop,
+            stop=shared if shared is not None else stop,
             on_step=after_step, model=model if group.multi else None)
     except torch.cuda.OutOfMemoryError:
         raise _out_of_memory(cfg, run, distiller, su.opt, done, last_saved, device, emit) from None
 
     # -- the end: checkpoint, final measurement, the student folder, the card -------------------
-    if step > last_saved or not run.checkpoints():
-        _save_checkpoint(run, distiller, su.opt, step, tc, emit)
+    if group.broadcast(step > last_saved or not run.checkpoints()):
+        _save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
     emit(Stage("save student", str(run.student_dir)))
-    artifacts.save_student(run.student_dir, student, su.student_tok, task, t_source)
+    artifacts.save_student(run.student_dir, student, su.student_tok, task, t_source,
+                           _student_state(group, wrapped))
     if stopped:
         summary = run.update_summary(status="stopped", steps=step)
         emit(Finished(status="stopped", run_dir=str(run.path), summary=summary))
         return RunResult("stopped", run.path, summary)
 
     emit(Stage("evaluate", "final measurement of teacher and student"))
-    after = evaluator.student_metrics(student)
-    emit(Eval(step=step, metrics=after, teacher_metrics=teacher_metrics, samples=su.pinned()))
-    perf = artifacts.measure(evaluator, su.tmodel, student, su.teacher.tokenizer, su.student_tok,
-                             t_source, run.student_dir, cfg.evaluation.latency_repeats)
-    duration = round(time.perf_counter() - t_start, 2)
-    extra: dict[str, Any] = {}
-    if su.initial_state is not None:
-        extra = _baseline(cfg, su, ctx, teacher_metrics, after)
+    with group.whole(wrapped):
+        after = evaluator.student_metrics(student)
+        # The other processes end here; what follows the main process measures alone.
+        evaluator.group = None
+        emit(Eval(step=step, metrics=after, teacher_metrics=teacher_metrics, samples=su.pinned()))
+        perf = artifacts.measure(evaluator, su.tmodel, student, su.teacher.tokenizer,
+                                 su.student_tok, t_source, run.student_dir,
+                                 cfg.evaluation.latency_repeats)
+        duration = round(time.perf_counter() - t_start, 2)
+        extra: dict[str, Any] = {}
+        if su.initial_state is not None:
+            extra = _baseline(cfg, su, ctx, teacher_metrics, after)
     summary = run.update_summary(
         status="finished", steps=step, student_metrics=after,
         quality_retained=quality_retained(su.headline, teacher_metrics, after),
@@ -371,18 +387,48 @@ def _shared_result(group: distributed.ProcessGroup, r: StepResult) -> StepResult
     return StepResult(r.step, group.mean(r.losses), r.lr, int(samples), int(tokens), r.seconds)
 
 
-def _follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module,
-                  group: distributed.ProcessGroup, stop: Any, start_step: int,
-                  micro_batch: Any) -> RunResult:
-    """A process other than the main one: the same steps on its own shard, the same
-    collectives (the stop check, the averaged losses), and nothing written. The main process
-    alone evaluates, saves and measures afterwards."""
-    tc, distiller = cfg.training, su.distiller
-    _, stopped = train_steps(
+def _student_figures(group: distributed.ProcessGroup, wrapped: Any, evaluator: Any,
+                     student: torch.nn.Module, su: Setup) -> tuple[dict[str, float], Any]:
+    """The student's metrics (each process measures its share of the batches) and, on the
+    main process, its answers to the pinned inputs."""
+    with group.whole(wrapped):
+        metrics = evaluator.student_metrics(student)
+        return metrics, su.pinned() if group.is_main else None
+
+
+def _follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module, wrapped: Any,
+                  group: distributed.ProcessGroup, shared: distributed.SharedStop,
+                  start_step: int, micro_batch: Any) -> RunResult:
+    """A process other than the main one: the main process's path with nothing written or
+    said. The same steps on its own shard, and the same collectives in the same order: its
+    share of every evaluation, the stop checks, the averaged losses, the gathering of the
+    weights and optimizer state for each checkpoint and for the student (under FSDP)."""
+    tc, distiller, evaluator, student = cfg.training, su.distiller, su.evaluator, su.student
+    _check_teacher_figures(evaluator.teacher_metrics(), cfg.teacher.name)
+    if start_step == 0:
+        _student_figures(group, wrapped, evaluator, student, su)
+    _check_stop(distributed.SetupStop(shared))
+    last_saved = start_step
+
+    def after_step(r: StepResult) -> None:
+        nonlocal last_saved
+        _shared_result(group, r)
+        if tc.eval_every and r.step % tc.eval_every == 0 and r.step < su.total_steps:
+            _student_figures(group, wrapped, evaluator, student, su)
+        if tc.save_every and r.step % tc.save_every == 0 and r.step < su.total_steps:
+            _save_checkpoint(None, distiller, su.opt, r.step, tc, ignore, group, wrapped)
+            last_saved = r.step
+
+    distributed.seed_process(group, tc.seed, start_step)
+    step, stopped = train_steps(
         distiller, micro_batch, su.opt,
         start_step=start_step, total_steps=su.total_steps, accum=tc.grad_accum_steps,
-        stop=distributed.SharedStop(group, stop), on_step=lambda r: _shared_result(group, r),
-        model=model)
+        stop=shared, on_step=after_step, model=model)
+    if group.broadcast(None):  # the main process's word: a checkpoint at the end
+        _save_checkpoint(None, distiller, su.opt, step, tc, ignore, group, wrapped)
+    _student_state(group, wrapped)  # the main process saves the student
+    if not stopped:
+        _student_figures(group, wrapped, evaluator, student, su)
     return RunResult("stopped" if stopped else "finished", Path(), {})
 
 
@@ -444,8 +490,26 @@ def _baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
     return {"baseline_metrics": metrics, "baseline": result}
 
 
-def _save_checkpoint(run: Run, distiller: Distiller, opt: Optimizer, step: int, tc: Any,
-                     emit: EventSink) -> None:
+def _save_checkpoint(run: Run | None, distiller: Distiller, opt: Optimizer, step: int, tc: Any,
+                     emit: EventSink, group: distributed.ProcessGroup = distributed.SINGLE,
+                     wrapped: Any = None) -> None:
+    """A checkpoint of the whole run, written by the main process. Under FSDP every process
+    takes part: the optimizer's state and the weights are gathered from the shards, so the
+    checkpoint is the one a single process writes, and resumes with any number of processes."""
+    state = group.optimizer_state(wrapped, opt.optimizer)
+    weights = group.full_state(wrapped)
+    if run is None:  # another process than the main one
+        return
     path = checkpoints.save(run.checkpoints_dir, step, distiller, opt.optimizer, opt.scheduler,
-                            opt.scaler, keep=tc.keep_checkpoints)
+                            opt.scaler, keep=tc.keep_checkpoints, optimizer_state=state,
+                            model_state=weights)
     emit(Checkpoint(step=step, path=str(path)))
+
+
+def _student_state(group: distributed.ProcessGroup, wrapped: Any) -> dict[str, Any] | None:
+    """Under FSDP the student's whole weights for its folder (gathered by every process, held
+    by the main one); None otherwise: the student's own are whole."""
+    full = group.full_state(wrapped)
+    if full is None:
+        return None
+    return {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}

@@ -111,13 +111,18 @@ class CausalLM(Task):
         if ev.student_batches is not ev.teacher_batches:
             # Different tokenizers: no shared ids to agree on, only the student's own figure.
             return {"perplexity": self._perplexity(ev, student, ev.student_batches)}
-        nll, agree, kl, count = 0.0, 0.0, 0.0, 0
-        for b in ev.student_batches:
+        def sums(b: dict) -> tuple[float, float, float, int]:
             st = _token_stats(ev, student, b, teacher=ev.teacher)
-            nll += float(st.student_nll.sum())
-            agree += float(st.agree.sum())
-            kl += float(st.kl.sum())
-            count += st.count
+            return (float(st.student_nll.sum()), float(st.agree.sum()), float(st.kl.sum()),
+                    st.count)
+        # Each batch's sums (gathered from the processes of a multi-process run), added in
+        # batch order: the very figures of one process.
+        nll, agree, kl, count = 0.0, 0.0, 0.0, 0
+        for b_nll, b_agree, b_kl, b_count in ev.each(ev.student_batches, sums):
+            nll += b_nll
+            agree += b_agree
+            kl += b_kl
+            count += b_count
         count = max(count, 1)
         return {"perplexity": math.exp(min(nll / count, 50.0)), "top1_agreement": agree / count,
                 "kl_to_teacher": kl / count}
@@ -127,11 +132,13 @@ class CausalLM(Task):
 
     @staticmethod
     def _perplexity(ev: Any, model: Any, batches: list) -> float:
-        nll, count = 0.0, 0
-        for b in batches:
+        def sums(b: dict) -> tuple[float, int]:
             st = _token_stats(ev, model, b)
-            nll += float(st.student_nll.sum())
-            count += st.count
+            return float(st.student_nll.sum()), st.count
+        nll, count = 0.0, 0
+        for b_nll, b_count in ev.each(batches, sums):
+            nll += b_nll
+            count += b_count
         return math.exp(min(nll / max(count, 1), 50.0))
 
 
