@@ -48,6 +48,12 @@ def add_sweep_parser(sub: Any) -> None:
                          "parameters, or size on disk for a sweep with --int8, where an int8 "
                          "export has its student's parameters but a quarter of its size)")
     sw.add_argument("--yes", "-y", action="store_true", help="start without asking")
+    sw.add_argument("--processes", type=int, default=1, metavar="N",
+                    help="run each student in N processes on this machine through Accelerate "
+                         "(one per GPU; gloo on a CPU), one student after another; "
+                         "training.batch_size is then each process's share")
+    sw.add_argument("--fsdp", action="store_true",
+                    help="with --processes: shard each student with FSDP2 instead of DDP")
 
 
 def _numbers(text: str, option: str, example: str, whole: bool) -> list[float]:
@@ -187,6 +193,13 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
                   f"({sweep.base.task}): " + "; ".join(e.label for e in sweep.todo(True)))
     est = estimate_time(sweep)
     console.print(f"   {est.text[0].upper()}{est.text[1:]}")
+    if (args.processes or 1) > 1:
+        from kdstudio.core.distributed import batch_share
+
+        tc = sweep.base.training
+        console.print(f"   Each student runs in {args.processes} processes through Accelerate "
+                      f"({'FSDP2' if args.fsdp else 'DDP'}). "
+                      + batch_share(tc.batch_size, tc.grad_accum_steps, args.processes).line())
     if sweep.quantize_int8:
         console.print("   Each finished student is then exported as int8 ONNX (a little extra "
                       "time per student, not in the estimate).")
@@ -201,7 +214,9 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     sink = SweepSink(console)
     try:
         with ctrl_c_stops(console, "; the queue stays resumable") as stop:
-            result = run_sweep(sweep, sink, stop, retry_failed=bool(args.resume))
+            result = run_sweep(sweep, sink, stop, retry_failed=bool(args.resume),
+                               processes=getattr(args, "processes", 1) or 1,
+                               fsdp=getattr(args, "fsdp", False))
     except KeyboardInterrupt:
         console.print(f"[yellow]Aborted.[/] Continue with: kdstudio sweep --resume {sweep.id}")
         return 130

@@ -149,15 +149,23 @@ class ProcessGroup:
             merged.update(part)
         return [merged[i] for i in range(len(items))]
 
-    def wrap(self, module: torch.nn.Module, optimizer: Any = None) -> torch.nn.Module:
+    def wrap(self, module: torch.nn.Module, optimizer: Any = None, *,
+             find_unused: bool = False) -> torch.nn.Module:
         """The module the steps run through: DDP (or FSDP2) around it in a group, else itself.
 
+        ``find_unused``: some weights get no gradient (Task.leaves_weights_unused); DDP then
+        looks for them after each backward pass (a walk of the graph) instead of waiting.
         FSDP2 shards the module in place and swaps the optimizer's parameters for their
         shards, so the optimizer comes along; state it already holds (a resume's) is taken out
         whole first and put back as shards."""
         if not self.multi:
             return module
         if not self.fsdp or optimizer is None:
+            if find_unused:
+                from accelerate.utils import DistributedDataParallelKwargs
+
+                self.accelerator.ddp_handler = DistributedDataParallelKwargs(
+                    find_unused_parameters=True)
             return self.accelerator.prepare(module)
         state = optimizer.state_dict() if optimizer.state else None
         optimizer.state.clear()

@@ -7,6 +7,7 @@ the app into Qt signals, and the run store appends each to metrics.jsonl.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -179,3 +180,29 @@ class SweepProgress(Event):
     run_dir: str = ""
     message: str = ""
     kind: str = field(init=False, default="sweep")
+
+
+@functools.cache
+def _classes_by_kind() -> dict[str, type[Event]]:
+    out: dict[str, type[Event]] = {}
+    todo = [Event]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            kind = next(f.default for f in dataclasses.fields(sub) if f.name == "kind")
+            out[str(kind)] = sub
+            todo.append(sub)
+    return out
+
+
+def event_from_record(record: dict[str, Any]) -> Event | None:
+    """The event a metrics.jsonl line records; None for a kind or a shape this version does not
+    know (a line from another version, or a torn one)."""
+    cls = _classes_by_kind().get(record.get("kind", "")) if isinstance(record, dict) else None
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    try:
+        return cls(**{k: v for k, v in record.items() if k in names})
+    except TypeError:  # a field it needs is missing
+        return None

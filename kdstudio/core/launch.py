@@ -107,6 +107,68 @@ def start(command: list[str], processes: int, *, fsdp: bool = False,
     return Launch(proc, folder, processes)
 
 
+def run_launched(command: list[str], processes: int, on_event: Any, stop: Any, *,
+                 fsdp: bool = False, poll_s: float = 0.2) -> tuple[int, Path | None, str]:
+    """`kdstudio <command>` in ``processes`` processes, followed from here: the run's events
+    reach ``on_event`` as its main process writes them to metrics.jsonl, and ``stop`` (checked
+    every ``poll_s``) becomes the stop file every process agrees on. Returns (exit code, run
+    folder or None, why it failed or ''); a failed launch's run is marked failed. An exception
+    here (a second Ctrl-C) ends the processes at once."""
+    import json
+    import time
+
+    from kdstudio.core.events import event_from_record
+
+    log_dir = Path(tempfile.mkdtemp(prefix="kdstudio-launch-log-"))
+    log_path = log_dir / "launch.log"
+    offset, partial, run_dir, asked = 0, b"", None, False
+
+    def read_new() -> None:
+        nonlocal offset, partial
+        try:
+            with open(run_dir / "metrics.jsonl", "rb") as fh:  # type: ignore[operator]
+                fh.seek(offset)
+                data = fh.read()
+        except OSError:
+            return
+        offset += len(data)
+        lines = (partial + data).split(b"\n")
+        partial = lines.pop()  # a line still being written
+        for line in lines:
+            try:
+                event = event_from_record(json.loads(line))
+            except ValueError:
+                continue
+            if event is not None:
+                on_event(event)
+
+    with open(log_path, "wb") as log:
+        launch = start(command, processes, fsdp=fsdp, stdout=log, stderr=log)
+        try:
+            while True:
+                rc = launch.proc.poll()
+                if not asked and stop is not None and stop.is_set():
+                    launch.stop()
+                    asked = True
+                run_dir = run_dir or launch.run_dir()
+                if run_dir is not None:
+                    read_new()
+                if rc is not None:
+                    break
+                time.sleep(poll_s)
+        except BaseException:
+            launch.kill()
+            raise
+    reason = ""
+    if rc != 0:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+        reason = failure_reason(text, processes) or (
+            f"The launch of {processes} processes ended with exit code {rc}; its output is "
+            f"in {log_path}.")
+        mark_failed(run_dir, reason)
+    return rc, run_dir, reason
+
+
 # -- what the launcher says when a process dies ------------------------------------------------
 
 _ROOT = re.compile(r"Root Cause \(first observed failure\):(.*?)(?:\n=+|\Z)", re.DOTALL)

@@ -281,7 +281,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     # averages the gradients across processes; it starts from the main process's weights.
     # FSDP2 shards it in place, with the optimizer's state; clipping then goes through
     # Accelerate, which knows sharded gradients.
-    wrapped = model = group.wrap(distiller, su.opt.optimizer)
+    wrapped = model = group.wrap(distiller, su.opt.optimizer,
+                                 find_unused=task.leaves_weights_unused)
     if group.multi:
         model = distributed.LossShare(model, group)
         su.opt.clip = group.clip_grad_norm

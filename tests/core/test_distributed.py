@@ -309,3 +309,177 @@ Root Cause (first observed failure):
         "kdstudio.core.errors.RunError: Process 1 cannot find the teacher cache")
     assert "exited with code 1: kdstudio.core.errors.RunError: Process 1 cannot" in \
         failure_reason(crashed, 2)
+
+
+# -- gathered evaluation, FSDP2, a stop during setup, a sweep, each process's dropout ---------
+
+def _metrics_at(run: Run) -> dict[int, dict]:
+    return {e["step"]: e["metrics"] for e in run.events() if e.get("kind") == "eval"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["causal-lm", "sentence-embedding", "sequence-classification"])
+def test_gathered_evaluation_equals_one_process(task, gpt2_nodrop, tiny, tmp_path, kd_home):
+    """Each process measures its share of the evaluation batches (3 rows a batch, so the
+    processes get different numbers of them) and the figures are those of one process: the
+    same weights give the very same numbers; after training (weights within ~1e-6 of one
+    process's) the language model's figures agree to 1e-5."""
+    from kdstudio.core.config import load_config
+
+    if task == "causal-lm":
+        cfg = _config(gpt2_nodrop, tmp_path, eval_every=5)
+    else:  # the task's own figures from gathered outputs; BERT's dropout makes training differ
+        cfg = tmp_path / "run.toml"
+        cfg.write_text(tiny_config(task, tiny["bert"], student={"layers": 2},
+                                   training={"max_steps": 4, "batch_size": 8, "eval_every": 0,
+                                             "save_every": 0},
+                                   evaluation={"baseline": False}).to_toml(), encoding="utf-8")
+    cfg.write_text(load_config(cfg).with_overrides(["evaluation.batch_size=3"]).to_toml(),
+                   encoding="utf-8")
+    proc = _kdstudio("run", str(cfg), "--processes", "2")
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, out
+    two = _only_run(kd_home)
+    steps = load_config(cfg).training.max_steps
+    one = Run(_one_process(cfg, 16, steps).run_dir)
+    s2, s1 = two.summary(), one.summary()
+    assert s2["teacher_metrics"] == s1["teacher_metrics"]
+    assert s2["student_metrics_before"] == s1["student_metrics_before"]
+    print(f"\n{task}, 2 processes against 1: teacher and before-training figures identical "
+          f"({s1['student_metrics_before']})")
+    if task == "causal-lm":
+        m2, m1 = _metrics_at(two), _metrics_at(one)
+        assert sorted(m2) == sorted(m1) == [0, 5, 10]
+        worst = max(abs(m2[st][k] - m1[st][k]) / max(abs(m1[st][k]), 1e-12)
+                    for st in m1 for k in m1[st])
+        print(f"   largest relative difference of the figures at steps 5 and 10: {worst:.3g}")
+        assert worst < 1e-5
+
+
+@pytest.mark.slow
+def test_fsdp_matches_one_process_and_its_checkpoint_resumes_anywhere(gpt2_nodrop, tmp_path,
+                                                                      kd_home):
+    """--fsdp (FSDP2 over gloo): the losses of one process at the same global batch within
+    1e-4 a step, the clipped steps and the student saved whole (the keys and shapes of one
+    process's); its checkpoint (full weights, full optimizer state) resumes with one process
+    and with two FSDP processes, both reaching the uninterrupted run's weights."""
+    import shutil
+
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=6, save_every=3, max_grad_norm=0.05,
+                  keep_checkpoints=5)
+    proc = _kdstudio("run", str(cfg), "--processes", "2", "--fsdp")
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, out
+    assert "FSDP2" in out
+    fsdp = _only_run(kd_home)
+    assert fsdp.summary()["status"] == "finished"
+    one = Run(_one_process(cfg, 16, 6).run_dir)
+    worst = max(abs(x["losses"][k] - y["losses"][k])
+                for x, y in zip(_steps(fsdp), _steps(one)) for k in y["losses"])
+    got, want = _student_weights(fsdp.path), _student_weights(one.path)
+    assert {k: v.shape for k, v in got.items()} == {k: v.shape for k, v in want.items()}
+    w_worst = max(float((got[k] - want[k]).abs().max()) for k in want)
+    print(f"\nFSDP2, 2 processes x 8 against 1 x 16: largest per-step loss difference {worst:.3g}, "
+          f"largest weight difference {w_worst:.3g}")
+    assert worst < 1e-4 and w_worst < 1e-5
+
+    from kdstudio.core.trainer import resume_training
+
+    for how in ("one", "fsdp"):
+        copy = kd_home / "runs" / f"resume-{how}"
+        shutil.copytree(fsdp.path, copy)
+        shutil.rmtree(copy / "checkpoints" / "step-000006")
+        shutil.rmtree(copy / "student")
+        Run(copy).update_summary(status="stopped")
+        if how == "one":
+            assert resume_training(copy, checkpoint="step-3").status == "finished"
+        else:
+            p = _kdstudio("resume", str(copy), "--checkpoint", "step-3", "--processes", "2",
+                          "--fsdp")
+            o, _ = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, o
+        again = _student_weights(copy)
+        r_worst = max(float((again[k] - got[k]).abs().max()) for k in got)
+        print(f"   FSDP checkpoint of step 3 resumed with {how}: largest weight difference from "
+              f"the uninterrupted FSDP run {r_worst:.3g}")
+        assert r_worst < 1e-6
+
+
+@pytest.mark.slow
+def test_a_stop_file_during_setup_stops_every_process(gpt2_nodrop, tmp_path, kd_home):
+    """The stop file is there before any process has loaded its data: every process stops at
+    the first check they all make, before training began, and the launch ends cleanly."""
+    from kdstudio.core.launch import start
+
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=100000)
+    launch = start(["run", str(cfg)], 2, env=_env(), stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT)
+    launch.stop()
+    try:
+        out, _ = launch.proc.communicate(timeout=TIMEOUT)
+    finally:
+        launch.kill()
+    out = out.decode("utf-8", errors="replace")
+    assert launch.proc.returncode == 0, out
+    assert "Stopped before training began" in out
+    runs = kd_home / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if (p / "checkpoints").exists()]
+
+
+@pytest.mark.slow
+def test_sweep_runs_each_student_in_two_processes(gpt2_nodrop, tmp_path, kd_home):
+    """kdstudio sweep --processes 2: each of two tiny students runs in two processes, one after
+    the other, and the sweep's table has both."""
+    from kdstudio.core.sweep.queue import list_sweeps
+
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=3)
+    proc = _kdstudio("sweep", str(cfg), "--layers", "1,2", "--processes", "2", "--yes")
+    out, _ = proc.communicate(timeout=2 * TIMEOUT)
+    assert proc.returncode == 0, out
+    assert "Each student runs in 2 processes" in out
+    (sweep,) = list_sweeps()
+    assert [e.status for e in sweep.entries] == ["finished", "finished"]
+    for e in sweep.entries:
+        s = Run(e.run_dir).summary()
+        assert s["status"] == "finished" and s["distributed"]["processes"] == 2
+        assert [x["step"] for x in _steps(Run(e.run_dir))] == [1, 2, 3]
+    assert (sweep.folder / "table.csv").exists()
+
+
+def test_optimizer_state_by_name_and_back_is_the_same():
+    """The form torch's distributed state-dict functions read (parameter names) and the form
+    one process saves (numbers in group order) turn into each other without loss."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    opt = torch.optim.AdamW([{"params": [model[0].weight, model[2].weight]},
+                             {"params": [model[0].bias, model[1].weight, model[1].bias,
+                                         model[2].bias], "weight_decay": 0.0}])
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    plain = opt.state_dict()
+    named = distributed._by_name(plain, model, opt)
+    assert set(named["state"]) == {n for n, _ in model.named_parameters()}
+    assert named["param_groups"][0]["params"] == ["0.weight", "2.weight"]
+    back = distributed._by_number(named)
+    assert back["param_groups"] == plain["param_groups"]
+    for i, st in plain["state"].items():
+        for k, v in st.items():
+            assert torch.equal(back["state"][i][k], v)
+
+
+def test_each_process_draws_its_own_dropout_stream():
+    """The main process keeps the random stream of one process; every other one gets its own,
+    the same again for the same (seed, rank, step)."""
+    from types import SimpleNamespace
+
+    def draws(rank: int, step: int = 0) -> torch.Tensor:
+        torch.manual_seed(5)
+        group = SimpleNamespace(multi=True, is_main=rank == 0, rank=rank)
+        distributed.seed_process(group, 5, step)
+        return torch.rand(8)
+
+    torch.manual_seed(5)
+    alone = torch.rand(8)
+    assert torch.equal(draws(0), alone)
+    assert not torch.equal(draws(1), alone) and not torch.equal(draws(1), draws(2))
+    assert torch.equal(draws(1), draws(1)) and not torch.equal(draws(1, 3), draws(1))
+    distributed.seed_process(distributed.SINGLE, 5, 0)  # one process: nothing changes

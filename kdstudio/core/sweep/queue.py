@@ -85,7 +85,7 @@ class SweepResult:
 
 
 def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None, *,
-              retry_failed: bool = False) -> SweepResult:
+              retry_failed: bool = False, processes: int = 1, fsdp: bool = False) -> SweepResult:
     """Run the sweep's unfinished entries one after another; safe to call again at any time.
 
     Each entry is an ordinary run_training call (its events reach ``on_event`` as usual,
@@ -94,7 +94,9 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
     that fails is recorded and the queue goes on with the next student. With the sweep's
     ``quantize_int8``, each finished student is exported as int8 ONNX (framed by 'exporting'
     and 'exported' or 'export failed' SweepProgress events), and so are earlier finished
-    students still without that export.
+    students still without that export. With ``processes`` > 1 each run is launched in that
+    many processes through Accelerate (``kdstudio run --processes N``'s launcher; FSDP2 with
+    ``fsdp``) and followed from here.
     """
     import time
 
@@ -135,7 +137,10 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
 
             t0 = time.perf_counter()
             try:
-                result = run_training(config, sink, stop, resume=resume)
+                if processes > 1:
+                    result = _launched_run(config, resume, processes, fsdp, sink, stop)
+                else:
+                    result = run_training(config, sink, stop, resume=resume)
             except KDStudioError as exc:
                 sweep.end(entry, "failed", error=f"{exc.title}: {exc}")
                 tell(entry, "failed", entry.error)
@@ -159,6 +164,32 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
     failed = [e for e in sweep.entries if e.status == "failed"]
     status = "stopped" if stopped else "incomplete" if failed else "finished"
     return SweepResult(status, sweep, failed)
+
+
+def _launched_run(config: Any, resume: Any, processes: int, fsdp: bool, sink: EventSink,
+                  stop: Any) -> Any:
+    """One entry of the queue in ``processes`` processes: what run_training returns, read
+    from the run the launch wrote. A launch that failed raises RunError with its reason."""
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from kdstudio.core.errors import RunError
+    from kdstudio.core.launch import run_launched
+
+    if resume is not None:
+        command = ["resume", str(resume)]
+    else:
+        path = Path(tempfile.mkdtemp(prefix="kdstudio-sweep-run-")) / "config.toml"
+        path.write_text(config.to_toml(), encoding="utf-8")
+        command = ["run", str(path)]
+    rc, run_dir, reason = run_launched(command, processes, sink, stop, fsdp=fsdp)
+    summary = Run(run_dir).summary() if run_dir is not None else {}
+    status = summary.get("status") or ("stopped" if rc == 0 and stop.is_set() else "failed")
+    if rc != 0 or status == "failed":
+        raise RunError(str(summary.get("error") or reason
+                           or f"The {processes} training processes failed."))
+    return SimpleNamespace(status=status, run_dir=run_dir or Path(), summary=summary)
 
 
 __all__ = ["AXES", "BASE_FILE", "STATUSES", "SWEEP_FILE", "UNFINISHED", "StudentSpec", "Sweep",

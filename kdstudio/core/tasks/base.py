@@ -59,6 +59,9 @@ class Task:
     # Compare answers with the nearest of the run's evaluation texts, so both models embed
     # them first (an index).
     compare_index: ClassVar[bool] = False
+    # The model has weights its task never reads (a sentence encoder's pooler): DDP must
+    # then look for them each step (find_unused_parameters), or it waits for their gradients.
+    leaves_weights_unused: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()
     demo_file: ClassVar[str] = ""         # resources/demos/<demo_file>
     demo_intro: ClassVar[str] = ""        # "a sentence encoder"

@@ -19,6 +19,7 @@ class Embedding(Task):
     compare_hint = ("Type a sentence; the teacher and the student each find the most similar "
                     "sentences in the run's evaluation data.")
     compare_index = True
+    leaves_weights_unused = True  # the pooler: mean pooling reads the last hidden state
     examples = ("Snow is forecast for the hills tonight.",
                 "My laptop's battery barely lasts an hour.",
                 "We missed our connecting flight in Madrid.")

@@ -51,20 +51,45 @@ def prepare_teacher(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any) ->
     ``ctx`` carries the run's device, autocast, emit and stop. The fine-tuning is ordinary
     supervised training through the one training loop (train_steps) with the plain loss.
     """
-    from kdstudio.core.distiller import Distiller
-    from kdstudio.core.loop import Optimizer, make_optimizer, train_steps
-    from kdstudio.core.objective import plain_method
-
-    emit, device = ctx.emit, ctx.device
+    emit = ctx.emit
     folder = prepared_dir(cfg, data)
     info_path = folder / "prepared.json"
+    # Several processes: the main one decides, prepares and saves; the others wait, then load.
+    group = getattr(ctx, "group", None)
+    multi = group is not None and group.multi
+    if multi and not group.broadcast(info_path.exists()):
+        if group.is_main:
+            try:
+                folder = _prepare(cfg, teacher, data, ctx, folder)
+            except StoppedError:
+                group.broadcast("stopped")
+                raise
+            group.broadcast("saved")
+            return folder
+        if group.broadcast(None) == "stopped":
+            raise StoppedError("Stopped while preparing the teacher; nothing was saved.")
+        if not info_path.exists():
+            from kdstudio.core.errors import RunError
+
+            raise RunError(f"Process {group.rank} cannot find the teacher the main process "
+                           f"prepared in {folder}.",
+                           hint="Every machine must see the same KD Studio home "
+                                "(KDSTUDIO_HOME on a shared file system).")
     if info_path.exists():
         info = json.loads(info_path.read_text(encoding="utf-8"))
         emit(Log(f"Reusing the prepared teacher in {folder} (eval accuracy "
                  f"{info['metrics'].get('accuracy', 0):.1%})."))
         emit(Progress(stage="prepare teacher", current=1, total=1, metrics=info["metrics"]))
         return folder
+    return _prepare(cfg, teacher, data, ctx, folder)
 
+
+def _prepare(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any, folder: Path) -> Path:
+    from kdstudio.core.distiller import Distiller
+    from kdstudio.core.loop import Optimizer, make_optimizer, train_steps
+    from kdstudio.core.objective import plain_method
+
+    emit, device = ctx.emit, ctx.device
     task = get_task(cfg.task)
     model = teacher.model.float().to(device)
     model.train()
