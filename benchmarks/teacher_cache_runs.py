@@ -53,6 +53,7 @@ def part_quality(steps: int, k: int) -> None:
 
     rows = {}
     bytes_per = None
+    asked_k = k
     for cache in ("never", "always"):
         def go(cache=cache):
             t0 = time.perf_counter()
@@ -63,8 +64,10 @@ def part_quality(steps: int, k: int) -> None:
         summary, wall, bpt = in_fresh_home(go)
         rows[cache] = (summary["student_metrics"], wall, summary["teacher_targets"]["mode"])
         bytes_per = bpt or bytes_per
+        k = summary["teacher_targets"].get("k", k)
     live, cached = rows["never"][0], rows["always"][0]
-    print(f"1. LM demo, {steps} steps, k = {k} (cache: {bytes_per:.0f} bytes per position)")
+    print(f"1. LM demo, {steps} steps, k = {k} (cache: {bytes_per:.0f} bytes per position)"
+          + (" chosen by coverage" if not asked_k else ""))
     print(f"   {'':22}{'live teacher':>14}{'teacher cache':>15}{'ratio':>8}")
     for key, label in (("perplexity", "perplexity"), ("top1_agreement", "top-1 agreement"),
                        ("kl_to_teacher", "KL to teacher")):
@@ -103,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300, help="steps of each demo run (part 1)")
     ap.add_argument("--sweep-steps", type=int, default=150, help="steps of each sweep student")
-    ap.add_argument("--k", type=int, default=64, help="teacher.cache_k")
+    ap.add_argument("--k", type=int, default=0, help="teacher.cache_k (0: chosen by coverage)")
     ap.add_argument("--only", choices=("quality", "sweep"), default=None)
     args = ap.parse_args()
     import torch

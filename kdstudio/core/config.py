@@ -59,9 +59,11 @@ class TeacherConfig:
                     "students); 'always' writes one if it is missing; 'never' keeps the teacher "
                     "live. Methods that need the live teacher (hidden layers, different "
                     "tokenizers, the teacher's own texts) stay live.", choices=CACHE_MODES)
-    cache_k: int = _f(64, "How many of the teacher's most likely next tokens the cache keeps "
-                      "per position (the rest is kept as one remaining mass). 64 takes about "
-                      "180 bytes per token at a 152k vocabulary.", min=1)
+    cache_k: int = _f(0, "How many of the teacher's most likely next tokens the cache keeps per "
+                      "position (the rest is kept as one remaining mass). 0 chooses from the "
+                      "teacher's own answers on the first batch: the smallest of 64, 128, ..., "
+                      "1024 whose top-k holds 90% of its probability at method.temperature "
+                      "(k = 64 takes 178 bytes per position at a 152k vocabulary).", min=0)
     prepare_epochs: float = _f(2.0, "Epochs of the teacher's fine-tuning stage.", min=0.01)
     prepare_learning_rate: float = _f(1e-4, "Learning rate of the teacher's fine-tuning stage.",
                                       min=0.0)

@@ -229,7 +229,18 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
         ctx.emit(Log(plan.line))
         return plan, None
     vocab = vocab_size or tmodel.get_output_embeddings().weight.shape[0]
-    k = min(int(cfg.teacher.cache_k), vocab)
+    if cfg.teacher.cache_k:
+        k = min(int(cfg.teacher.cache_k), vocab)
+    else:
+        k, kept = use.choose_k(tmodel, task, make_batch, n_train, vocab, cfg.method.temperature,
+                               batch_size=cfg.training.batch_size, autocast=ctx.autocast)
+        ctx.emit(Log(f"Teacher cache: k = {k}, the smallest that keeps 90% of the teacher's "
+                     f"probability at temperature {cfg.method.temperature:g} (it keeps "
+                     f"{100 * kept:.0f}% on the first batch)."
+                     if kept >= use.K_COVERAGE or k == vocab else
+                     f"Teacher cache: k = {k} keeps {100 * kept:.0f}% of the teacher's "
+                     f"probability at temperature {cfg.method.temperature:g}; the rest is "
+                     "kept as one remaining mass (set teacher.cache_k to keep more)."))
     parts = use.key_parts(cfg, teacher.source, teacher.tokenizer, rows,
                           next(tmodel.parameters()).dtype, k)
     cache = find_cache(parts)

@@ -73,7 +73,7 @@ def plan_teacher(cfg: Any, *, exists: bool | None = None,
         return TeacherPlan(LIVE, why)
     if mode == "never":
         return TeacherPlan(LIVE, "teacher.cache is 'never'")
-    k = cfg.teacher.cache_k
+    k = cfg.teacher.cache_k or "k"
     share = cfg.method.on_policy_share
     live_share = (f"the on-policy share ({share:g} of the batches) stays live: the teacher "
                   "has to score the student's own samples") if share > 0 else ""
@@ -181,6 +181,44 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
         writer.abort()
         raise
     return writer.finish()
+
+
+K_LADDER = (64, 128, 256, 512, 1024)
+K_COVERAGE = 0.9
+
+
+def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: int,
+             temperature: float, *, batch_size: int, autocast: Any,
+             positions: int = 512) -> tuple[int, float]:
+    """teacher.cache_k = 0: the smallest k of K_LADDER whose top-k holds K_COVERAGE of the
+    teacher's probability at the run's temperature, averaged over up to ``positions``
+    positions of the first batch (the largest, 1024, when none does; at most the
+    vocabulary). Returns (k, the share of probability it keeps there)."""
+    import torch
+
+    batch = make_batch(list(range(min(n_rows, max(1, batch_size)))))
+    labels = batch.student["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    with torch.no_grad(), autocast():
+        feats = task.forward_features(teacher, batch.teacher, head_only=True)
+        if feats.get("last_hidden") is not None:
+            head = feats["head"]
+            rows = feats["last_hidden"][keep][:positions]
+            logits = torch.nn.functional.linear(
+                rows, head.weight[:vocab_size],
+                head.bias[:vocab_size] if head.bias is not None else None)
+        else:
+            logits = feats["logits"][..., :vocab_size][keep][:positions]
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    top = probs.topk(min(K_LADDER[-1], vocab_size), dim=-1).values.cumsum(-1).mean(0)
+    for k in K_LADDER:
+        if k >= vocab_size:
+            return vocab_size, 1.0
+        if float(top[k - 1]) >= K_COVERAGE:
+            return k, float(top[k - 1])
+    k = min(K_LADDER[-1], vocab_size)
+    return k, float(top[k - 1])
 
 
 def cache_summary(cache: Any) -> str:

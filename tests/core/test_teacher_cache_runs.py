@@ -113,8 +113,9 @@ def test_a_cached_run_matches_the_live_teacher_and_later_runs_reuse_its_cache(ti
     assert info.k == vocab and info.size_bytes > 0 and info.bytes_per_token > 0
 
     # A changed input (another k, another length) never reads the old cache.
-    for changed in (lm_config(tiny, "auto", **other),
-                    lm_config(tiny, "auto", data={"max_length": 24})):
+    other_k = lm_config(tiny, "auto", **other)
+    other_k.teacher.cache_k = 64
+    for changed in (other_k, lm_config(tiny, "auto", data={"max_length": 24})):
         longer = Recorder()
         run_training(changed, longer)
         assert any("no cache for this teacher" in m for m in logs(longer))
@@ -239,3 +240,32 @@ def test_an_8_bit_teacher_is_refused_where_bitsandbytes_cannot_run(tiny):
         run_training(cfg, rec)
     assert "bfloat16" in str(err.value)
     assert not [s for s in rec.of(ev.Stage) if s.name == "load data"]  # refused before loading
+
+
+def test_k_is_chosen_by_how_much_of_the_teachers_probability_it_keeps(tiny):
+    import torch
+
+    from kdstudio.core.models import load_model
+    from kdstudio.core.tasks import get_task
+    from kdstudio.core.teacher_source import K_COVERAGE, choose_k
+
+    task = get_task("causal-lm")
+    loaded = load_model(str(tiny["gpt2"]), task, role="teacher")
+    tok, model = loaded.tokenizer, loaded.model.eval()
+    n, make = task.batch_maker(["The kettle boiled while we talked about the weather."] * 8,
+                               None, student_tok=tok, teacher_tok=tok, same_tok=True,
+                               max_length=32, pack=True, device=torch.device("cpu"))
+    vocab = len(tok)
+    import contextlib
+
+    # An untrained model is nearly flat: no k short of the vocabulary keeps 90%.
+    k, kept = choose_k(model, task, make, n, vocab, 1.0, batch_size=4, autocast=contextlib.nullcontext)
+    assert k == vocab and kept == 1.0
+    # A sharp teacher (its head scaled up) is covered by the smallest k.
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(60.0)
+    k, kept = choose_k(model, task, make, n, vocab, 1.0, batch_size=4, autocast=contextlib.nullcontext)
+    assert k == 64 and kept >= K_COVERAGE
+    # A higher temperature flattens it again, and needs a larger k.
+    k_hot, _ = choose_k(model, task, make, n, vocab, 8.0, batch_size=4, autocast=contextlib.nullcontext)
+    assert k_hot > 64

@@ -50,7 +50,7 @@ def test_the_runs_page_lists_teacher_caches_and_deletes_them(qtbot, ctx, tiny, m
     dialog = page.caches_dialog
     assert isinstance(dialog, TeacherCachesDialog) and dialog.isVisible()
     assert dialog.table.rowCount() == 1
-    assert dialog.table.item(0, 1).text() == "64"
+    assert dialog.table.item(0, 1).text() == str(result.summary["teacher_targets"]["k"])
     assert result.run_dir.name in dialog.table.item(0, 6).text()
     assert "1 cache(s)" in dialog.total.text()
     assert not dialog.delete_button.isEnabled()

@@ -149,7 +149,7 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                    if config.method.hidden_weight > 0 else 0)) / MB,
     }
     if cached:  # the batch's cached answers: k ids (int64) and log-probs (fp32) per position
-        parts["teacher cache batch"] = tokens * config.teacher.cache_k * 12 / MB
+        parts["teacher cache batch"] = tokens * (config.teacher.cache_k or 1024) * 12 / MB
     if get_task(config.task).generative and vocab:
         # A row over the vocabulary per position: teacher and student logits, both softmaxes
         # and the logits' gradient, in fp32; for every token of the batch at once, or, chunked

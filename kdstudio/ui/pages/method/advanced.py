@@ -49,7 +49,7 @@ SPINS = {
     ("method", "embedding_weight"): ("Sentence embeddings", 0.0, 100.0, 0.1, 3),
     ("method", "beta"): ("Jensen-Shannon balance (beta)", 0.0, 1.0, 0.05, 2),
     ("method", "alpha"): ("Skew mix (alpha)", 0.0, 1.0, 0.05, 2),
-    ("teacher", "cache_k"): ("Answers kept per position (k)", 1.0, 4096.0, 8.0, 0),
+    ("teacher", "cache_k"): ("Answers kept per position (k, 0 = automatic)", 0.0, 65536.0, 64.0, 0),
     ("teacher", "prepare_epochs"): ("Fine-tuning epochs", 0.01, 100.0, 0.5, 2),
     ("teacher", "prepare_learning_rate"): ("Fine-tuning learning rate", 0.0, 1.0, 1e-5, 6),
 }
