@@ -74,6 +74,8 @@ class ProcessGroup:
             self.rank = accelerator.process_index
             self.world_size = accelerator.num_processes
             self.local_rank = accelerator.local_process_index
+        # Decided once: Accelerate's state can forget an FSDP set on a CPU (_fsdp_on_cpu).
+        self._fsdp = accelerator is not None and "FSDP" in str(accelerator.distributed_type)
 
     @property
     def multi(self) -> bool:
@@ -85,9 +87,7 @@ class ProcessGroup:
 
     @property
     def fsdp(self) -> bool:
-        if self.accelerator is None:
-            return False
-        return "FSDP" in str(self.accelerator.distributed_type)
+        return self._fsdp
 
     def device(self, resolved: torch.device) -> torch.device:
         """This process's device: its own GPU (cuda:LOCAL_RANK) in a group, else ``resolved``."""
@@ -169,7 +169,14 @@ class ProcessGroup:
             return self.accelerator.prepare(module)
         state = optimizer.state_dict() if optimizer.state else None
         optimizer.state.clear()
+        # Every process has loaded the whole student (setup_run), so Accelerate's
+        # "CPU-RAM-efficient loading" (on by default in its launcher: weights to the meta
+        # device, then rank 0's broadcast) would only cost time, and it unties tied weights
+        # (GPT-2's embedding and head) of a module that is not a transformers model.
+        self.accelerator.state.fsdp_plugin.cpu_ram_efficient_loading = False
         wrapped, _ = self.accelerator.prepare(module, optimizer)  # the optimizer, switched in place
+        if "FSDP" not in str(self.accelerator.distributed_type):  # a CPU's, reset by prepare
+            _fsdp_on_cpu(self.accelerator)
         if state is not None:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -179,6 +186,21 @@ class ProcessGroup:
             set_optimizer_state_dict(wrapped, optimizer, _by_name(state, wrapped, optimizer),
                                      options=StateDictOptions(full_state_dict=True))
         return wrapped
+
+    def fsdp_line(self, wrapped: torch.nn.Module) -> str:
+        """What FSDP2 made of the module, in words ('' without FSDP)."""
+        if not (self.multi and self.fsdp):
+            return ""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in wrapped.modules() if isinstance(m, FSDPModule)]
+        if len(units) == 1:
+            return (f"FSDP2: the student is one unit, sharded across {self.world_size} processes "
+                    "at rest and gathered whole for each forward and backward pass (an "
+                    "Accelerate config's layer-wise wrap policy gathers it layer by layer).")
+        kinds = sorted({type(m).__name__.removeprefix("FSDP") for m in units[1:]})
+        return (f"FSDP2: the student is sharded across {self.world_size} processes in "
+                f"{len(units)} units ({', '.join(kinds)} and the rest), each gathered in turn.")
 
     def optimizer_state(self, wrapped: torch.nn.Module, optimizer: Any) -> dict[str, Any] | None:
         """Under FSDP the optimizer's whole state, gathered from the shards into the form one
@@ -232,6 +254,9 @@ class ProcessGroup:
         from torch.distributed.fsdp import FSDPModule
 
         units = [m for m in wrapped.modules() if isinstance(m, FSDPModule)]
+        # The root's lazy initialisation first (a forward does it), else an inner unit
+        # unsharded before the first step takes itself for a root.
+        units[0]._get_fsdp_state()._lazy_init()
         kept = [[g.post_forward_mesh_info for g in m._get_fsdp_state()._fsdp_param_groups]
                 for m in units]
         for m in units:
@@ -243,7 +268,12 @@ class ProcessGroup:
             for m, infos in zip(units, kept):
                 for g, info in zip(m._get_fsdp_state()._fsdp_param_groups, infos):
                     g.post_forward_mesh_info = info
+                    # Forget these forwards: FSDP orders its backward prefetches by the
+                    # forwards since the last backward, and the processes ran different
+                    # numbers of them here (their shares of the batches).
+                    g._post_forward_indices.clear()
                 m.reshard()
+            units[0]._get_fsdp_state()._comm_ctx.post_forward_order.clear()
 
     def clip_grad_norm(self, parameters: Any, max_norm: float) -> Any:
         """Gradient clipping through Accelerate, which knows sharded (DTensor) gradients: the
@@ -321,11 +351,25 @@ def start(device: torch.device) -> ProcessGroup:
     if env_world_size() <= 1:
         return SINGLE
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
     acc = Accelerator(cpu=device.type == "cpu", mixed_precision="no",
                       kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and \
+            acc.distributed_type == DistributedType.MULTI_CPU:
+        _fsdp_on_cpu(acc)
     return ProcessGroup(acc)
+
+
+def _fsdp_on_cpu(acc: Any) -> None:
+    """Accelerate switches its FSDP plugin on only for GPU-like devices: asked for FSDP on a
+    CPU, it quietly runs DDP. torch's FSDP2 (fully_shard) runs over gloo too, so here the
+    plugin is switched on as Accelerate would on GPUs, from the same launcher settings: a
+    CPU run takes the very FSDP2 path a GPU run takes (the tests run it so)."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    acc.state.distributed_type = DistributedType.FSDP
 
 
 @dataclass

@@ -286,6 +286,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     if group.multi:
         model = distributed.LossShare(model, group)
         su.opt.clip = group.clip_grad_norm
+        if group.fsdp:
+            emit(Log(group.fsdp_line(wrapped)))
     if not main:  # the other processes take their part in the steps and write nothing
         return _follow_steps(cfg, su, model, wrapped, group, shared, start_step, micro_batch)
     t_params, s_params = count_params(su.tmodel), count_params(student)

@@ -370,8 +370,10 @@ def test_fsdp_matches_one_process_and_its_checkpoint_resumes_anywhere(gpt2_nodro
     proc = _kdstudio("run", str(cfg), "--processes", "2", "--fsdp")
     out, _ = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0, out
-    assert "FSDP2" in out
     fsdp = _only_run(kd_home)
+    # Really sharded (Accelerate alone would quietly run DDP on a CPU).
+    logs = [e["message"] for e in fsdp.events() if e.get("kind") == "log"]
+    assert any(m.startswith("FSDP2: the student is one unit, sharded across 2") for m in logs)
     assert fsdp.summary()["status"] == "finished"
     one = Run(_one_process(cfg, 16, 6).run_dir)
     worst = max(abs(x["losses"][k] - y["losses"][k])
@@ -398,11 +400,51 @@ def test_fsdp_matches_one_process_and_its_checkpoint_resumes_anywhere(gpt2_nodro
                           "--fsdp")
             o, _ = p.communicate(timeout=TIMEOUT)
             assert p.returncode == 0, o
+            assert "FSDP2: the student is one unit" in o
         again = _student_weights(copy)
         r_worst = max(float((again[k] - got[k]).abs().max()) for k in got)
         print(f"   FSDP checkpoint of step 3 resumed with {how}: largest weight difference from "
               f"the uninterrupted FSDP run {r_worst:.3g}")
         assert r_worst < 1e-6
+
+
+@pytest.mark.slow
+def test_fsdp_layer_by_layer_matches_one_process(gpt2_nodrop, tmp_path, kd_home):
+    """An Accelerate config's layer-wise wrap policy (each GPT2Block its own FSDP2 unit): the
+    evaluations between steps and the saved student still see the whole student, and the
+    losses are one process's within 1e-4 a step."""
+    from kdstudio.cli.launch import free_port
+
+    cfg = _config(gpt2_nodrop, tmp_path, max_steps=4, eval_every=2)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+           "--num_machines", "1", "--machine_rank", "0", "--main_process_ip", "127.0.0.1",
+           "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--use_fsdp", "--fsdp_version", "2",
+           "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+           "--fsdp_transformer_layer_cls_to_wrap", "GPT2Block",
+           "--module", "kdstudio.cli", "run", str(cfg)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:  # a process that hangs in a collective ignores SIGTERM: end the whole launch
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, out
+    run = _only_run(kd_home)
+    logs = [e["message"] for e in run.events() if e.get("kind") == "log"]
+    assert any("in 3 units (GPT2Block and the rest)" in m for m in logs), logs
+    one = Run(_one_process(cfg, 16, 4).run_dir)
+    worst = max(abs(x["losses"][k] - y["losses"][k])
+                for x, y in zip(_steps(run), _steps(one)) for k in y["losses"])
+    assert sorted(_metrics_at(run)) == [0, 2, 4]
+    got, want = _student_weights(run.path), _student_weights(one.path)
+    assert sorted(got) == sorted(want)
+    print(f"\nFSDP2 layer by layer against one process: largest per-step loss difference "
+          f"{worst:.3g}")
+    assert worst < 1e-4
 
 
 @pytest.mark.slow
