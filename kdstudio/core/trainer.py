@@ -478,7 +478,16 @@ def _baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
     emit(Stage("baseline", f"the same student, {total_steps} steps of plain training"))
     n, make = su.task.batch_maker(su.data.train_texts, su.data.train_labels,
                                   source=f"'{su.data.source}'", **su.batch_args)
-    result = train_baseline(cfg, su.task, su.student, su.initial_state, su.tmodel, n, make,
+    student = su.student
+    if ctx.group is not None and ctx.group.multi:
+        # The main process trains the baseline alone, at the run's global micro-batch.
+        cfg = cfg.with_overrides([f"training.batch_size="
+                                  f"{cfg.training.batch_size * ctx.group.world_size}"])
+    if ctx.group is not None and ctx.group.fsdp:
+        # FSDP's modules cannot be copied: the same architecture, built afresh (the baseline
+        # loads the starting weights into it), trained by the main process alone.
+        student = type(student)(student.config).to(ctx.device)
+    result = train_baseline(cfg, su.task, student, su.initial_state, su.tmodel, n, make,
                             total_steps, device=ctx.device, precision=ctx.precision,
                             autocast=ctx.autocast, evaluate=su.evaluator.student_metrics,
                             emit=emit, stop=ctx.stop)

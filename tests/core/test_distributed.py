@@ -411,11 +411,15 @@ def test_fsdp_matches_one_process_and_its_checkpoint_resumes_anywhere(gpt2_nodro
 @pytest.mark.slow
 def test_fsdp_layer_by_layer_matches_one_process(gpt2_nodrop, tmp_path, kd_home):
     """An Accelerate config's layer-wise wrap policy (each GPT2Block its own FSDP2 unit): the
-    evaluations between steps and the saved student still see the whole student, and the
-    losses are one process's within 1e-4 a step."""
+    evaluations between steps and the saved student still see the whole student, the losses
+    are one process's within 1e-4 a step, and the plain-training baseline (the main process
+    alone, on a fresh copy of the architecture, at the global batch) is one process's too."""
     from kdstudio.cli.launch import free_port
+    from kdstudio.core.config import load_config
 
     cfg = _config(gpt2_nodrop, tmp_path, max_steps=4, eval_every=2)
+    cfg.write_text(load_config(cfg).with_overrides(["evaluation.baseline=true"]).to_toml(),
+                   encoding="utf-8")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
            "--num_machines", "1", "--machine_rank", "0", "--main_process_ip", "127.0.0.1",
            "--main_process_port", str(free_port()), "--mixed_precision", "no",
@@ -442,9 +446,11 @@ def test_fsdp_layer_by_layer_matches_one_process(gpt2_nodrop, tmp_path, kd_home)
     assert sorted(_metrics_at(run)) == [0, 2, 4]
     got, want = _student_weights(run.path), _student_weights(one.path)
     assert sorted(got) == sorted(want)
+    b2, b1 = (r.summary()["baseline_metrics"]["perplexity"] for r in (run, one))
     print(f"\nFSDP2 layer by layer against one process: largest per-step loss difference "
-          f"{worst:.3g}")
+          f"{worst:.3g}; baseline perplexity {b2:.6g} against {b1:.6g}")
     assert worst < 1e-4
+    assert abs(b2 - b1) / b1 < 1e-5
 
 
 @pytest.mark.slow
