@@ -1,4 +1,5 @@
-"""Overhead of 2 processes against 1 on the same global batch (CPU, gloo), and their parity.
+"""Overhead of 2 processes (DDP, and FSDP2) against 1 on the same global batch (CPU, gloo), and
+their parity.
 
 The tiny GPT-2 of the tests (no dropout, packed rows): one process at batch 16 and two
 processes at 8 each ('kdstudio run --processes 2'), the same steps. Prints the wall time of
@@ -40,12 +41,14 @@ def _model(folder: Path) -> Path:
     return _save(m, bpe, folder)
 
 
-def _run(cfg: Path, home: Path, processes: int, batch: int) -> tuple[float, list[dict]]:
+def _run(cfg: Path, home: Path, processes: int, batch: int,
+         fsdp: bool = False) -> tuple[float, list[dict]]:
     env = dict(os.environ, KDSTUDIO_HOME=str(home), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "kdstudio.cli", "run", str(cfg), "--processes",
-                    str(processes), "--set", f"training.batch_size={batch}"], env=env,
+                    str(processes), "--set", f"training.batch_size={batch}",
+                    *(["--fsdp"] if fsdp else [])], env=env,
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     run = max((home / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -71,15 +74,20 @@ def main() -> None:
     path.write_text(cfg.to_toml())
     wall1, s1 = _run(path, tmp / "home1", 1, args.batch)
     wall2, s2 = _run(path, tmp / "home2", 2, args.batch // 2)
-    steps1, steps2 = s1[-1]["elapsed_s"], s2[-1]["elapsed_s"]
+    wall3, s3 = _run(path, tmp / "home3", 2, args.batch // 2, fsdp=True)
+    steps1, steps2, steps3 = s1[-1]["elapsed_s"], s2[-1]["elapsed_s"], s3[-1]["elapsed_s"]
+    worst3 = max(abs(a["losses"][k] - b["losses"][k]) for a, b in zip(s1, s3) for k in a["losses"])
     worst = max(abs(a["losses"][k] - b["losses"][k]) for a, b in zip(s1, s2) for k in a["losses"])
     print(f"{args.steps} steps at a global batch of {args.batch} (tiny GPT-2, CPU, gloo)")
     print(f"  1 process  x {args.batch:3d}: steps {steps1:6.2f} s ({steps1 / args.steps * 1000:.1f} "
           f"ms/step), whole command {wall1:6.2f} s")
     print(f"  2 processes x {args.batch // 2:3d}: steps {steps2:6.2f} s ({steps2 / args.steps * 1000:.1f} "
           f"ms/step), whole command {wall2:6.2f} s")
-    print(f"  ratio 2/1: steps {steps2 / steps1:.2f}x, whole command {wall2 / wall1:.2f}x")
-    print(f"  largest per-step loss difference: {worst:.3g}")
+    print(f"  2 processes x {args.batch // 2:3d}, FSDP2: steps {steps3:6.2f} s "
+          f"({steps3 / args.steps * 1000:.1f} ms/step), whole command {wall3:6.2f} s")
+    print(f"  ratio 2/1: steps {steps2 / steps1:.2f}x, whole command {wall2 / wall1:.2f}x; "
+          f"FSDP2/1: steps {steps3 / steps1:.2f}x, whole command {wall3 / wall1:.2f}x")
+    print(f"  largest per-step loss difference: {worst:.3g} (DDP), {worst3:.3g} (FSDP2)")
 
 
 if __name__ == "__main__":
