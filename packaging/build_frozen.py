@@ -10,13 +10,24 @@ build to ship and PyInstaller installed, never the development environment:
 The result is dist/kdstudio/ with the program kdstudio (kdstudio.exe on Windows): `kdstudio`
 opens the app, `kdstudio demo` runs a demo in the terminal, as an installed kdstudio does.
 dist/ and build/ are not part of the repository.
+
+On Linux, `--appimage RUNTIME` also packs the folder into dist/KD_Studio-x86_64.AppImage: RUNTIME
+is an AppImage type-2 runtime (the type2-runtime project's runtime-x86_64, or one built with
+packaging/build_appimage_runtime.sh), and mksquashfs (squashfs-tools) must be on PATH.
+`--measure` starts `kdstudio --demo` (offscreen, a fresh HOME, no Python on PATH) and reports the
+seconds until its window is shown; `--no-build` packs or measures a folder built before.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -101,29 +112,134 @@ def check_sizes(folder: Path) -> tuple[int, list[Path]]:
     return sum(p.stat().st_size for p in files), [p for p in files if p.stat().st_size >= LIMIT]
 
 
+def appimage(folder: Path, runtime: Path, out: Path) -> Path:
+    """The folder as one file: the runtime followed by a squashfs of an AppDir whose AppRun is
+    the folder's program. The runtime mounts it with FUSE, or extracts it to a temporary folder
+    with --appimage-extract-and-run where FUSE is missing."""
+    mksquashfs = shutil.which("mksquashfs")
+    if mksquashfs is None:
+        raise SystemExit("mksquashfs is not on PATH: install squashfs-tools")
+    head = runtime.read_bytes()
+    if head[:4] != b"\x7fELF" or head[8:11] != b"AI\x02":
+        raise SystemExit(f"{runtime} is not an AppImage type-2 runtime (no AI\\x02 at byte 8)")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        stage = Path(tmp)
+        # mksquashfs puts each source it is given at the root of the image, so the 1.3 GiB folder
+        # goes in as it is, beside the AppDir's own files, without a copy.
+        (stage / "AppRun").symlink_to("kdstudio/kdstudio")
+        shutil.copy2(ROOT / "packaging" / "kdstudio.desktop", stage / "kdstudio.desktop")
+        from kdstudio.core.runs import resources_dir
+
+        shutil.copy2(resources_dir() / "icons" / "kdstudio.svg", stage / "kdstudio.svg")
+        (stage / ".DirIcon").symlink_to("kdstudio.svg")
+        image = stage / "image.squashfs"
+        sources = [stage / n for n in ("AppRun", "kdstudio.desktop", "kdstudio.svg", ".DirIcon")]
+        # zstd at level 15 with 1 MiB blocks: within a few percent of the smallest, and the
+        # runtime decompresses it quickly at start-up.
+        subprocess.run([mksquashfs, *map(str, sources), str(folder), str(image), "-noappend",
+                        "-all-root", "-root-mode", "755", "-no-xattrs", "-comp", "zstd", "-Xcompression-level", "15",
+                        "-b", "1M", "-quiet"], check=True)
+        with out.open("wb") as fh:
+            fh.write(head)
+            with image.open("rb") as src:
+                shutil.copyfileobj(src, fh, 16 * 1024 * 1024)
+    out.chmod(0o755)
+    return out
+
+
+def time_to_window(command: list[str], runs: int = 3, settle: float = 5.0,
+                   limit: float = 120.0) -> list[float]:
+    """Seconds from starting `command --demo` until its window is shown, for each run.
+
+    Each run is bare, as on a machine without Python: a fresh HOME, PATH of the system's own
+    folders only, no PYTHONPATH or virtual environment, Qt's offscreen platform. The app writes
+    the moment (KDSTUDIO_SHOWN_FILE) and must still be running `settle` seconds later."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as home:
+            shown = Path(home) / "shown"
+            env = {"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                   "QT_QPA_PLATFORM": "offscreen", "KDSTUDIO_SHOWN_FILE": str(shown),
+                   "TMPDIR": tempfile.gettempdir()}
+            log = Path(home) / "log.txt"
+            with log.open("wb") as out:
+                start = time.time()
+                proc = subprocess.Popen([*command, "--demo"], env=env, cwd=home, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                try:
+                    while not shown.exists() and proc.poll() is None and time.time() - start < limit:
+                        time.sleep(0.02)
+                    time.sleep(0.1)  # the file is written, not only created
+                    if not shown.exists():
+                        raise RuntimeError(f"no window after {time.time() - start:.0f} s (exit "
+                                           f"{proc.poll()}):\n{log.read_text(errors='replace')}")
+                    times.append(float(shown.read_text()) - start)
+                    time.sleep(settle)  # the demo's teacher loads off the GUI thread meanwhile
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"the app ended ({proc.returncode}) {settle:.0f} s after its "
+                                           f"window:\n{log.read_text(errors='replace')}")
+                finally:
+                    _end(proc)
+    return times
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """End the program and every process it started (an AppImage's runtime mounts, then runs)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="where the folder goes")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "frozen",
                         help="PyInstaller's working folder")
+    parser.add_argument("--appimage", type=Path, metavar="RUNTIME",
+                        help="Linux: also pack the folder into an AppImage with this type-2 runtime")
+    parser.add_argument("--measure", action="store_true",
+                        help="time `kdstudio --demo` to its window (and the AppImage's)")
+    parser.add_argument("--no-build", action="store_true", help="use the folder already in --dist")
     args = parser.parse_args(argv)
-    try:
-        import PyInstaller.__main__
-    except ImportError:
-        print("PyInstaller is not installed in this environment: pip install pyinstaller", file=sys.stderr)
-        return 2
-    if importlib.util.find_spec("kdstudio.resources") is None:
-        print("kdstudio is not installed with its resources in this environment: "
-              "pip install '.[demo]' (not -e) first", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    PyInstaller.__main__.run(pyinstaller_args(args.dist.resolve(), args.work.resolve()))
     folder = args.dist.resolve() / "kdstudio"
+    if not args.no_build:
+        try:
+            import PyInstaller.__main__
+        except ImportError:
+            print("PyInstaller is not installed in this environment: pip install pyinstaller",
+                  file=sys.stderr)
+            return 2
+        if importlib.util.find_spec("kdstudio.resources") is None:
+            print("kdstudio is not installed with its resources in this environment: "
+                  "pip install '.[demo]' (not -e) first", file=sys.stderr)
+            return 2
+        start = time.perf_counter()
+        PyInstaller.__main__.run(pyinstaller_args(args.dist.resolve(), args.work.resolve()))
+        print(f"Built {folder} in {time.perf_counter() - start:.0f} s.")
     total, too_big = check_sizes(folder)
-    print(f"Built {folder} in {time.perf_counter() - start:.0f} s: {total / 1024**3:.2f} GiB.")
+    print(f"{folder}: {total / 1024**3:.2f} GiB in {sum(1 for _ in folder.rglob('*')):,} files and folders.")
+    program = folder / ("kdstudio.exe" if sys.platform == "win32" else "kdstudio")
+    image = None
+    if args.appimage:
+        start = time.perf_counter()
+        image = appimage(folder, args.appimage.resolve(), args.dist.resolve() / "KD_Studio-x86_64.AppImage")
+        size = image.stat().st_size
+        print(f"Packed {image} in {time.perf_counter() - start:.0f} s: {size / 1024**3:.2f} GiB.")
+        if size >= LIMIT:
+            too_big.append(image)
     if too_big:
         print("Files of 2 GiB or more: " + ", ".join(map(str, too_big)), file=sys.stderr)
         return 1
+    if args.measure:
+        times = time_to_window([str(program)])
+        print("Window shown after " + ", ".join(f"{t:.1f}" for t in times) + " s (folder).")
+        if image is not None:
+            times = time_to_window([str(image)])
+            print("Window shown after " + ", ".join(f"{t:.1f}" for t in times) + " s (AppImage).")
     return 0
 
 
