@@ -91,26 +91,18 @@ def decode_records(records: torch.Tensor, vocab_size: int, k: int
     low, high, id_bytes = _ef_layout(vocab_size, k)
     p = records.shape[0]
     dev = records.device
+    shifts = torch.arange(7, -1, -1, device=dev, dtype=torch.uint8)
     if low:
-        # Eight ids' low parts fill exactly `low` bytes, so id j of every group of eight
-        # starts at the same byte and bit: read it for all groups with one strided slice
-        # per byte. A low part lies within 4 bytes (low <= 25 for any real vocabulary);
-        # bytes read past it are shifted away, and padding covers the last group.
-        groups = (k + 7) // 8
-        src = records if k % 8 == 0 else F.pad(records, (0, low + 4))
-        parts = []
-        for j in range(8):
-            first, shift = divmod(j * low, 8)
-            word = torch.zeros((p, groups), dtype=torch.long, device=dev)
-            for i in range(4):
-                word = (word << 8) | src[:, first + i:first + i + groups * low:low].long()
-            parts.append((word >> (32 - low - shift)) & ((1 << low) - 1))
-        lows = torch.stack(parts, dim=-1).reshape(p, groups * 8)[:, :k]
+        # The k low parts are the first k * low bits, most significant bit first: unpack
+        # them all at once and weigh each id's `low` bits by their powers of two.
+        nbytes = (k * low + 7) // 8
+        bits = ((records[:, :nbytes].unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, :k * low]
+        weights = 1 << torch.arange(low - 1, -1, -1, device=dev, dtype=torch.int32)
+        lows = (bits.reshape(p, k, low).to(torch.int32) * weights).sum(-1).long()
     else:
         lows = torch.zeros((p, k), dtype=torch.long, device=dev)
     start = k * low
     hb = records[:, start // 8:id_bytes]
-    shifts = torch.arange(7, -1, -1, device=dev, dtype=torch.uint8)
     bits = ((hb.unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, start % 8:start % 8 + high]
     ones = torch.nonzero(bits)
     if ones.shape[0] != p * k:
