@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,38 @@ def _log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Ten
     if weight == 0.0:
         return logq
     return torch.logsumexp(torch.stack([logp + math.log(weight), logq + math.log1p(-weight)]), dim=0)
+
+
+class _StudentBuckets(torch.autograd.Function):
+    """(N, V) logits z and (N, k) distinct ids -> (N, k + 1) log-probs of the k ids and of
+    everything else (log_softmax(z) collapsed to k + 1 buckets), with a hand-written
+    backward: one softmax over the vocabulary instead of autograd's path through two
+    log-sum-exps and a scatter (about twice as fast on a CPU)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        lse = torch.logsumexp(z, dim=-1, keepdim=True)
+        top = z.gather(-1, ids) - lse
+        # The filler is finite so that a full top-k (k = V) gives a finite, negligible tail.
+        tail_lse = torch.logsumexp(z.scatter(-1, ids, torch.finfo(z.dtype).min), dim=-1,
+                                   keepdim=True)
+        ctx.save_for_backward(z, ids, lse, tail_lse)
+        return torch.cat([top, tail_lse - lse], dim=-1)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z, ids, lse, tail_lse = ctx.saved_tensors
+        g_top, g_tail = g[:, :-1], g[:, -1:]
+        # d top_j / dz = onehot(id_j) - p; d tail / dz = 1[tail] * q - p, with p the softmax
+        # over the vocabulary and q the softmax within the tail.
+        grad = torch.exp(z - lse).mul_(-g.sum(-1, keepdim=True))
+        if ids.shape[-1] < z.shape[-1]:
+            q = torch.exp(z - tail_lse)
+            grad.add_(q.mul_(g_tail))
+            grad.scatter_add_(-1, ids, g_top - q.gather(-1, ids))
+        else:  # no tail
+            grad.scatter_add_(-1, ids, g_top)
+        return grad, None
 
 
 def sparse_logit_loss(
@@ -133,11 +166,7 @@ def sparse_logit_loss(
 
     # Student: exact tempered log-probs at the ids, and its exact remaining mass. The
     # filler is finite so that a full top-k (k = V) gives no NaN in the gradient.
-    z = s / temperature
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)
-    s_top = z.gather(-1, ids) - lse
-    s_tail = torch.logsumexp(z.scatter(-1, ids, torch.finfo(dt).min), dim=-1, keepdim=True) - lse
-    logp_s = torch.cat([s_top, s_tail], dim=-1)
+    logp_s = _StudentBuckets.apply(s / temperature, ids)
 
     # Teacher: tempered top-k plus the tempered tail estimate, renormalised.
     min_lp = t_lp.min(dim=-1).values if k else torch.zeros_like(t_tail)
