@@ -14,8 +14,9 @@ dist/ and build/ are not part of the repository.
 On Linux, `--appimage RUNTIME` also packs the folder into dist/KD_Studio-x86_64.AppImage: RUNTIME
 is an AppImage type-2 runtime (the type2-runtime project's runtime-x86_64, or one built with
 packaging/build_appimage_runtime.sh), and mksquashfs (squashfs-tools) must be on PATH.
-`--measure` starts `kdstudio --demo` (offscreen, a fresh HOME, no Python on PATH) and reports the
-seconds until its window is shown; `--no-build` packs or measures a folder built before.
+`--measure` starts `kdstudio --demo` (offscreen, a fresh HOME, no virtual environment or
+PYTHONPATH) and reports the seconds until its window is shown; `--no-build` packs or measures a
+folder built before.
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ def time_to_window(command: list[str], runs: int = 3, settle: float = 5.0,
                    limit: float = 120.0) -> list[float]:
     """Seconds from starting `command --demo` until its window is shown, for each run.
 
-    Each run is bare, as on a machine without Python: a fresh HOME, PATH of the system's own
-    folders only, no PYTHONPATH or virtual environment, Qt's offscreen platform. The app writes
+    Each run is bare, as on a machine without KD Studio's Python: a fresh HOME, PATH of the
+    system's own folders only, no PYTHONPATH or virtual environment, Qt's offscreen platform. The app writes
     the moment (KDSTUDIO_SHOWN_FILE) and must still be running `settle` seconds later."""
     times = []
     for _ in range(runs):

@@ -5,8 +5,8 @@ Build first (packaging/build_frozen.py, minutes), then name what to test:
     KDSTUDIO_FROZEN=dist/kdstudio KDSTUDIO_APPIMAGE=dist/KD_Studio-x86_64.AppImage \\
         python -m pytest tests/core/test_frozen.py
 
-Each program runs bare, as on a machine without Python: a fresh HOME, the system's own PATH,
-no PYTHONPATH or virtual environment, Qt's offscreen platform.
+Each program runs bare, as on a machine without KD Studio's Python: a fresh HOME, the system's
+own PATH, no PYTHONPATH or virtual environment, Qt's offscreen platform.
 """
 
 from __future__ import annotations
