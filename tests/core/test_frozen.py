@@ -1,4 +1,5 @@
-"""The frozen app, tested only when asked: the default run builds nothing and skips these.
+"""The frozen app, tested only when asked: the default run builds nothing and does not collect
+these (tests/conftest.py).
 
 Build first (packaging/build_frozen.py, minutes), then name what to test:
 
