@@ -78,6 +78,7 @@ def main() -> None:
     from kdstudio.core.distiller import Distiller
     from kdstudio.core.loop import Optimizer, make_optimizer, optimizer_step
     from kdstudio.core.objective import Batch
+    from kdstudio.core.setup import enable_checkpointing
     from kdstudio.core.teacher_cache import TeacherCache, TeacherCacheWriter
 
     if args.smoke:
@@ -98,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     teacher = build(t_shape, vocab, args.seq, device, dtype).eval().requires_grad_(False)
     student = build(s_shape, vocab, args.seq, device, torch.float32)  # fp32 master weights
-    student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(student)
     student.train()
     n_t = sum(p.numel() for p in teacher.parameters())
     n_s = sum(p.numel() for p in student.parameters())

@@ -151,8 +151,7 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
             emit(Log(f"training.gradient_checkpointing is on, but {type(student).__name__} "
                      "does not support it; the student keeps its activations.", "warning"))
         else:
-            student.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(student)
             emit(Log("Gradient checkpointing: the student's activations are recomputed in the "
                      "backward pass (less memory, about a third more compute)."))
     # The plain-training baseline starts from the very weights the distilled student starts from.
@@ -319,6 +318,16 @@ def _check_int8(task: Task, device: torch.device) -> None:
         raise ConfigError(f"teacher.dtype 'int8' is for teachers used as they are, but a "
                           f"{task.name} teacher may be fine-tuned first, which 8-bit weights "
                           "cannot be.", hint="Use 'bfloat16' for this task.")
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Recompute the model's activations in the backward pass (transformers 5 names it
+    activation checkpointing; earlier versions, gradient checkpointing)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def check_stop(stop: Any) -> None:

@@ -269,3 +269,19 @@ def test_k_is_chosen_by_how_much_of_the_teachers_probability_it_keeps(tiny):
     # A higher temperature flattens it again, and needs a larger k.
     k_hot, _ = choose_k(model, task, make, n, vocab, 8.0, batch_size=4, autocast=contextlib.nullcontext)
     assert k_hot > 64
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_changes_memory_not_the_numbers(tiny):
+    runs = []
+    for on in (False, True):
+        rec = Recorder()
+        cfg = lm_config(tiny, "never", training={"max_steps": 2, "eval_every": 0,
+                                                 "gradient_checkpointing": on})
+        run_training(cfg, rec)
+        runs.append(rec)
+    assert not any("Gradient checkpointing" in m for m in logs(runs[0]))
+    assert any("Gradient checkpointing: the student's activations are recomputed" in m
+               for m in logs(runs[1]))
+    for plain, ckpt in zip(*(r.of(ev.Step) for r in runs)):
+        assert ckpt.losses["total"] == pytest.approx(plain.losses["total"], rel=1e-5)
