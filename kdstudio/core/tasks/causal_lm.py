@@ -151,7 +151,15 @@ class _Stats:
 def _token_stats(ev: Any, model: Any, batch: dict, teacher: Any = None) -> _Stats:
     """Per-position NLL (and agreement and KL with the teacher) at the kept next-token
     positions, chunk by chunk over the head: a batch's full-vocabulary logits never exist
-    when the heads are plain linear maps (else the logits of this batch are made once)."""
+    when the heads are plain linear maps (else the logits of this batch are made once).
+    A measurement: no autograd graph is kept, whoever calls it."""
+    import torch
+
+    with torch.no_grad():
+        return _measure(ev, model, batch, teacher)
+
+
+def _measure(ev: Any, model: Any, batch: dict, teacher: Any) -> _Stats:
     import torch
 
     from kdstudio.core.chunked import chunked_token_logprobs
