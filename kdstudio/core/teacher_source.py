@@ -2,8 +2,9 @@
 pass that writes the cache.
 
 ``plan_teacher`` decides from the config alone (the Train page, ``kdstudio config --check``
-and the run's first log line all show its words); ``open_for_run`` then finds or writes the
-cache once the data is tokenized and the teacher loaded. A run records what it used in its
+and the run's log all show its words); once the data is tokenized and the teacher loaded,
+the run's setup (setup._teacher_targets) decides again knowing whether the cache exists,
+picks k (``choose_k``) and finds the cache or writes it (``write_cache``). A run records what it used in its
 summary (``teacher_targets``), so a resumed run keeps reading the same answers even if a
 cache appeared or vanished meanwhile.
 """
