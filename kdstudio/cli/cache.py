@@ -25,20 +25,13 @@ def add_cache_parser(sub: Any) -> None:
     c.add_argument("--all", action="store_true", help="delete: every cache")
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     from rich.markup import escape
     from rich.table import Table
 
     from kdstudio.core.errors import KDStudioError
     from kdstudio.core.teacher_cache import cache_root, delete_cache, list_caches
+    from kdstudio.core.teacher_source import size_text
 
     caches = list_caches()
     if args.action == "list":
@@ -57,10 +50,10 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         for c in caches:
             used = ", ".join(c.used_by) if c.used_by else "no run yet"
             table.add_row(c.key[:12], escape(c.teacher), str(c.k), f"{c.tokens:,}",
-                          _size(c.size_bytes), f"{c.bytes_per_token:.0f}", c.created[:16],
+                          size_text(c.size_bytes), f"{c.bytes_per_token:.0f}", c.created[:16],
                           escape(used))
         console.print(table)
-        console.print(f"{len(caches)} cache(s), {_size(sum(c.size_bytes for c in caches))} in all.")
+        console.print(f"{len(caches)} cache(s), {size_text(sum(c.size_bytes for c in caches))} in all.")
         return 0
 
     if args.all:
@@ -84,7 +77,7 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     for c in chosen:
         delete_cache(c.path)
         freed += c.size_bytes
-        console.print(f"Deleted teacher cache {c.key[:12]} ({escape(c.teacher)}, {_size(c.size_bytes)}).")
-    console.print(f"{len(chosen)} cache(s) deleted, {_size(freed)} freed. Runs that used them "
+        console.print(f"Deleted teacher cache {c.key[:12]} ({escape(c.teacher)}, {size_text(c.size_bytes)}).")
+    console.print(f"{len(chosen)} cache(s) deleted, {size_text(freed)} freed. Runs that used them "
                   "keep their results; a resumed or new run writes the cache again if it needs it.")
     return 0

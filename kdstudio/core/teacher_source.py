@@ -222,6 +222,16 @@ def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: 
     return k, float(top[k - 1])
 
 
+def size_text(n: float) -> str:
+    """Bytes on disk in words: "812 B", "4.0 MB", "1.4 GB" (decimal units, as file
+    managers show them)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 def cache_summary(cache: Any) -> str:
     """"12,345 positions, 2.1 MB (178 bytes per position), key 1a2b3c4d5e6f"."""
     m = cache.manifest

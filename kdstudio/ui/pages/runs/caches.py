@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.core.teacher_source import size_text
 from kdstudio.ui.dialogs import show_error
 
 COLUMNS = [("Teacher", "The teacher whose answers are stored."),
@@ -34,14 +35,6 @@ COLUMNS = [("Teacher", "The teacher whose answers are stored."),
            ("Bytes / position", "Disk space per stored position."),
            ("Created", "When the teacher pass wrote it."),
            ("Used by", "The runs that read it instead of running the teacher.")]
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 class TeacherCachesDialog(QDialog):
