@@ -116,6 +116,31 @@ def key_parts(cfg: Any, teacher_source: str, teacher_tok: Any, rows: list, dtype
             "k": int(k), "dtype": str(dtype)}
 
 
+def _next_token_mask(labels: Any) -> Any:
+    """(B, L) bool: the positions whose next token is a label (the logit losses' positions)."""
+    import torch
+
+    mask = torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    mask[:, :-1] = labels[:, 1:] != -100
+    return mask
+
+
+def _logits_at(feats: dict, pos: Any, vocab_size: int) -> Any:
+    """The teacher's logits (n, vocab_size) at positions pos (n, 2) of (row, position): its
+    last hidden state through its head (features made with head_only), or rows of the
+    logits when the head is more than a linear map."""
+    import torch
+
+    rows, cols = pos[:, 0], pos[:, 1]
+    if feats.get("last_hidden") is None:
+        return feats["logits"][rows, cols, :vocab_size]
+    head = feats["head"]
+    bias = head.bias[:vocab_size] if head.bias is not None else None
+    with torch.no_grad():
+        return torch.nn.functional.linear(feats["last_hidden"][rows, cols],
+                                          head.weight[:vocab_size], bias)
+
+
 def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any, task: Any,
                 vocab_size: int, *, batch_size: int, autocast: Any, emit: Any, stop: Any) -> Path:
     """One teacher pass over every training row; returns the published cache folder.
@@ -144,37 +169,24 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
             batch = make_batch(idx)
             labels = batch.student["labels"]
             b, length = labels.shape
-            mask = torch.zeros((b, length), dtype=torch.bool, device=labels.device)
-            mask[:, :-1] = labels[:, 1:] != -100
+            mask = _next_token_mask(labels)
             with torch.no_grad(), autocast():
                 feats = task.forward_features(teacher, batch.teacher, head_only=True)
             ids = torch.zeros((b, length, k), dtype=torch.long, device=labels.device)
             lps = torch.zeros((b, length, k), dtype=torch.float32, device=labels.device)
             tail = torch.zeros((b, length), dtype=torch.float32, device=labels.device)
             half = torch.zeros((b, length), dtype=torch.float32, device=labels.device)
-            if feats.get("last_hidden") is not None:
-                head = feats["head"]
-                weight = head.weight[:vocab_size]
-                bias = head.bias[:vocab_size] if head.bias is not None else None
-                hidden = feats["last_hidden"]
-                step = auto_chunk_size(vocab_size, weight.shape[1], device=hidden.device)
-                where = mask.nonzero()
-                for i in range(0, where.shape[0], step):
-                    pos = where[i:i + step]
-                    with torch.no_grad():
-                        logits = torch.nn.functional.linear(hidden[pos[:, 0], pos[:, 1]],
-                                                            weight, bias)
-                    t_ids, t_lp, t_tail, t_half = topk_targets(logits, k)
-                    ids[pos[:, 0], pos[:, 1]] = t_ids
-                    lps[pos[:, 0], pos[:, 1]] = t_lp
-                    tail[pos[:, 0], pos[:, 1]] = t_tail
-                    half[pos[:, 0], pos[:, 1]] = t_half
-            else:  # a head that is not a plain linear map: the batch's logits, row by row
-                logits = feats["logits"][..., :vocab_size]
-                for r in range(b):
-                    sel = mask[r]
-                    t_ids, t_lp, t_tail, t_half = topk_targets(logits[r][sel], k)
-                    ids[r][sel], lps[r][sel], tail[r][sel], half[r][sel] = t_ids, t_lp, t_tail, t_half
+            hidden = feats.get("last_hidden")
+            width = hidden.shape[-1] if hidden is not None else 0
+            step = auto_chunk_size(vocab_size, width, device=labels.device)
+            where = mask.nonzero()
+            for i in range(0, where.shape[0], step):
+                pos = where[i:i + step]
+                t_ids, t_lp, t_tail, t_half = topk_targets(_logits_at(feats, pos, vocab_size), k)
+                ids[pos[:, 0], pos[:, 1]] = t_ids
+                lps[pos[:, 0], pos[:, 1]] = t_lp
+                tail[pos[:, 0], pos[:, 1]] = t_tail
+                half[pos[:, 0], pos[:, 1]] = t_half
             writer.add(idx, mask, top_ids=ids, top_logprobs=lps, tail_logmass=tail,
                        tail_log_half=half)
             emit(Progress("teacher cache", min(n, start + batch_size), n, "rows"))
@@ -198,19 +210,10 @@ def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: 
     import torch
 
     batch = make_batch(list(range(min(n_rows, max(1, batch_size)))))
-    labels = batch.student["labels"]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != -100
+    keep = _next_token_mask(batch.student["labels"])
     with torch.no_grad(), autocast():
         feats = task.forward_features(teacher, batch.teacher, head_only=True)
-        if feats.get("last_hidden") is not None:
-            head = feats["head"]
-            rows = feats["last_hidden"][keep][:positions]
-            logits = torch.nn.functional.linear(
-                rows, head.weight[:vocab_size],
-                head.bias[:vocab_size] if head.bias is not None else None)
-        else:
-            logits = feats["logits"][..., :vocab_size][keep][:positions]
+        logits = _logits_at(feats, keep.nonzero()[:positions], vocab_size)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     top = probs.topk(min(K_LADDER[-1], vocab_size), dim=-1).values.cumsum(-1).mean(0)
     for k in K_LADDER:
