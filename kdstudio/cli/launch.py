@@ -32,7 +32,8 @@ __all__ = ["failure_reason", "free_port", "recorded_errors", "run_launch", "star
 @contextlib.contextmanager
 def recorded_errors() -> Iterator[None]:
     """In a launched process: an error is written where torch's launcher reads it
-    (TORCHELASTIC_ERROR_FILE), so its report, and ours, can say why this process ended."""
+    (TORCHELASTIC_ERROR_FILE), so its report, and ours, can say why this process ended; and
+    however it ends, the process leaves its process group before it exits."""
     from kdstudio.core.errors import KDStudioError
 
     try:
@@ -48,6 +49,10 @@ def recorded_errors() -> Iterator[None]:
             except Exception:  # noqa: BLE001 - the report is a courtesy; the error still stands
                 pass
         raise
+    finally:
+        from kdstudio.core.distributed import end
+
+        end()
 
 
 def run_launch(command: list[str], processes: int, console: Any, *, fsdp: bool = False) -> int:

@@ -361,6 +361,20 @@ def start(device: torch.device) -> ProcessGroup:
     return ProcessGroup(acc)
 
 
+def end() -> None:
+    """Leave the process group, if this process joined one; call it before the process exits.
+
+    Left to the interpreter's exit, gloo's worker threads can still hold finished work whose
+    tensors point back into Python while the interpreter is torn down, and the process then
+    dies with SIGABRT after its run has finished (rarely, and more often on a busy machine).
+    Leaving is local (no collective), so a process that is done may leave while another
+    still measures alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _fsdp_on_cpu(acc: Any) -> None:
     """Accelerate switches its FSDP plugin on only for GPU-like devices: asked for FSDP on a
     CPU, it quietly runs DDP. torch's FSDP2 (fully_shard) runs over gloo too, so here the

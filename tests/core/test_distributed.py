@@ -8,6 +8,7 @@ number), and each is bounded by a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -531,3 +532,26 @@ def test_each_process_draws_its_own_dropout_stream():
     assert not torch.equal(draws(1), alone) and not torch.equal(draws(1), draws(2))
     assert torch.equal(draws(1), draws(1)) and not torch.equal(draws(1, 3), draws(1))
     distributed.seed_process(distributed.SINGLE, 5, 0)  # one process: nothing changes
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_launched_process_leaves_its_group_however_it_ends(tmp_path, fails):
+    """A process of a launch leaves its process group before it exits, after a run or after an
+    error: left to the interpreter's exit, gloo's threads can abort a finished process."""
+    import torch.distributed as dist
+
+    from kdstudio.cli.launch import recorded_errors
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        assert dist.is_initialized()
+        with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
+            with recorded_errors():
+                dist.all_reduce(torch.ones(2))
+                if fails:
+                    raise RuntimeError("boom")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
