@@ -487,9 +487,9 @@ class SharedStop:
 class SetupStop:
     """The stop a multi-process run's setup sees (RunContext.stop).
 
-    ``is_set()`` is this process's own stop alone, no collective: the main process alone
-    polls it inside its own long passes (the teacher cache, a download), which the others do
-    not share. ``agree()`` is SharedStop's check, every process together: setup.check_stop
+    ``is_set()`` is this process's own stop alone (its Ctrl-C; on the main process the stop
+    file too), no collective: the main process alone polls it inside its own long passes (the
+    teacher cache, a download), which the others do not share. ``agree()`` is SharedStop's check, every process together: setup.check_stop
     calls it at the points every process passes (after the data, after the teacher, before
     the first step), so a stop file written during setup stops them all there.
     """
@@ -498,7 +498,7 @@ class SetupStop:
         self.shared = shared
 
     def is_set(self) -> bool:
-        return self.shared._stopped or self.shared.local.is_set()
+        return self.shared._stopped or self.shared.local_stop()
 
     def agree(self) -> bool:
         return self.shared.is_set()

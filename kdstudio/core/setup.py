@@ -77,8 +77,17 @@ class Setup:
     pinned: PinnedInputs
     generations: tuple[list[str], list[str]] | None
     initial_state: dict | None
-    teacher_plan: Any = None     # teacher_cache.use.TeacherPlan: live or cache, and why
+    teacher_plan: Any = None     # teacher_source.TeacherPlan: live or cache, and why
     cache: Any = None            # the TeacherCache the run reads, if any
+
+    def targets_record(self) -> dict[str, Any]:
+        """What the run's loss reads the teacher's answers from (summary.json's
+        teacher_targets), kept so that a resume does the same."""
+        plan = self.teacher_plan
+        out: dict[str, Any] = {"mode": plan.mode, "why": plan.line}
+        if self.cache is not None:
+            out.update(key=self.cache.key, k=self.cache.k)
+        return out
 
 
 def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
@@ -255,8 +264,11 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     if plan.mode != use.CACHE:
         ctx.emit(Log(plan.line))
         return plan, None
-    if cache is None and group is not None and group.multi and not group.is_main:
-        group.barrier()  # the main process writes it
+    multi = group is not None and group.multi
+    if cache is None and multi and not group.is_main:
+        # The main process writes it, then says whether it finished or was stopped.
+        if group.broadcast(None) == "stopped":
+            raise StoppedError("Stopped while the teacher cache was being written.")
         cache = find_cache(parts)
         if cache is None:
             from kdstudio.core.errors import RunError
@@ -267,13 +279,18 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     elif cache is None:
         ctx.emit(Stage("teacher cache", f"one teacher pass writes its top-{k} answers for "
                                         f"{n_train} training rows"))
-        path = use.write_cache(parts, rows, make_batch, tmodel, task, vocab,
-                               batch_size=max(1, cfg.training.batch_size), autocast=ctx.autocast,
-                               emit=ctx.emit, stop=ctx.stop)
+        try:
+            path = use.write_cache(parts, rows, make_batch, tmodel, task, vocab,
+                                   batch_size=max(1, cfg.training.batch_size),
+                                   autocast=ctx.autocast, emit=ctx.emit, stop=ctx.stop)
+        except StoppedError:
+            if multi:  # the other processes wait for the cache: they stop too
+                group.broadcast("stopped")
+            raise
         cache = TeacherCache(path)
         ctx.emit(Log(f"Teacher cache written: {use.cache_summary(cache)}."))
-        if group is not None and group.multi:
-            group.barrier()
+        if multi:
+            group.broadcast("written")
     else:
         ctx.emit(Log(f"Teacher cache found: {use.cache_summary(cache)}."))
     ctx.emit(Log(plan.line))

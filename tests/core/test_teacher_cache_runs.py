@@ -285,3 +285,56 @@ def test_gradient_checkpointing_changes_memory_not_the_numbers(tiny):
                for m in logs(runs[1]))
     for plain, ckpt in zip(*(r.of(ev.Step) for r in runs)):
         assert ckpt.losses["total"] == pytest.approx(plain.losses["total"], rel=1e-5)
+
+
+class _GroupOf2:
+    """One process of a 2-process group, without the others: the main process's broadcasts
+    are kept, a follower's answers are scripted; the other collectives are its own."""
+
+    multi, world_size, fsdp = True, 2, False
+
+    def __init__(self, rank, answers=()):
+        self.rank, self.is_main = rank, rank == 0
+        self.said, self.answers = [], list(answers)
+
+    def broadcast(self, obj):
+        if self.is_main:
+            self.said.append(obj)
+            return obj
+        return self.answers.pop(0)
+
+    def barrier(self):
+        pass
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_stop_while_the_main_process_writes_the_cache_stops_every_process(tiny, rank):
+    """Several processes: the main one writes the cache while the others wait for it. A stop
+    during the pass (Ctrl-C or the launch's stop file, which the main process polls in the
+    pass) tells the waiting processes so; they stop too instead of waiting for a cache that
+    never comes. Nothing is written."""
+    import torch
+
+    from kdstudio.core.device import autocast_for
+    from kdstudio.core.errors import StoppedError
+    from kdstudio.core.setup import RunContext, setup_run
+
+    stop = threading.Event()
+    rec = Recorder()
+
+    def on_event(e):
+        rec(e)
+        if isinstance(e, ev.Progress) and e.stage == "teacher cache":
+            stop.set()
+    # A follower hears: no cache on disk yet; then, after the main process's pass: stopped.
+    group = _GroupOf2(rank, answers=[False, "stopped"])
+    cpu = torch.device("cpu")
+    ctx = RunContext(cpu, "fp32", autocast_for(cpu, "fp32"), on_event, stop, group)
+    with pytest.raises(StoppedError, match="teacher cache"):
+        setup_run(lm_config(tiny, "always"), ctx, None)
+    passes = [s for s in rec.of(ev.Stage) if s.name == "teacher cache"]
+    if rank == 0:
+        assert group.said == [False, "stopped"] and len(passes) == 1
+    else:
+        assert group.answers == [] and passes == []
+    assert list_caches() == []
