@@ -70,16 +70,26 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def resolve_precision(name: str, device: torch.device, *, sharded: bool = False) -> str:
+    """The run's precision on ``device``. ``sharded``: the student is sharded with FSDP, whose
+    gradients each process holds only a shard of; fp16's grad scaler would then decide on its
+    own shard whether to skip a step, and the processes would drift apart, so fp16 is not
+    used there ('auto' on a GPU without bf16 gives fp32)."""
     import torch
 
     if name == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if torch.cuda.is_bf16_supported() else ("fp32" if sharded else "fp16")
         return "fp32"
     if name == "fp16" and device.type == "cpu":
         raise ConfigError("training.precision is 'fp16', which the CPU does not run.",
                           hint="Use 'fp32' or 'bf16' on the CPU.")
+    if name == "fp16" and sharded:
+        raise ConfigError("training.precision is 'fp16', which a student sharded with FSDP does "
+                          "not run here (each process would decide alone whether to skip a step "
+                          "on an overflow).",
+                          hint="Use 'bf16' (GPUs since NVIDIA Ampere) or 'fp32', or run without "
+                               "--fsdp (DDP keeps fp16).")
     return name
 
 

@@ -232,7 +232,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
             emit(Log(share.note, "warning" if "cannot" in share.note else "info"))
         emit(Log(share.line()))
     main = group.is_main
-    precision = resolve_precision(tc.precision, device)
+    precision = resolve_precision(tc.precision, device, sharded=group.fsdp)
     # Several processes: the stop (and pause) every process agrees on, already during setup.
     shared = (distributed.SharedStop(group, stop, runs.run.path if runs.run is not None else None)
               if group.multi else None)
@@ -296,7 +296,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                        teacher_params=t_params, student_params=s_params, kept_layers=su.kept,
                        total_steps=total_steps, headline_metric=su.headline,
                        label_names=su.data.label_names, teacher_source=t_source,
-                       teacher_targets=_targets_record(su),
+                       teacher_targets=su.targets_record(),
                        **({"distributed": share.record()} if share is not None else {}))
     if su.cache is not None:
         from kdstudio.core.teacher_cache.store import record_use
@@ -461,15 +461,6 @@ def _out_of_memory(cfg: RunConfig, run: Run, distiller: Distiller, opt: Optimize
     where = "the GPU" if device.type == "cuda" else str(device)
     tips = "; or ".join(advice[:3]) if advice else "choose a smaller teacher or student"
     return OutOfMemory(f"{where} ran out of memory at step {done + 1}. To fit, {tips}.{kept}")
-
-
-def _targets_record(su: Setup) -> dict[str, Any]:
-    """What the run's loss read the teacher's answers from, kept so a resume does the same."""
-    plan = su.teacher_plan
-    out: dict[str, Any] = {"mode": plan.mode, "why": plan.line}
-    if su.cache is not None:
-        out.update(key=su.cache.key, k=su.cache.k)
-    return out
 
 
 def _baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,

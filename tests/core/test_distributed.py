@@ -555,3 +555,42 @@ def test_a_launched_process_leaves_its_group_however_it_ends(tmp_path, fails):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_the_setup_stop_of_the_main_process_sees_the_stop_file(tmp_path, monkeypatch, rank):
+    """Inside the main process's own long passes (the teacher cache) the launch's stop file
+    counts, without a collective; another process reads only its own Ctrl-C there."""
+    import threading
+    from types import SimpleNamespace
+
+    stop_file = tmp_path / "stop"
+    monkeypatch.setenv(distributed.ENV_STOP_FILE, str(stop_file))
+    group = SimpleNamespace(is_main=rank == 0)
+    local = threading.Event()
+    setup = distributed.SetupStop(distributed.SharedStop(group, local))
+    assert not setup.is_set()
+    stop_file.touch()
+    assert setup.is_set() == (rank == 0)
+    local.set()
+    assert setup.is_set()
+
+
+def test_a_sharded_student_is_not_trained_in_fp16(monkeypatch):
+    """FSDP holds a shard of each gradient per process, and fp16's grad scaler would skip a step
+    on one process and not another: fp16 is refused with FSDP, and 'auto' on a GPU without
+    bf16 picks fp32 there; DDP keeps fp16."""
+    from kdstudio.core.device import resolve_precision
+    from kdstudio.core.errors import ConfigError
+
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", gpu) == "fp16"
+    assert resolve_precision("auto", gpu, sharded=True) == "fp32"
+    assert resolve_precision("fp16", gpu) == "fp16"
+    with pytest.raises(ConfigError, match="fp16.*FSDP") as err:
+        resolve_precision("fp16", gpu, sharded=True)
+    assert "bf16" in err.value.hint and "--fsdp" in err.value.hint
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", gpu, sharded=True) == "bf16"
+    assert not distributed.SINGLE.fsdp
