@@ -10,6 +10,7 @@ a zero that is still connected to the inputs, so ``backward()`` works.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +91,7 @@ def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return F.kl_div(logq, logp, reduction="none", log_target=True).sum(dim=-1)
 
 
-def _log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Tensor:
+def log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Tensor:
     """log(weight * p + (1 - weight) * q), computed in log space: (..., V) -> (..., V)."""
     # The endpoints are exact and avoid log(0).
     if weight == 1.0:
@@ -100,6 +101,30 @@ def _log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Ten
     return torch.logsumexp(
         torch.stack([logp + math.log(weight), logq + math.log1p(-weight)]), dim=0
     )
+
+
+def divergence(logp_s: torch.Tensor, logp_t: torch.Tensor, loss: str, *, beta: float,
+               alpha: float, kl: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _kl,
+               ) -> torch.Tensor:
+    """The divergence named ``loss`` between student and teacher log-probabilities, per
+    position: (..., V) -> (...). ``kl`` is KL(p || q) over the last dim (the cached loss
+    passes its own, over its k + 1 buckets). Names, beta and alpha as in
+    logit_distillation_loss."""
+    if loss == "forward_kl":
+        return kl(logp_t, logp_s)
+    if loss == "reverse_kl":
+        return kl(logp_s, logp_t)
+    if loss == "jsd":
+        # The endpoints are a deliberate jump (as in TRL): the mixture limit would be 0.
+        if beta == 0.0:
+            return kl(logp_t, logp_s)
+        if beta == 1.0:
+            return kl(logp_s, logp_t)
+        log_m = log_mix(logp_t, logp_s, beta)
+        return beta * kl(logp_t, log_m) + (1.0 - beta) * kl(logp_s, log_m)
+    if loss == "skew_kl":
+        return kl(logp_t, log_mix(logp_t, logp_s, alpha))
+    return kl(logp_s, log_mix(logp_s, logp_t, alpha))  # skew_reverse_kl
 
 
 def logit_distillation_loss(
@@ -145,24 +170,7 @@ def logit_distillation_loss(
     logp_s = F.log_softmax(s_logits / temperature, dim=-1)
     logp_t = F.log_softmax(t_logits / temperature, dim=-1)
 
-    if loss == "forward_kl":
-        per_position = _kl(logp_t, logp_s)
-    elif loss == "reverse_kl":
-        per_position = _kl(logp_s, logp_t)
-    elif loss == "jsd":
-        # The endpoints are a deliberate jump (as in TRL): the mixture limit would be 0.
-        if beta == 0.0:
-            per_position = _kl(logp_t, logp_s)
-        elif beta == 1.0:
-            per_position = _kl(logp_s, logp_t)
-        else:
-            log_m = _log_mix(logp_t, logp_s, beta)
-            per_position = beta * _kl(logp_t, log_m) + (1.0 - beta) * _kl(logp_s, log_m)
-    elif loss == "skew_kl":
-        per_position = _kl(logp_t, _log_mix(logp_t, logp_s, alpha))
-    else:  # skew_reverse_kl
-        per_position = _kl(logp_s, _log_mix(logp_s, logp_t, alpha))
-
+    per_position = divergence(logp_s, logp_t, loss, beta=beta, alpha=alpha)
     # T**2 keeps gradient magnitudes comparable across temperatures (Hinton et al.).
     return _mean(per_position) * (temperature**2)
 

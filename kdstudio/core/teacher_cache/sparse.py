@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdstudio.core.losses import divergence
 from kdstudio.core.teacher_cache.keys import SPARSE_LOSSES
 
 # ---------------------------------------------------------------- the sparse loss
@@ -53,14 +54,6 @@ def _kl_buckets(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     p = logp.exp()
     diff = torch.where(p > 0, logp - logq, torch.zeros_like(logp))
     return (p * diff).sum(dim=-1)
-
-
-def _log_mix(logp: torch.Tensor, logq: torch.Tensor, weight: float) -> torch.Tensor:
-    if weight == 1.0:
-        return logp
-    if weight == 0.0:
-        return logq
-    return torch.logsumexp(torch.stack([logp + math.log(weight), logq + math.log1p(-weight)]), dim=0)
 
 
 class _StudentBuckets(torch.autograd.Function):
@@ -173,22 +166,7 @@ def sparse_logit_loss(
     t_tail_T = tail_temper(t_tail, half, min_lp, vocab - k, temperature)
     logp_t = F.log_softmax(torch.cat([t_lp / temperature, t_tail_T.unsqueeze(-1)], dim=-1), dim=-1)
 
-    if loss == "forward_kl":
-        per = _kl_buckets(logp_t, logp_s)
-    elif loss == "reverse_kl":
-        per = _kl_buckets(logp_s, logp_t)
-    elif loss == "jsd":
-        if beta == 0.0:
-            per = _kl_buckets(logp_t, logp_s)
-        elif beta == 1.0:
-            per = _kl_buckets(logp_s, logp_t)
-        else:
-            log_m = _log_mix(logp_t, logp_s, beta)
-            per = beta * _kl_buckets(logp_t, log_m) + (1.0 - beta) * _kl_buckets(logp_s, log_m)
-    elif loss == "skew_kl":
-        per = _kl_buckets(logp_t, _log_mix(logp_t, logp_s, alpha))
-    else:
-        per = _kl_buckets(logp_s, _log_mix(logp_s, logp_t, alpha))
+    per = divergence(logp_s, logp_t, loss, beta=beta, alpha=alpha, kl=_kl_buckets)
 
     total = per.sum()
     if reduction == "mean":
