@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kdstudio.core.chunked import auto_chunk_size, chunked_distillation_loss  # noqa: E402
+from kdstudio.core.chunk_size import auto_chunk_size  # noqa: E402
+from kdstudio.core.chunked import chunked_distillation_loss  # noqa: E402
 from kdstudio.core.losses import logit_distillation_loss  # noqa: E402
 
 VOCAB = 151_936

@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace, console: Any) -> int:
     if args.set:
         cfg = cfg.with_overrides(args.set)
     if args.processes > 1:
-        from kdstudio.core.distributed import batch_share
+        from kdstudio.core.dist_share import batch_share
 
         cfg.validate()
         console.print(batch_share(cfg.training.batch_size, cfg.training.grad_accum_steps,
@@ -271,11 +271,8 @@ def _show_generations(run_dir: Any, console: Any, n: int = 5) -> None:
 def cmd_config(args: argparse.Namespace, console: Any) -> int:
     from rich.markup import escape
 
-    from kdstudio.core.config import (
-        config_reference_markdown,
-        default_config,
-        load_config,
-    )
+    from kdstudio.core.config import default_config, load_config
+    from kdstudio.core.config_reference import config_reference_markdown
 
     if args.reference:
         print(config_reference_markdown(), end="")

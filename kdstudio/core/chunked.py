@@ -11,32 +11,25 @@ number of positions they averaged, so the total equals the unchunked loss.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .chunk_size import auto_chunk_size
 from .losses import cross_tokenizer_loss, hard_label_loss, logit_distillation_loss
 
 __all__ = [
     "ChunkedLoss",
-    "TokenStats",
-    "auto_chunk_size",
     "chunked_distillation_loss",
     "chunked_head_loss",
-    "chunked_token_logprobs",
     "cross_tokenizer_sum",
     "hard_label_sum",
     "logit_distillation_sum",
+    "loss_dtype",
+    "matmul_dtype",
 ]
-
-MIN_CHUNK, MAX_CHUNK, CHUNK_MULTIPLE = 64, 8192, 64
-# fp32 tensors of (chunk, vocab) alive at once: student logits, their grad, teacher logits,
-# and the log-softmax / divergence temporaries.
-_WORKING_COPIES = 6
-_SHARE_OF_FREE = 8  # use at most 1/8 of free memory: the model, optimizer and others need the rest
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -88,49 +81,6 @@ def cross_tokenizer_sum(student_logits: torch.Tensor, teacher_logits: torch.Tens
     return mean * student_logits.shape[0]
 
 
-# -- chunk size --------------------------------------------------------------------------------
-
-def _free_bytes(device: torch.device | str | None) -> int:
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        import psutil
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # psutil is optional; Linux says the same in /proc/meminfo
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def auto_chunk_size(vocab_size: int, hidden: int = 0, free_bytes: int | None = None,
-                    device: torch.device | str | None = None, *,
-                    override: int | None = None) -> int:
-    """Positions per chunk so that a chunk's working set stays under 1/8 of free memory.
-
-    The working set is ~6 fp32 (chunk, vocab_size) tensors plus the chunk's hidden rows.
-    free_bytes defaults to what the device has free now (CUDA's mem_get_info, else the
-    system's available RAM). Clamped to [64, 8192] and rounded down to a multiple of 64;
-    an explicit override (>= 1) is returned as it is.
-    """
-    if override is not None:
-        if int(override) < 1:
-            raise ValueError(f"chunk size must be >= 1, got {override}")
-        return int(override)
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-    free = _free_bytes(device) if free_bytes is None else int(free_bytes)
-    per_row = _WORKING_COPIES * vocab_size * 4 + 4 * max(int(hidden), 0) * 4
-    rows = free // _SHARE_OF_FREE // per_row
-    rows = rows // CHUNK_MULTIPLE * CHUNK_MULTIPLE
-    return int(min(max(rows, MIN_CHUNK), MAX_CHUNK))
-
-
 # -- the chunked head + loss -------------------------------------------------------------------
 
 def _autocast_dtype(dev: str) -> torch.dtype | None:
@@ -143,7 +93,7 @@ def _autocast_dtype(dev: str) -> torch.dtype | None:
         return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
-def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+def matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     """The dtype the head's matmul would run in, autocast included."""
     both = (hidden.dtype, weight.dtype)
     cast = _autocast_dtype(hidden.device.type)
@@ -152,7 +102,7 @@ def _matmul_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(*both)
 
 
-def _loss_dtype(dtype: torch.dtype) -> torch.dtype:
+def loss_dtype(dtype: torch.dtype) -> torch.dtype:
     # Softmax and sums in half precision lose too much; float64 stays float64.
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
@@ -163,7 +113,7 @@ def _run_chunks(hidden, weight, bias, chunk_loss, names, scales, chunk_size, nee
     need: which of (hidden, weight, bias) want a gradient; the grads for the others are None.
     """
     n_rows = hidden.shape[0]
-    mm = _matmul_dtype(hidden, weight)
+    mm = matmul_dtype(hidden, weight)
     acc = torch.float64 if mm == torch.float64 else torch.float32
     dev = hidden.device.type
     # One cast of the head for all chunks (a no-op when the dtypes already agree).
@@ -182,7 +132,7 @@ def _run_chunks(hidden, weight, bias, chunk_loss, names, scales, chunk_size, nee
         h = hidden[rows].detach().to(mm)
         # Our own matmuls run in `mm` exactly; the callback keeps the caller's autocast.
         with torch.autocast(dev, enabled=False):
-            z = F.linear(h, w, b).to(_loss_dtype(mm))
+            z = F.linear(h, w, b).to(loss_dtype(mm))
         with torch.set_grad_enabled(any_grad):
             z.requires_grad_(any_grad)
             parts = chunk_loss(z, rows)
@@ -233,7 +183,7 @@ class _ChunkedHead(torch.autograd.Function):
                                               chunk_size, need)
         ctx.save_for_backward(gh, gw, gb)
         ctx.mark_non_differentiable(sums)
-        return total.to(_loss_dtype(_matmul_dtype(hidden, weight))), sums
+        return total.to(loss_dtype(matmul_dtype(hidden, weight))), sums
 
     @staticmethod
     def backward(ctx, grad_total, _grad_sums):
@@ -298,7 +248,7 @@ def chunked_head_loss(
     else:  # evaluation: the same values without computing any gradient
         total, sums, *_ = _run_chunks(hidden, weight, bias, chunk_loss, names, scales,
                                       chunk_size, (False, False, False))
-        total = total.to(_loss_dtype(_matmul_dtype(hidden, weight)))
+        total = total.to(loss_dtype(matmul_dtype(hidden, weight)))
     terms = {k: (sums[i] / max(float(norms[k]), 1.0)).to(total.dtype)
              for i, k in enumerate(names)}
     return ChunkedLoss(total, terms)
@@ -401,83 +351,3 @@ def chunked_distillation_loss(
     return chunked_head_loss(hidden, weight, bias, chunk_loss, weights=weights,
                              normalizer={k: normalizer[k] for k in weights},
                              chunk_size=chunk_size)
-
-
-# -- evaluation --------------------------------------------------------------------------------
-
-class TokenStats(NamedTuple):
-    """Per-position figures, each (N,); the teacher's are None without a teacher.
-
-    student_nll / teacher_nll: -log p(label) (0 where the label is -100); agree: the
-    argmaxes match; kl: KL(teacher || student) at temperature 1 summed over the vocab.
-    """
-
-    student_nll: torch.Tensor
-    teacher_nll: torch.Tensor | None
-    agree: torch.Tensor | None
-    kl: torch.Tensor | None
-
-
-def _head(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    mm = _matmul_dtype(hidden, weight)
-    with torch.autocast(hidden.device.type, enabled=False):
-        logits = F.linear(hidden.to(mm), weight.to(mm), bias.to(mm) if bias is not None else None)
-    return logits.to(_loss_dtype(mm))
-
-
-@torch.no_grad()
-def chunked_token_logprobs(
-    student_hidden: torch.Tensor,
-    student_weight: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    student_bias: torch.Tensor | None = None,
-    teacher_hidden: torch.Tensor | None = None,
-    teacher_weight: torch.Tensor | None = None,
-    teacher_bias: torch.Tensor | None = None,
-    vocab_size: int | None = None,
-    chunk_size: int | None = None,
-) -> TokenStats:
-    """What evaluation needs per position, computed chunk by chunk without gradients.
-
-    student_hidden (N, H_s) with head student_weight (V_s, H_s); teacher_hidden (N, H_t)
-    with teacher_weight (V_t, H_t), optional; labels (N,), -100 ignored. vocab_size keeps
-    the first vocab_size logits of each (heads padded past the shared vocabulary).
-    """
-    if (teacher_hidden is None) != (teacher_weight is None):
-        raise ValueError("give both teacher_hidden and teacher_weight, or neither")
-    n_rows = student_hidden.shape[0]
-    if labels.shape != (n_rows,):
-        raise ValueError(f"labels must be ({n_rows},), got {tuple(labels.shape)}")
-    if n_rows == 0:
-        empty = student_hidden.new_zeros(0, dtype=torch.float32)
-        has = teacher_hidden is not None
-        return TokenStats(empty, empty if has else None,
-                          empty.bool() if has else None, empty if has else None)
-    v = vocab_size or None
-    sw, sb = student_weight[:v], student_bias[:v] if student_bias is not None else None
-    has_t = teacher_hidden is not None
-    if has_t:
-        tw, tb = teacher_weight[:v], teacher_bias[:v] if teacher_bias is not None else None
-    chunk_size = auto_chunk_size(sw.shape[0], sw.shape[1], device=student_hidden.device,
-                                 override=chunk_size)
-    s_nll, t_nll, agree, kl = [], [], [], []
-    for start in range(0, n_rows, chunk_size):
-        rows = slice(start, start + chunk_size)
-        lab = labels[rows].long()
-        s = _head(student_hidden[rows], sw, sb)
-        s_nll.append(F.cross_entropy(s, lab, ignore_index=-100, reduction="none"))
-        if not has_t:
-            del s
-            continue
-        t = _head(teacher_hidden[rows], tw, tb)
-        t_nll.append(F.cross_entropy(t, lab, ignore_index=-100, reduction="none"))
-        agree.append(s.argmax(-1) == t.argmax(-1))
-        logp_s, logp_t = F.log_softmax(s, -1), F.log_softmax(t, -1)
-        p_t = logp_t.exp()
-        # 0 * log 0 is 0: a teacher with -inf logits must not give NaN.
-        kl.append(torch.where(p_t > 0, p_t * (logp_t - logp_s), 0.0).sum(-1))
-        del s, t, logp_s, logp_t, p_t  # before the next chunk's are made
-    if not has_t:
-        return TokenStats(torch.cat(s_nll), None, None, None)
-    return TokenStats(torch.cat(s_nll), torch.cat(t_nll), torch.cat(agree), torch.cat(kl))

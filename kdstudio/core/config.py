@@ -1,12 +1,12 @@
-"""The run configuration: typed dataclasses with help text, validation and TOML load/save.
+"""The run configuration: typed dataclasses with help text, and TOML load/save/overrides.
 
 One RunConfig describes a run completely. Every field carries its help text (the
-README's config reference is generated from it) and, where it matters, its
-allowed values; unknown keys and bad values raise ConfigError naming the key.
+README's config reference, config_reference.py, is generated from it) and, where it
+matters, its allowed values; unknown keys and bad values raise ConfigError naming the
+key (config_checks.py).
 """
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,9 @@ from typing import Any
 import tomli_w
 import tomllib
 
+from kdstudio.core.config_checks import fill, validate_config
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.tasks import DEFAULT_TASK, REGISTRY, TASK_NAMES, get_task
+from kdstudio.core.tasks import DEFAULT_TASK, TASK_NAMES, get_task
 
 TASKS = TASK_NAMES
 LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
@@ -255,50 +256,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Check every field and the combinations; raise ConfigError naming the key."""
-        from kdstudio.core.objective import check_terms
-
-        _validate_fields(self, "")
-        m, task = self.method, get_task(self.task)
-        owned = {f: (off, t) for t in REGISTRY.values() for f, off in t.own_method_fields}
-        for key, (off, owner) in owned.items():
-            if owner is not task and getattr(m, key) != off:
-                raise ConfigError(
-                    f"method.{key} is {getattr(m, key)!r}, but it applies only to the "
-                    f"{owner.name} task, not '{task.name}'.",
-                    hint=f"Set it to {str(off).lower()}, or set task = \"{owner.name}\".")
-        check_terms(task, m)
-        if m.on_policy_share > 0 and m.logit_weight == 0 and m.cross_tokenizer_weight == 0:
-            raise ConfigError(
-                f"method.on_policy_share is {m.on_policy_share}, but the teacher scores the "
-                "student's own continuations only through the logit loss, and "
-                "method.logit_weight and method.cross_tokenizer_weight are both 0.",
-                hint="Give method.logit_weight (or method.cross_tokenizer_weight, when the "
-                     "tokenizers differ) a positive weight.")
-        for pair in m.layer_pairs:
-            if len(pair) != 2 or any(not isinstance(i, int) or i < 0 for i in pair):
-                raise ConfigError(
-                    f"method.layer_pairs has the entry {pair!r}; each entry must be two "
-                    "non-negative layer numbers [student, teacher], e.g. [[1, 2], [2, 4]].")
-        if self.evaluation.baseline and not task.has_plain_loss:
-            works = " and ".join(t.name for t in REGISTRY.values() if t.has_plain_loss)
-            raise ConfigError(
-                f"evaluation.baseline is true, but a {task.name} student has no plain "
-                "task loss of its own to train on without a teacher (there are no labels).",
-                hint=f"Set evaluation.baseline = false; it works for {works}.")
-        s = self.student
-        if not s.name and not s.layer_indices and s.layers <= 0:
-            raise ConfigError("student.layers is 0; a derived student needs at least one layer.",
-                              hint="Use a count such as 3 or a fraction such as 0.5.")
-        if s.layers >= 1 and s.layers != int(s.layers):
-            raise ConfigError(f"student.layers is {s.layers}: use a whole number of layers "
-                              "(e.g. 3) or a fraction below 1 (e.g. 0.5).")
-        if len(set(s.layer_indices)) != len(s.layer_indices) or any(i < 0 for i in s.layer_indices):
-            raise ConfigError(f"student.layer_indices is {s.layer_indices}: list distinct, "
-                              "non-negative teacher layer numbers, e.g. [0, 2, 5].")
-        if self.training.max_steps == 0 and self.training.epochs <= 0:
-            raise ConfigError("training.max_steps and training.epochs are both 0, so there is "
-                              "nothing to train.", hint="Set one of them above 0.")
-        return self
+        return validate_config(self)
 
     def with_overrides(self, assignments: list[str]) -> "RunConfig":
         """Apply 'section.key=value' strings (values parsed as TOML, else taken as text)."""
@@ -329,80 +287,6 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _type_name(tp: Any) -> str:
-    return {str: "text", int: "integer", float: "number", bool: "true/false"}.get(
-        tp, "list" if typing.get_origin(tp) is list else str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is list:
-        (inner,) = typing.get_args(tp)
-        if isinstance(value, list):
-            return [_coerce(v, inner, key) for v in value]
-    raise ConfigError(f"{key} is {value!r}, which is not {_article(tp)} {_type_name(tp)}.",
-                      hint=f"Example: {key.rsplit('.', 1)[-1]} = {_example(tp)}")
-
-
-def _article(tp: Any) -> str:
-    return "an" if tp is int else "a"
-
-
-def _example(tp: Any) -> str:
-    return {str: '"text"', int: "10", float: "0.5", bool: "true"}.get(tp, "[1, 2]")
-
-
-def _validate_fields(obj: Any, prefix: str) -> None:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            _validate_fields(value, key + ".")
-            continue
-        meta = f.metadata
-        if meta.get("choices") and value not in meta["choices"]:
-            allowed = ", ".join(repr(c) for c in meta["choices"])
-            raise ConfigError(f"{key} is {value!r}; allowed values are {allowed}.")
-        if meta.get("min") is not None and value < meta["min"]:
-            raise ConfigError(f"{key} is {value}; it must be at least {meta['min']}.")
-        if meta.get("max") is not None and value > meta["max"]:
-            raise ConfigError(f"{key} is {value}; it must be at most {meta['max']}.")
-
-
-def _fill(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            allowed = ", ".join(sorted(names))
-            where = f"section [{prefix[:-1]}]" if prefix else "the top level"
-            raise ConfigError(f"Unknown key '{full}' in {where}. Known keys: {allowed}.")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"'{full}' must be a section ([{full}]) of keys, not {value!r}.")
-            kwargs[key] = _fill(tp, value, full + ".", getattr(base, key))
-        else:
-            kwargs[key] = _coerce(value, tp, full)
-    return dataclasses.replace(base, **kwargs)
-
-
 def default_config(task: str = DEFAULT_TASK.name) -> RunConfig:
     """Sensible defaults for a task family (the method weights differ between tasks)."""
     t = get_task(task)
@@ -417,7 +301,7 @@ def default_config(task: str = DEFAULT_TASK.name) -> RunConfig:
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from nested dicts, starting from the task's defaults."""
     task = get_task(data.get("task", DEFAULT_TASK.name))
-    return _fill(RunConfig, data, "", default_config(task.name)).validate()
+    return fill(RunConfig, data, "", default_config(task.name)).validate()
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -447,30 +331,3 @@ def load_config(path: str | Path) -> RunConfig:
     except ConfigError as exc:
         raise ConfigError(f"{path.name}: {exc.message}", hint=exc.hint) from None
 
-
-def config_reference_markdown() -> str:
-    """The README's config reference, generated from the dataclasses' help text."""
-    lines = ["| key | default | allowed | what it does |", "|---|---|---|---|"]
-
-    def walk(cls: type, prefix: str, base: Any) -> None:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                continue
-            meta = f.metadata
-            allowed = ", ".join(f"`{c}`" for c in meta["choices"]) if meta.get("choices") else ""
-            if not allowed and (meta.get("min") is not None or meta.get("max") is not None):
-                lo = meta.get("min")
-                hi = meta.get("max")
-                allowed = (f"{lo} to {hi}" if lo is not None and hi is not None
-                           else f">= {lo}" if lo is not None else f"<= {hi}")
-            if not allowed:
-                allowed = _type_name(hints[f.name])
-            default = tomli_w.dumps({"v": getattr(base, f.name)})[4:].strip()
-            lines.append(f"| `{prefix}{f.name}` | `{default}` | {allowed} | {meta['help']} |")
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{f.name}.", getattr(base, f.name))
-
-    walk(RunConfig, "", RunConfig())
-    return "\n".join(lines) + "\n"

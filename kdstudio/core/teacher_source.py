@@ -151,7 +151,7 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
     """
     import torch
 
-    from kdstudio.core.chunked import auto_chunk_size
+    from kdstudio.core.chunk_size import auto_chunk_size
     from kdstudio.core.errors import StoppedError
     from kdstudio.core.events import Progress
     from kdstudio.core.teacher_cache.records import topk_targets

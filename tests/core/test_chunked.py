@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdstudio.core.chunk_size import auto_chunk_size
 from kdstudio.core.chunked import (
-    auto_chunk_size,
     chunked_distillation_loss,
     chunked_head_loss,
-    chunked_token_logprobs,
     cross_tokenizer_sum,
     hard_label_sum,
     logit_distillation_sum,
 )
+from kdstudio.core.chunked_eval import chunked_token_logprobs
 from kdstudio.core.losses import (
     LOGIT_LOSSES,
     cross_tokenizer_loss,

@@ -6,10 +6,10 @@ import tomllib
 from kdstudio.core.config import (
     RunConfig,
     config_from_dict,
-    config_reference_markdown,
     default_config,
     load_config,
 )
+from kdstudio.core.config_reference import config_reference_markdown
 from kdstudio.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

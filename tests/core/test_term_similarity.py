@@ -173,11 +173,8 @@ def test_the_term_module_is_the_whole_method():
     settings join [method] with their help text and rules."""
     import dataclasses
 
-    from kdstudio.core.config import (
-        MethodConfig,
-        config_from_dict,
-        config_reference_markdown,
-    )
+    from kdstudio.core.config import MethodConfig, config_from_dict
+    from kdstudio.core.config_reference import config_reference_markdown
     from kdstudio.core.errors import ConfigError
     from kdstudio.core.objective import all_terms, terms_for
     from kdstudio.core.tasks import CAUSAL_LM, EMBEDDING

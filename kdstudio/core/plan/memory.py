@@ -173,8 +173,8 @@ def _reads_cache(config: Any) -> bool:
 
 def _auto_chunk(vocab: int, free_mb: float | None) -> int:
     """The chunk training.logit_chunk = 0 would pick with this much free memory
-    (chunked.auto_chunk_size; this machine's RAM when unknown)."""
-    from kdstudio.core.chunked import auto_chunk_size
+    (chunk_size.auto_chunk_size; this machine's RAM when unknown)."""
+    from kdstudio.core.chunk_size import auto_chunk_size
 
     if free_mb is None:
         return auto_chunk_size(vocab, device="cpu")

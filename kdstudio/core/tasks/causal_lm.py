@@ -162,7 +162,7 @@ def _token_stats(ev: Any, model: Any, batch: dict, teacher: Any = None) -> _Stat
 def _measure(ev: Any, model: Any, batch: dict, teacher: Any) -> _Stats:
     import torch
 
-    from kdstudio.core.chunked import chunked_token_logprobs
+    from kdstudio.core.chunked_eval import chunked_token_logprobs
     from kdstudio.core.tasks.base import plain_head
 
     b = {k: t.to(ev.device) for k, t in batch.items()}
