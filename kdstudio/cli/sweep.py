@@ -194,7 +194,7 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     est = estimate_time(sweep)
     console.print(f"   {est.text[0].upper()}{est.text[1:]}")
     if (args.processes or 1) > 1:
-        from kdstudio.core.distributed import batch_share
+        from kdstudio.core.dist_share import batch_share
 
         tc = sweep.base.training
         console.print(f"   Each student runs in {args.processes} processes through Accelerate "

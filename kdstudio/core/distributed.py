@@ -1,4 +1,4 @@
-"""The Accelerate seam: the process group of a multi-process run and what its processes share.
+"""The Accelerate seam: the process group of a multi-process run.
 
 A process started by ``accelerate launch`` (``kdstudio run --processes N`` calls it) finds
 WORLD_SIZE and RANK in its environment and joins a group through Hugging Face Accelerate:
@@ -7,35 +7,19 @@ process reads its own shard of every batch, losses are averaged, and only the ma
 writes the run store. Any other process sees one process, and every helper here is then a
 no-op: a single-process run computes exactly what it always has.
 
-Stopping and pausing reach every process through the per-step agreement of ``SharedStop``:
-the main process reads the stop and pause files (in the run folder, or named by the
-launching process), every process contributes its own stop flag, and all of them act on the
-maximum. That costs one small all-reduce per step.
+What the processes share (the batches, the loss, the seeds) is in dist_share; how the
+launching process stops, pauses and follows them is in dist_control.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
-
-# Files that ask a multi-process run to stop or pause, in its run folder ...
-STOP_FILE = "STOP"
-PAUSE_FILE = "PAUSE"
-# ... or wherever the launching process (the CLI parent, the app) says, before the folder exists.
-ENV_STOP_FILE = "KDSTUDIO_STOP_FILE"
-ENV_PAUSE_FILE = "KDSTUDIO_PAUSE_FILE"
-# The main process writes its run folder's path here, so the launcher can follow the run.
-ENV_RUN_DIR_FILE = "KDSTUDIO_RUN_DIR_FILE"
-# The launcher sets this so the processes know how many there are before the group forms.
-ENV_PROCESSES = "KDSTUDIO_PROCESSES"
 
 # A teacher-cache pass or an evaluation on the main process keeps the others waiting at the
 # next collective; the group's timeout must outlast it. A dead process is noticed sooner:
@@ -313,35 +297,6 @@ def _by_number(state: dict[str, Any]) -> dict[str, Any]:
 SINGLE = ProcessGroup()
 
 
-def loss_positions(batch: Any) -> int:
-    """How many things a micro-batch's loss is a mean over: next-token positions for a
-    language model's blocks, rows for everything else."""
-    labels = batch.student.get("labels") if isinstance(batch.student, dict) else None
-    if labels is not None and labels.dim() == 2:
-        return int((labels[:, 1:] != -100).sum())
-    return int(batch.size)
-
-
-class LossShare:
-    """Weights each process's loss by its share of the group's positions.
-
-    DDP averages the processes' gradients as equals; a process whose shard holds fewer
-    positions (a shorter last block, padding) would count for as much as the others. Scaled
-    by world x own / total, the averaged gradient and the averaged losses are those of one
-    process holding the whole global micro-batch. One extra all-reduce a micro-batch.
-    """
-
-    def __init__(self, model: Any, group: ProcessGroup):
-        self.model, self.group = model, group
-
-    def __call__(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        loss, parts = self.model(batch)
-        own = loss_positions(batch)
-        (total,) = self.group.sum(own)
-        w = self.group.world_size * own / max(total, 1)
-        return loss * w, {k: v * w for k, v in parts.items()}
-
-
 def start(device: torch.device) -> ProcessGroup:
     """Join the launcher's process group (Accelerate), or SINGLE outside a launch.
 
@@ -384,143 +339,3 @@ def _fsdp_on_cpu(acc: Any) -> None:
 
     acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()
     acc.state.distributed_type = DistributedType.FSDP
-
-
-@dataclass
-class BatchShare:
-    """How a batch is split: per-process rows x processes x accumulation = the global batch."""
-
-    per_process: int
-    processes: int
-    accumulation: int
-    note: str = ""
-
-    @property
-    def global_batch(self) -> int:
-        return self.per_process * self.processes * self.accumulation
-
-    def line(self) -> str:
-        return (f"Global batch: {self.per_process} rows per process x {self.processes} processes "
-                f"x {self.accumulation} accumulation = {self.global_batch} rows per optimizer step.")
-
-    def record(self) -> dict[str, int]:
-        return {"processes": self.processes, "per_process_batch": self.per_process,
-                "global_batch": self.global_batch}
-
-
-def batch_share(batch_size: int, accumulation: int, processes: int,
-                recorded: dict[str, Any] | None = None) -> BatchShare:
-    """The per-process batch of a run with ``processes`` processes. A resumed run keeps the
-    rows of each micro-batch its checkpoint was taken with (per-process batch x processes),
-    so it sees the very batches an uninterrupted run would, with any number of processes."""
-    rec = recorded or {}
-    before_n = int(rec.get("processes") or 1)
-    before_b = int(rec.get("per_process_batch") or batch_size)
-    rows = before_n * before_b
-    if before_n == processes or not recorded:
-        return BatchShare(batch_size, processes, accumulation)
-    if rows % processes == 0:
-        return BatchShare(rows // processes, processes, accumulation,
-                          note=f"The checkpoint was taken with {before_n} processes of "
-                               f"{before_b} rows; with {processes} each takes {rows // processes} "
-                               "rows, so the global batch and the data order stay the same.")
-    return BatchShare(batch_size, processes, accumulation,
-                      note=f"The checkpoint was taken with {before_n} processes of {before_b} rows "
-                           f"({rows} a micro-batch), which {processes} processes cannot share "
-                           "evenly: the run continues with a different global batch and data order.")
-
-
-class ShardOrder:
-    """A BatchOrder over the global micro-batch, of which this process takes its own slice."""
-
-    def __init__(self, order: Any, rank: int, world: int):
-        self.order, self.rank, self.world = order, rank, world
-        self.per_epoch = order.per_epoch
-
-    def indices(self, i: int) -> list[int]:
-        rows = self.order.indices(i)
-        each = len(rows) // self.world
-        return rows[self.rank * each:(self.rank + 1) * each]
-
-
-def control_files(name: str, env: str, run_dir: Path | None) -> list[Path]:
-    out = [Path(p) for p in [os.environ.get(env, "")] if p]
-    if run_dir is not None:
-        out.append(Path(run_dir) / name)
-    return out
-
-
-class SharedStop:
-    """The stop every process agrees on, checked once a step (an all-reduce).
-
-    ``is_set()`` is a collective: every process must call it the same number of times, which
-    train_steps does (once before each step). A pause (the pause file) holds every process
-    here, checking again every fifth of a second, until the file goes or a stop comes.
-    """
-
-    def __init__(self, group: ProcessGroup, local: Any, run_dir: Path | None = None):
-        self.group, self.local, self.run_dir = group, local, run_dir
-        self._stopped = False
-
-    def _files(self, name: str, env: str) -> bool:
-        return self.group.is_main and any(p.exists() for p in control_files(name, env, self.run_dir))
-
-    def local_stop(self) -> bool:
-        return self.local.is_set() or self._files(STOP_FILE, ENV_STOP_FILE)
-
-    def is_set(self) -> bool:
-        if self._stopped:
-            return True
-        while True:
-            stop, pause = self.group.any(self.local_stop(), self._files(PAUSE_FILE, ENV_PAUSE_FILE))
-            if stop:
-                self._stopped = True
-                return True
-            if not pause:
-                return False
-            time.sleep(0.2)
-
-    def set(self) -> None:
-        self.local.set()
-
-
-class SetupStop:
-    """The stop a multi-process run's setup sees (RunContext.stop).
-
-    ``is_set()`` is this process's own stop alone (its Ctrl-C; on the main process the stop
-    file too), no collective: the main process alone polls it inside its own long passes (the
-    teacher cache, a download), which the others do not share. ``agree()`` is SharedStop's check, every process together: setup.check_stop
-    calls it at the points every process passes (after the data, after the teacher, before
-    the first step), so a stop file written during setup stops them all there.
-    """
-
-    def __init__(self, shared: SharedStop):
-        self.shared = shared
-
-    def is_set(self) -> bool:
-        return self.shared._stopped or self.shared.local_stop()
-
-    def agree(self) -> bool:
-        return self.shared.is_set()
-
-    def set(self) -> None:
-        self.shared.set()
-
-
-def seed_process(group: ProcessGroup, seed: int, step: int) -> None:
-    """Each process its own random stream (dropout) from here on; the data order is not drawn
-    from it (BatchOrder has its own generator), so every process still reads the same global
-    batches. The main process keeps the stream a single process would have, so one process
-    is exactly what it always was; another's stream follows from (seed, rank, step), so a
-    resume with any number of processes draws the same masks again."""
-    if group.multi and not group.is_main:
-        torch.manual_seed((seed * 1_000_003 + group.rank * 10_007 + step) % (2**63 - 1))
-
-
-def announce_run_dir(run_dir: Path) -> None:
-    """Tell the launching process where the run is (the main process, once the folder exists)."""
-    target = os.environ.get(ENV_RUN_DIR_FILE)
-    if target:
-        tmp = Path(target + ".tmp")
-        tmp.write_text(str(run_dir), encoding="utf-8")
-        os.replace(tmp, target)

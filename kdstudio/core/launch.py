@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdstudio.core.distributed import (
+from kdstudio.core.dist_control import (
     ENV_PAUSE_FILE,
     ENV_PROCESSES,
     ENV_RUN_DIR_FILE,

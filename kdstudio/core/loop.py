@@ -132,7 +132,7 @@ def train_steps(distiller: Distiller, micro_batch: Callable[[int], Batch], opt: 
 
     ``micro_batch(i)`` gives micro-batch number i (counted from the run's start, so a
     resumed run sees the very batches an uninterrupted one would). ``stop`` is checked
-    before every step (in a multi-process run a distributed.SharedStop, whose check every
+    before every step (in a multi-process run a dist_control.SharedStop, whose check every
     process makes together). ``model``: see optimizer_step.
     """
     device = next(distiller.student.parameters()).device

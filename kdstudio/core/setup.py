@@ -193,7 +193,7 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     bs = min(tc.batch_size * world, n_train)
     order: Any = BatchOrder(n_train, bs, tc.seed)
     if world > 1:  # the global micro-batch's order, of which each process takes its slice
-        from kdstudio.core.distributed import ShardOrder
+        from kdstudio.core.dist_share import ShardOrder
 
         order = ShardOrder(order, group.rank, world)
     if tc.max_steps:
@@ -349,7 +349,7 @@ def enable_checkpointing(model: Any) -> None:
 
 def check_stop(stop: Any) -> None:
     """Raise StoppedError when a stop was asked for. In a multi-process run ``stop`` is a
-    distributed.SetupStop: its ``agree()`` is the stop every process agrees on (a collective,
+    dist_control.SetupStop: its ``agree()`` is the stop every process agrees on (a collective,
     made by every process at the same points), so a stop file written during setup ends
     every process here, not only the main one."""
     agree = getattr(stop, "agree", None)

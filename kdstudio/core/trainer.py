@@ -4,12 +4,12 @@ Read it top to bottom: setup_run (device, data, teacher, student, compatibility,
 batches, optimizer), measure the starting point, then the steps through loop.train_steps
 (nanoGPT's order: learning rate, accumulate micro-batches, clip, step) with logging,
 evaluation and checkpoints after each, then the final measurement. It reports only through
-events.
+events. What it measures is in run_measure, what it saves in run_saves, and the path of a
+multi-process run's other processes in run_group.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import threading
@@ -29,14 +29,11 @@ from kdstudio.core.device import (
     resolve_device,
     resolve_precision,
 )
-from kdstudio.core.distiller import Distiller
-from kdstudio.core.errors import KDStudioError, ModelError, OutOfMemory, RunError, StoppedError
-from kdstudio.core.evaluation import (
-    METRIC_LABELS,
-    quality_retained,
-)
+from kdstudio.core.dist_control import SetupStop, SharedStop, announce_run_dir
+from kdstudio.core.dist_share import LossShare, batch_share, seed_process
+from kdstudio.core.errors import KDStudioError, RunError, StoppedError
+from kdstudio.core.evaluation import quality_retained
 from kdstudio.core.events import (
-    Checkpoint,
     Eval,
     Event,
     EventSink,
@@ -55,17 +52,23 @@ from kdstudio.core.lm import (
     save_generations,
 )
 from kdstudio.core.loop import (
-    Optimizer,
     StepResult,
-    train_baseline,
     train_steps,
 )
 from kdstudio.core.models import (
     count_params,
 )
 from kdstudio.core.objective import Batch
+from kdstudio.core.run_group import follow_steps, shared_result
+from kdstudio.core.run_measure import (
+    baseline,
+    check_teacher_figures,
+    check_teacher_weights,
+    student_figures,
+)
+from kdstudio.core.run_saves import out_of_memory, save_checkpoint, student_state
 from kdstudio.core.runs import Run, create_run
-from kdstudio.core.setup import RunContext, Setup, setup_run
+from kdstudio.core.setup import RunContext, setup_run
 from kdstudio.core.setup import check_stop as _check_stop
 
 
@@ -183,31 +186,6 @@ def _guarded(start: Any, on_event: EventSink | None, stop: Any) -> RunResult:
         raise
 
 
-def _check_teacher_weights(model: torch.nn.Module, name: str) -> None:
-    """A teacher with NaN or Inf in its weights answers with NaN: refuse it before any step."""
-    for pname, p in model.named_parameters():
-        bad = p.numel() - int(torch.isfinite(p).sum())
-        if bad:
-            raise ModelError(f"The teacher '{name}' has {bad:,} NaN or infinite values in its "
-                             f"weights (first in '{pname}'), so its answers are not numbers and "
-                             "a student cannot learn from it.",
-                             hint="The model files are damaged or were saved after training "
-                                  "diverged: use another copy or another checkpoint of it.")
-
-
-def _check_teacher_figures(metrics: dict[str, Any], name: str) -> None:
-    """The first measurement of the teacher must be numbers (an overflow in half precision
-    gives NaN or Inf just as damaged weights do)."""
-    bad = {k: v for k, v in metrics.items()
-           if isinstance(v, float) and not math.isfinite(v)}
-    if bad:
-        shown = ", ".join(f"{k} {v}" for k, v in bad.items())
-        raise ModelError(f"The teacher '{name}' gives answers that are not numbers on the "
-                         f"evaluation texts ({shown}), so there is nothing to distil.",
-                         hint="If teacher.dtype is float16, try 'float32' or 'bfloat16'; "
-                              "otherwise the model files are damaged.")
-
-
 def _fail(emit: EventSink, run: Run | None, kind: str, title: str, message: str) -> None:
     if run is not None and distributed.is_main_process():
         run.update_summary(status="failed", error=message)
@@ -223,8 +201,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     share = None
     recorded = runs.run.summary().get("distributed") if runs.run is not None else None
     if group.multi or recorded:  # a resume of a multi-process run keeps its micro-batches
-        share = distributed.batch_share(tc.batch_size, tc.grad_accum_steps, group.world_size,
-                                        recorded)
+        share = batch_share(tc.batch_size, tc.grad_accum_steps, group.world_size, recorded)
         if share.per_process != tc.batch_size:
             cfg = cfg.with_overrides([f"training.batch_size={share.per_process}"])
             tc = cfg.training
@@ -234,12 +211,12 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     main = group.is_main
     precision = resolve_precision(tc.precision, device, sharded=group.fsdp)
     # Several processes: the stop (and pause) every process agrees on, already during setup.
-    shared = (distributed.SharedStop(group, stop, runs.run.path if runs.run is not None else None)
+    shared = (SharedStop(group, stop, runs.run.path if runs.run is not None else None)
               if group.multi else None)
     ctx = RunContext(device, precision, autocast_for(device, precision), emit,
-                     distributed.SetupStop(shared) if shared is not None else stop, group)
+                     SetupStop(shared) if shared is not None else stop, group)
     su = setup_run(cfg, ctx, runs.run)
-    _check_teacher_weights(su.tmodel, cfg.teacher.name)
+    check_teacher_weights(su.tmodel, cfg.teacher.name)
     task, student, distiller, evaluator = su.task, su.student, su.distiller, su.evaluator
     t_source = su.teacher.source
 
@@ -267,7 +244,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                          student=su.student_desc)
         runs.open(run)
         if group.multi:
-            distributed.announce_run_dir(run.path)
+            announce_run_dir(run.path)
             shared.run_dir = run.path
         if su.generations is not None:
             save_generations(run.path / GENERATIONS_FILE, *su.generations)
@@ -276,7 +253,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         emit(Resumed(step=start_step, checkpoint=cp.name))
         emit(Log(f"Resumed from {cp.name}."))
         if group.multi and main:
-            distributed.announce_run_dir(run.path)
+            announce_run_dir(run.path)
     # In a group the student runs through DDP (FSDP2 if Accelerate's config says so), which
     # averages the gradients across processes; it starts from the main process's weights.
     # FSDP2 shards it in place, with the optimizer's state; clipping then goes through
@@ -284,12 +261,13 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     wrapped = model = group.wrap(distiller, su.opt.optimizer,
                                  find_unused=task.leaves_weights_unused)
     if group.multi:
-        model = distributed.LossShare(model, group)
+        model = LossShare(model, group)
         su.opt.clip = group.clip_grad_norm
         if group.fsdp:
             emit(Log(group.fsdp_line(wrapped)))
     if not main:  # the other processes take their part in the steps and write nothing
-        return _follow_steps(cfg, su, model, wrapped, group, shared, start_step, micro_batch)
+        stopped = follow_steps(cfg, su, model, wrapped, group, shared, start_step, micro_batch)
+        return RunResult("stopped" if stopped else "finished", Path(), {})
     t_params, s_params = count_params(su.tmodel), count_params(student)
     total_steps = su.total_steps
     run.update_summary(status="running", device=str(device), precision=precision,
@@ -312,9 +290,9 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     emit(Stage("evaluate", "teacher and student before distillation"))
     # Every process measures its share of the evaluation batches (Evaluator.each).
     teacher_metrics = evaluator.teacher_metrics()
-    _check_teacher_figures(teacher_metrics, cfg.teacher.name)
+    check_teacher_figures(teacher_metrics, cfg.teacher.name)
     if start_step == 0:
-        before, samples = _student_figures(group, wrapped, evaluator, student, su)
+        before, samples = student_figures(group, wrapped, evaluator, student, su)
         run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before)
         emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=samples))
     _check_stop(ctx.stop)
@@ -328,20 +306,20 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         nonlocal last_saved, done
         step = done = r.step
         if group.multi:  # every process's share of the step: its losses averaged, rows summed
-            r = _shared_result(group, r)
+            r = shared_result(group, r)
         elapsed = time.perf_counter() - t_start
         emit(Step(step=step, total_steps=total_steps, losses=r.losses, lr=r.lr,
                   samples_per_s=r.samples / r.seconds, tokens_per_s=r.tokens / r.seconds,
                   memory_mb=peak_memory_mb(device), elapsed_s=elapsed,
                   eta_s=elapsed / (step - start_step) * (total_steps - step)))
         if tc.eval_every and step % tc.eval_every == 0 and step < total_steps:
-            metrics, samples = _student_figures(group, wrapped, evaluator, student, su)
+            metrics, samples = student_figures(group, wrapped, evaluator, student, su)
             emit(Eval(step=step, metrics=metrics, samples=samples))
         if tc.save_every and step % tc.save_every == 0 and step < total_steps:
-            _save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
+            save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
             last_saved = step
 
-    distributed.seed_process(group, tc.seed, start_step)  # the main process keeps its stream
+    seed_process(group, tc.seed, start_step)  # the main process keeps its stream
     try:
         step, stopped = train_steps(
             distiller, micro_batch, su.opt,
@@ -349,14 +327,14 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
             stop=shared if shared is not None else stop,
             on_step=after_step, model=model if group.multi else None)
     except torch.cuda.OutOfMemoryError:
-        raise _out_of_memory(cfg, run, distiller, su.opt, done, last_saved, device, emit) from None
+        raise out_of_memory(cfg, run, distiller, su.opt, done, last_saved, device, emit) from None
 
     # -- the end: checkpoint, final measurement, the student folder, the card -------------------
     if group.broadcast(step > last_saved or not run.checkpoints()):
-        _save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
+        save_checkpoint(run, distiller, su.opt, step, tc, emit, group, wrapped)
     emit(Stage("save student", str(run.student_dir)))
     artifacts.save_student(run.student_dir, student, su.student_tok, task, t_source,
-                           _student_state(group, wrapped))
+                           student_state(group, wrapped))
     if stopped:
         summary = run.update_summary(status="stopped", steps=step)
         emit(Finished(status="stopped", run_dir=str(run.path), summary=summary))
@@ -374,7 +352,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         duration = round(time.perf_counter() - t_start, 2)
         extra: dict[str, Any] = {}
         if su.initial_state is not None:
-            extra = _baseline(cfg, su, ctx, teacher_metrics, after)
+            extra = baseline(cfg, su, ctx, teacher_metrics, after)
     summary = run.update_summary(
         status="finished", steps=step, student_metrics=after,
         quality_retained=quality_retained(su.headline, teacher_metrics, after),
@@ -382,137 +360,3 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     artifacts.write_model_card(run, summary)
     emit(Finished(status="finished", run_dir=str(run.path), summary=summary))
     return RunResult("finished", run.path, summary)
-
-
-def _shared_result(group: distributed.ProcessGroup, r: StepResult) -> StepResult:
-    """A step as the whole group took it: losses averaged, rows and tokens summed."""
-    samples, tokens = group.sum(r.samples, r.tokens)
-    return StepResult(r.step, group.mean(r.losses), r.lr, int(samples), int(tokens), r.seconds)
-
-
-def _student_figures(group: distributed.ProcessGroup, wrapped: Any, evaluator: Any,
-                     student: torch.nn.Module, su: Setup) -> tuple[dict[str, float], Any]:
-    """The student's metrics (each process measures its share of the batches) and, on the
-    main process, its answers to the pinned inputs."""
-    with group.whole(wrapped):
-        metrics = evaluator.student_metrics(student)
-        return metrics, su.pinned() if group.is_main else None
-
-
-def _follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module, wrapped: Any,
-                  group: distributed.ProcessGroup, shared: distributed.SharedStop,
-                  start_step: int, micro_batch: Any) -> RunResult:
-    """A process other than the main one: the main process's path with nothing written or
-    said. The same steps on its own shard, and the same collectives in the same order: its
-    share of every evaluation, the stop checks, the averaged losses, the gathering of the
-    weights and optimizer state for each checkpoint and for the student (under FSDP)."""
-    tc, distiller, evaluator, student = cfg.training, su.distiller, su.evaluator, su.student
-    _check_teacher_figures(evaluator.teacher_metrics(), cfg.teacher.name)
-    if start_step == 0:
-        _student_figures(group, wrapped, evaluator, student, su)
-    _check_stop(distributed.SetupStop(shared))
-    last_saved = start_step
-
-    def after_step(r: StepResult) -> None:
-        nonlocal last_saved
-        _shared_result(group, r)
-        if tc.eval_every and r.step % tc.eval_every == 0 and r.step < su.total_steps:
-            _student_figures(group, wrapped, evaluator, student, su)
-        if tc.save_every and r.step % tc.save_every == 0 and r.step < su.total_steps:
-            _save_checkpoint(None, distiller, su.opt, r.step, tc, ignore, group, wrapped)
-            last_saved = r.step
-
-    distributed.seed_process(group, tc.seed, start_step)
-    step, stopped = train_steps(
-        distiller, micro_batch, su.opt,
-        start_step=start_step, total_steps=su.total_steps, accum=tc.grad_accum_steps,
-        stop=shared, on_step=after_step, model=model)
-    if group.broadcast(None):  # the main process's word: a checkpoint at the end
-        _save_checkpoint(None, distiller, su.opt, step, tc, ignore, group, wrapped)
-    _student_state(group, wrapped)  # the main process saves the student
-    if not stopped:
-        _student_figures(group, wrapped, evaluator, student, su)
-    return RunResult("stopped" if stopped else "finished", Path(), {})
-
-
-def _out_of_memory(cfg: RunConfig, run: Run, distiller: Distiller, opt: Optimizer, done: int,
-                   last_saved: int, device: torch.device, emit: EventSink) -> OutOfMemory:
-    """Out of memory during the steps: keep a checkpoint of the last whole step, and say what
-    to change. The failed step never reached the optimizer, so the weights are those of
-    step ``done``."""
-    from kdstudio.core.plan.memory import oom_advice
-
-    opt.optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    kept = ""
-    if done > last_saved or (done and not run.checkpoints()):
-        try:
-            _save_checkpoint(run, distiller, opt, done, cfg.training, emit)
-        except Exception as exc:  # noqa: BLE001 - still report the memory problem
-            emit(Log(f"The checkpoint after running out of memory could not be saved: {exc}",
-                     "warning"))
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        kept = (f" The run kept a checkpoint of step {done} ({latest.name}): change the settings "
-                f"in {run.config_path} and continue with 'kdstudio resume {run.path.name}' "
-                "(or Resume on the Runs page).")
-    advice = oom_advice(cfg, str(device))
-    where = "the GPU" if device.type == "cuda" else str(device)
-    tips = "; or ".join(advice[:3]) if advice else "choose a smaller teacher or student"
-    return OutOfMemory(f"{where} ran out of memory at step {done + 1}. To fit, {tips}.{kept}")
-
-
-def _baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
-              after: dict) -> dict[str, Any]:
-    total_steps, emit = su.total_steps, ctx.emit
-    emit(Stage("baseline", f"the same student, {total_steps} steps of plain training"))
-    n, make = su.task.batch_maker(su.data.train_texts, su.data.train_labels,
-                                  source=f"'{su.data.source}'", **su.batch_args)
-    student = su.student
-    if ctx.group is not None and ctx.group.multi:
-        # The main process trains the baseline alone, at the run's global micro-batch.
-        cfg = cfg.with_overrides([f"training.batch_size="
-                                  f"{cfg.training.batch_size * ctx.group.world_size}"])
-    if ctx.group is not None and ctx.group.fsdp:
-        # FSDP's modules cannot be copied: the same architecture, built afresh (the baseline
-        # loads the starting weights into it), trained by the main process alone.
-        student = type(student)(student.config).to(ctx.device)
-    result = train_baseline(cfg, su.task, student, su.initial_state, su.tmodel, n, make,
-                            total_steps, device=ctx.device, precision=ctx.precision,
-                            autocast=ctx.autocast, evaluate=su.evaluator.student_metrics,
-                            emit=emit, stop=ctx.stop)
-    if result is None:
-        return {}
-    metrics = result.pop("metrics")
-    result["quality_retained"] = quality_retained(su.headline, teacher_metrics, metrics)
-    label = METRIC_LABELS.get(su.headline, su.headline)
-    emit(Log(f"Plain training without a teacher, same student and steps: {label} "
-             f"{metrics.get(su.headline, float('nan')):.4g}, against {after.get(su.headline, float('nan')):.4g} "
-             "with distillation."))
-    return {"baseline_metrics": metrics, "baseline": result}
-
-
-def _save_checkpoint(run: Run | None, distiller: Distiller, opt: Optimizer, step: int, tc: Any,
-                     emit: EventSink, group: distributed.ProcessGroup = distributed.SINGLE,
-                     wrapped: Any = None) -> None:
-    """A checkpoint of the whole run, written by the main process. Under FSDP every process
-    takes part: the optimizer's state and the weights are gathered from the shards, so the
-    checkpoint is the one a single process writes, and resumes with any number of processes."""
-    state = group.optimizer_state(wrapped, opt.optimizer)
-    weights = group.full_state(wrapped)
-    if run is None:  # another process than the main one
-        return
-    path = checkpoints.save(run.checkpoints_dir, step, distiller, opt.optimizer, opt.scheduler,
-                            opt.scaler, keep=tc.keep_checkpoints, optimizer_state=state,
-                            model_state=weights)
-    emit(Checkpoint(step=step, path=str(path)))
-
-
-def _student_state(group: distributed.ProcessGroup, wrapped: Any) -> dict[str, Any] | None:
-    """Under FSDP the student's whole weights for its folder (gathered by every process, held
-    by the main one); None otherwise: the student's own are whole."""
-    full = group.full_state(wrapped)
-    if full is None:
-        return None
-    return {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}

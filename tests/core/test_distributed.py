@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdstudio.core import distributed
+from kdstudio.core import dist_control, dist_share, distributed
 from kdstudio.core.runs import Run
 from tests.conftest import _bpe_tokenizer, _save, tiny_config
 
@@ -155,14 +155,14 @@ def test_stop_file_then_resume_with_one_process(gpt2_nodrop, tmp_path, kd_home):
             (Run(p) for p in (kd_home / "runs").iterdir() if (p / "metrics.jsonl").exists()),
             None), TIMEOUT, "the run folder")
         _wait_for(lambda: len(_steps(run)) >= 5, TIMEOUT, "step 5")
-        (run.path / distributed.PAUSE_FILE).write_text("")
+        (run.path / dist_control.PAUSE_FILE).write_text("")
         # Paused: the steps stop coming (a step under way when the file appeared still ends).
         time.sleep(1.5)
         held = len(_steps(run))
         time.sleep(1.0)
         assert len(_steps(run)) == held, "the pause did not hold every process"
-        (run.path / distributed.STOP_FILE).write_text("")
-        (run.path / distributed.PAUSE_FILE).unlink()
+        (run.path / dist_control.STOP_FILE).write_text("")
+        (run.path / dist_control.PAUSE_FILE).unlink()
         out, _ = proc.communicate(timeout=TIMEOUT)
     finally:
         _end(proc)
@@ -171,7 +171,7 @@ def test_stop_file_then_resume_with_one_process(gpt2_nodrop, tmp_path, kd_home):
     assert stopped_at == held and 5 <= stopped_at < 40
     assert run.summary()["status"] == "stopped"
     assert [p.name for p in run.checkpoints()] == [f"step-{stopped_at:06d}"]
-    (run.path / distributed.STOP_FILE).unlink()
+    (run.path / dist_control.STOP_FILE).unlink()
 
     from kdstudio.core.trainer import resume_training
 
@@ -255,13 +255,13 @@ def test_a_killed_process_fails_the_run_with_its_reason(gpt2_nodrop, tmp_path, k
 
 
 def test_batch_share_keeps_the_micro_batch_across_process_counts():
-    same = distributed.batch_share(8, 2, 2)
+    same = dist_share.batch_share(8, 2, 2)
     assert (same.per_process, same.global_batch) == (8, 32) and not same.note
-    fewer = distributed.batch_share(8, 1, 1, {"processes": 2, "per_process_batch": 8})
+    fewer = dist_share.batch_share(8, 1, 1, {"processes": 2, "per_process_batch": 8})
     assert fewer.per_process == 16 and fewer.global_batch == 16 and "16 rows" in fewer.note
-    more = distributed.batch_share(16, 1, 4, {"processes": 1, "per_process_batch": 16})
+    more = dist_share.batch_share(16, 1, 4, {"processes": 1, "per_process_batch": 16})
     assert more.per_process == 4
-    odd = distributed.batch_share(8, 1, 3, {"processes": 2, "per_process_batch": 8})
+    odd = dist_share.batch_share(8, 1, 3, {"processes": 2, "per_process_batch": 8})
     assert odd.per_process == 8 and "cannot" in odd.note
 
 
@@ -269,7 +269,7 @@ def test_shards_cover_the_global_batch():
     from kdstudio.core.data import BatchOrder
 
     order = BatchOrder(100, 16, seed=3)
-    shards = [distributed.ShardOrder(BatchOrder(100, 16, seed=3), r, 2) for r in (0, 1)]
+    shards = [dist_share.ShardOrder(BatchOrder(100, 16, seed=3), r, 2) for r in (0, 1)]
     for i in range(12):
         assert shards[0].indices(i) + shards[1].indices(i) == order.indices(i)
 
@@ -523,7 +523,7 @@ def test_each_process_draws_its_own_dropout_stream():
     def draws(rank: int, step: int = 0) -> torch.Tensor:
         torch.manual_seed(5)
         group = SimpleNamespace(multi=True, is_main=rank == 0, rank=rank)
-        distributed.seed_process(group, 5, step)
+        dist_share.seed_process(group, 5, step)
         return torch.rand(8)
 
     torch.manual_seed(5)
@@ -531,7 +531,7 @@ def test_each_process_draws_its_own_dropout_stream():
     assert torch.equal(draws(0), alone)
     assert not torch.equal(draws(1), alone) and not torch.equal(draws(1), draws(2))
     assert torch.equal(draws(1), draws(1)) and not torch.equal(draws(1, 3), draws(1))
-    distributed.seed_process(distributed.SINGLE, 5, 0)  # one process: nothing changes
+    dist_share.seed_process(distributed.SINGLE, 5, 0)  # one process: nothing changes
 
 
 @pytest.mark.parametrize("fails", [False, True])
@@ -565,10 +565,10 @@ def test_the_setup_stop_of_the_main_process_sees_the_stop_file(tmp_path, monkeyp
     from types import SimpleNamespace
 
     stop_file = tmp_path / "stop"
-    monkeypatch.setenv(distributed.ENV_STOP_FILE, str(stop_file))
+    monkeypatch.setenv(dist_control.ENV_STOP_FILE, str(stop_file))
     group = SimpleNamespace(is_main=rank == 0)
     local = threading.Event()
-    setup = distributed.SetupStop(distributed.SharedStop(group, local))
+    setup = dist_control.SetupStop(dist_control.SharedStop(group, local))
     assert not setup.is_set()
     stop_file.touch()
     assert setup.is_set() == (rank == 0)

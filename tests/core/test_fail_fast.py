@@ -134,11 +134,11 @@ def test_a_teacher_with_nan_weights_is_refused_and_nothing_is_saved(tmp_path, ti
 
 
 def test_teacher_figures_that_are_not_numbers_are_refused():
-    from kdstudio.core.trainer import _check_teacher_figures
+    from kdstudio.core.run_measure import check_teacher_figures
 
-    _check_teacher_figures({"perplexity": 12.0}, "t")
+    check_teacher_figures({"perplexity": 12.0}, "t")
     with pytest.raises(ModelError, match="perplexity nan"):
-        _check_teacher_figures({"perplexity": float("nan"), "top1_agreement": 1.0}, "t")
+        check_teacher_figures({"perplexity": float("nan"), "top1_agreement": 1.0}, "t")
 
 
 # -- damaged files ---------------------------------------------------------------------------
