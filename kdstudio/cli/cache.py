@@ -30,7 +30,13 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     from rich.table import Table
 
     from kdstudio.core.errors import KDStudioError
-    from kdstudio.core.teacher_cache import cache_root, delete_cache, list_caches
+    from kdstudio.core.teacher_cache import (
+        cache_root,
+        delete_cache,
+        delete_stopped_passes,
+        list_caches,
+        stopped_passes,
+    )
     from kdstudio.core.teacher_source import size_text
 
     caches = list_caches()
@@ -38,6 +44,13 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         if args.keys or args.all:
             raise KDStudioError("'kdstudio cache list' takes no keys.",
                                 hint="Use 'kdstudio cache delete KEY' to delete one.")
+        stopped = stopped_passes()
+        if stopped:
+            console.print(f"{len(stopped)} stopped teacher pass(es), "
+                          f"{size_text(sum(p.size_bytes for p in stopped))} "
+                          f"({', '.join(f'{p.rows:,} rows' for p in stopped)} written): the next "
+                          "run that needs the same cache continues from them; 'kdstudio cache "
+                          "delete --all' deletes them too.")
         if not caches:
             console.print(f"No teacher caches in {escape(str(cache_root()))}. A run with "
                           "teacher.cache = 'always', or a sweep of language models, writes one.")
@@ -74,6 +87,10 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
                     hint=f"The keys are: {listed}. 'kdstudio cache' lists them.")
             chosen.append(hits[0])
     freed = 0
+    if args.all and stopped_passes():
+        gone = delete_stopped_passes()
+        freed += gone
+        console.print(f"Deleted the stopped teacher pass(es) ({size_text(gone)}).")
     for c in chosen:
         delete_cache(c.path)
         freed += c.size_bytes

@@ -146,26 +146,34 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
     """One teacher pass over every training row; returns the published cache folder.
 
     Each batch's logits are made over chunks of positions straight into top-k (no
-    (positions x vocabulary) tensor for the batch), then encoded. A stop aborts the pass
-    and leaves nothing behind.
+    (positions x vocabulary) tensor for the batch), then encoded. A stop keeps the rows
+    written so far, unpublished (the writer's keep()); the next pass for the same key
+    continues from them, and the finished cache is the same as one uninterrupted pass's.
     """
     import torch
 
     from kdstudio.core.chunk_size import auto_chunk_size
     from kdstudio.core.errors import StoppedError
-    from kdstudio.core.events import Progress
+    from kdstudio.core.events import Log, Progress
     from kdstudio.core.teacher_cache.records import topk_targets
     from kdstudio.core.teacher_cache.store import TeacherCacheWriter
 
     k = int(parts["k"])
     n = len(rows)
-    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n)
+    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n, resume=True)
+    todo = [i for i in range(n) if not writer.has(i)]
+    if writer.resumed_rows:
+        emit(Log(f"Teacher cache: continuing a stopped pass; {n - len(todo):,} of {n:,} rows "
+                 "were already written."))
     try:
-        for start in range(0, n, batch_size):
+        for start in range(0, len(todo), batch_size):
             if stop is not None and stop.is_set():
-                raise StoppedError("Stopped while the teacher cache was being written; "
-                                   "nothing partial was kept.")
-            idx = list(range(start, min(n, start + batch_size)))
+                kept = writer.keep()
+                raise StoppedError(
+                    f"Stopped while the teacher cache was being written; the {kept:,} of {n:,} "
+                    "rows written so far are kept, and the next run that needs this cache "
+                    "continues from them.")
+            idx = todo[start:start + batch_size]
             batch = make_batch(idx)
             labels = batch.student["labels"]
             b, length = labels.shape
@@ -189,7 +197,9 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
                 half[pos[:, 0], pos[:, 1]] = t_half
             writer.add(idx, mask, top_ids=ids, top_logprobs=lps, tail_logmass=tail,
                        tail_log_half=half)
-            emit(Progress("teacher cache", min(n, start + batch_size), n, "rows"))
+            emit(Progress("teacher cache", n - len(todo) + len(idx) + start, n, "rows"))
+    except StoppedError:
+        raise
     except BaseException:
         writer.abort()
         raise

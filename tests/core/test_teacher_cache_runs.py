@@ -153,18 +153,57 @@ def test_a_resumed_run_keeps_the_teacher_it_started_with(tiny):
 
 
 @pytest.mark.slow
-def test_a_stop_while_the_cache_is_written_leaves_nothing_behind(tiny):
+def test_a_stopped_cache_pass_is_continued_by_the_next_run(tiny, capsys):
+    """A stop during the teacher pass keeps the rows written so far, unpublished; the next
+    run continues from them instead of starting over, and its cache holds the same answers
+    as one uninterrupted pass. 'kdstudio cache' shows the stopped pass and --all deletes it."""
+    import torch
+
+    from kdstudio.cli.commands import main
+    from kdstudio.core.teacher_cache import TeacherCache, delete_cache, stopped_passes
+
+    cfg = lm_config(tiny, "always", training={"max_steps": 2, "eval_every": 0,
+                                              "batch_size": 4})
     stop = threading.Event()
     rec = Recorder()
 
     def on_event(e):
         rec(e)
-        if isinstance(e, ev.Progress) and e.stage == "teacher cache":
+        if isinstance(e, ev.Progress) and e.stage == "teacher cache" and e.current >= 8:
             stop.set()
-    result = run_training(lm_config(tiny, "always"), on_event, stop)
+    result = run_training(cfg, on_event, stop)
     assert result.status == "stopped"
-    assert not any(cache_root().iterdir()) if cache_root().exists() else True
     assert list_caches() == []
+    (kept,) = stopped_passes()
+    total = rec.of(ev.Progress)[-1].total
+    assert 8 <= kept.rows < total
+    assert main(["cache"]) == 0
+    assert "1 stopped teacher pass" in capsys.readouterr().out
+
+    again = Recorder()
+    assert run_training(cfg, again).status == "finished"
+    assert any(f"{kept.rows:,} of {total:,} rows were already written" in m for m in logs(again))
+    passes = [e for e in again.of(ev.Progress) if e.stage == "teacher cache"]
+    assert passes[0].current == kept.rows + 4 and passes[-1].current == total
+    assert stopped_passes() == []
+    (continued,) = list_caches()
+    resumed = TeacherCache(continued.path).get(list(range(total)))
+
+    delete_cache(continued.path)  # one uninterrupted pass, for comparison
+    assert run_training(cfg, Recorder()).status == "finished"
+    whole = TeacherCache(list_caches()[0].path).get(list(range(total)))
+    for name in ("top_ids", "top_logprobs", "tail_logmass", "mask"):
+        torch.testing.assert_close(getattr(resumed, name), getattr(whole, name), rtol=0, atol=0)
+
+    # A pass stopped again is listed by 'kdstudio cache' and deleted by --all.
+    stop.clear()
+    delete_cache(list_caches()[0].path)
+    assert run_training(cfg, on_event, stop).status == "stopped"
+    assert len(stopped_passes()) == 1
+    capsys.readouterr()
+    assert main(["cache", "delete", "--all"]) == 0
+    assert "stopped teacher pass" in capsys.readouterr().out
+    assert stopped_passes() == []
 
 
 @pytest.mark.slow

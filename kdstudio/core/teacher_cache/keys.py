@@ -25,6 +25,7 @@ SPARSE_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"
 _HEAD_BYTES = 8  # 4 x float16
 _MAX_GAP = 40.0  # nats below a position's largest log-prob that are stored as they are
 _PARTIAL = ".partial-"
+_STOPPED = ".stopped-"  # a pass that was stopped, kept to be continued: .stopped-<key>
 
 
 # ---------------------------------------------------------------- the key

@@ -21,6 +21,7 @@ import torch
 from kdstudio.core.runs import atomic_write_json
 from kdstudio.core.teacher_cache.keys import (
     _PARTIAL,
+    _STOPPED,
     FORMAT_VERSION,
     _normalized_parts,
     cache_dir_for,
@@ -49,10 +50,13 @@ class TeacherCacheWriter:
     Use as a context manager: a clean exit calls finish(), an exception abort(). Rows are
     identified by their index in the training rows; a row added twice keeps its first
     answer. If expected_rows is given, finish() requires rows 0..expected_rows-1, all.
+
+    keep() instead of abort() sets the rows written so far aside; a later writer for the
+    same key (``resume=True``) takes them over and has() says which rows it still needs.
     """
 
     def __init__(self, parts: Mapping[str, Any], vocab_size: int, *, expected_rows: int | None = None,
-                 shard_tokens: int = 1 << 18, root: Path | None = None):
+                 shard_tokens: int = 1 << 18, root: Path | None = None, resume: bool = False):
         self.key = cache_key(parts)
         self.parts = _normalized_parts(parts)
         self.k = int(self.parts["k"])
@@ -73,6 +77,32 @@ class TeacherCacheWriter:
         self._mask_bytes = 0
         self._tokens = 0
         self._closed = False
+        self.resumed_rows = self._take_over() if resume else 0
+
+    @property
+    def stopped_dir(self) -> Path:
+        """Where keep() sets a stopped pass aside for a later writer of the same key."""
+        return self.root / f"{_STOPPED}{self.key}"
+
+    def _take_over(self) -> int:
+        """Continue a pass that keep() set aside: its shards move into this writer's folder
+        (one rename, so two writers never share them). Returns how many rows it held."""
+        try:
+            progress = json.loads((self.stopped_dir / "progress.json").read_text(encoding="utf-8"))
+            if progress.get("key") != self.key or progress.get("format") != FORMAT_VERSION:
+                return 0
+            self.tmp_dir.rmdir()
+            os.rename(self.stopped_dir, self.tmp_dir)
+        except (OSError, ValueError):  # none, another writer took it, or unreadable
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            return 0
+        (self.tmp_dir / "progress.json").unlink(missing_ok=True)
+        self._shards = list(progress["shards"])
+        self._tokens = int(progress["tokens"])
+        for shard in self._shards:
+            index = np.load(self.tmp_dir / f"{shard['name']}.index.npy")
+            self._seen.update(int(r) for r in index[:, 0])
+        return len(self._seen)
 
     def __enter__(self) -> Self:
         return self
@@ -205,6 +235,23 @@ class TeacherCacheWriter:
         """Discard everything written; nothing is published."""
         self._closed = True
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def keep(self) -> int:
+        """Stop here but keep the rows written so far, unpublished, for a later writer of the
+        same key to continue (``resume=True``). Returns how many rows were kept."""
+        if self._closed:
+            raise RuntimeError("this teacher cache writer is already finished or aborted")
+        self._flush()
+        self._closed = True
+        if not self._seen:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            return 0
+        atomic_write_json(self.tmp_dir / "progress.json", {
+            "format": FORMAT_VERSION, "key": self.key, "shards": self._shards,
+            "tokens": self._tokens, "rows": len(self._seen)})
+        shutil.rmtree(self.stopped_dir, ignore_errors=True)  # an older stopped pass
+        os.rename(self.tmp_dir, self.stopped_dir)
+        return len(self._seen)
 
 
 # ---------------------------------------------------------------- reading
@@ -372,6 +419,39 @@ def delete_cache(key_or_path: str | Path) -> None:
     if not target.is_dir():
         raise FileNotFoundError(f"no teacher cache {target.name} in {root}")
     shutil.rmtree(target)
+
+
+@dataclass
+class StoppedPass:
+    """A teacher pass that was stopped, set aside for the next writer of its key."""
+
+    key: str
+    path: Path
+    rows: int
+    size_bytes: int
+
+
+def stopped_passes() -> list[StoppedPass]:
+    """The stopped passes waiting under cache_root() to be continued."""
+    root = cache_root()
+    out = []
+    for d in sorted(root.glob(f"{_STOPPED}*")) if root.is_dir() else []:
+        try:
+            progress = json.loads((d / "progress.json").read_text(encoding="utf-8"))
+            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        except (OSError, ValueError):  # taken over meanwhile, or unreadable
+            continue
+        out.append(StoppedPass(d.name[len(_STOPPED):], d, int(progress.get("rows", 0)), size))
+    return out
+
+
+def delete_stopped_passes() -> int:
+    """Delete every stopped pass; returns the bytes freed."""
+    freed = 0
+    for p in stopped_passes():
+        shutil.rmtree(p.path, ignore_errors=True)
+        freed += p.size_bytes
+    return freed
 
 
 def remove_partial_caches() -> int:
