@@ -129,7 +129,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
         self.ctx.navigate.connect(self.show_page)
-        from kdstudio.ui.pages.tradeoff.page import show_on_runs_page
+        from kdstudio.ui.pages.tradeoff.queue import show_on_runs_page
 
         tradeoff = self.pages["tradeoff"]
         tradeoff.open_run_requested.connect(lambda path: show_on_runs_page(self, path))

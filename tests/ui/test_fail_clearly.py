@@ -69,13 +69,13 @@ def test_start_with_a_teacher_that_is_not_there(qtbot, tmp_path, tiny):
     w.ctx.replace_config(tiny_config("causal-lm", missing))
     page = w.pages["train"]
     with qtbot.waitSignal(w.ctx.run_finished, timeout=WAIT) as finished:
-        qtbot.mouseClick(page.run_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(page.controls.run_button, Qt.MouseButton.LeftButton)
     assert finished.args[0] is None
     qtbot.waitUntil(lambda: _dialog(w) is not None, timeout=WAIT)
     box = _dialog(w)
     assert box.windowTitle() == "Model could not be loaded"
     assert "gone-teacher" in box.text() and "does not exist" in box.text()
-    assert w.isVisible() and page.run_button.isEnabled() and not w.training.is_running()
+    assert w.isVisible() and page.controls.run_button.isEnabled() and not w.training.is_running()
     box.accept()
 
 

@@ -44,7 +44,7 @@ def test_two_process_run_from_the_app_plots_pauses_and_stops(qtbot, monkeypatch,
                                      evaluation={"baseline": False}))
     steps = []
     w.ctx.run_event.connect(lambda e: steps.append(e) if isinstance(e, Step) else None)
-    _click(qtbot, page.run_button)
+    _click(qtbot, page.controls.run_button)
     assert w.training.is_running()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=RUN)
     # Drawn live from the child's metrics.jsonl.
@@ -52,7 +52,7 @@ def test_two_process_run_from_the_app_plots_pauses_and_stops(qtbot, monkeypatch,
                     and len(page.plots.loss_curves["total"].xData) >= 3, timeout=RUN)
     assert page.progress.value() >= 3
 
-    _click(qtbot, page.pause_button)
+    _click(qtbot, page.controls.pause_button)
     assert w.training.is_paused()
     time.sleep(2.0)
     qtbot.wait(600)
@@ -62,7 +62,7 @@ def test_two_process_run_from_the_app_plots_pauses_and_stops(qtbot, monkeypatch,
     assert len(steps) == held, "Pause did not hold the processes"
 
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as finished:
-        _click(qtbot, page.stop_button)
+        _click(qtbot, page.controls.stop_button)
     result = finished.args[0]
     assert result.status == "stopped"
     run = Run(result.run_dir)

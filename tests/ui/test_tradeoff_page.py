@@ -127,7 +127,7 @@ def test_an_unfinished_sweep_is_offered_stopped_and_resumed(qtbot, tiny):
     qtbot.waitUntil(lambda: page.current is not None and page.current.id == sweep.id, timeout=WAIT)
     assert "did not finish" in w.statusBar().currentMessage()
     w.show_page("tradeoff")
-    assert page.banner.isVisible() and "did not finish" in page.banner_label.text()
+    assert page.banner.isVisible() and "did not finish" in page.banner.label.text()
     assert page.resume_button.isEnabled()
 
     # Stop the queue at the first training step: it keeps a checkpoint and stays resumable.
@@ -140,7 +140,7 @@ def test_an_unfinished_sweep_is_offered_stopped_and_resumed(qtbot, tiny):
 
     w.training.event.connect(stop_at_first_step)
     with qtbot.waitSignal(page.queue.done, timeout=RUN) as done:
-        qtbot.mouseClick(page.banner_resume, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(page.banner.resume_button, Qt.MouseButton.LeftButton)
     assert done.args == ["stopped"]
     qtbot.waitUntil(lambda: page.banner.isVisible(), timeout=WAIT)
     assert page.queue_table.item(0, 2).text() == "stopped"
@@ -204,7 +204,7 @@ def test_closing_the_app_mid_sweep_leaves_it_resumable(qtbot, tiny, monkeypatch)
     page2 = w2.pages["tradeoff"]
     qtbot.waitUntil(lambda: page2.banner.isVisible(), timeout=WAIT)
     with qtbot.waitSignal(page2.queue.done, timeout=RUN) as done:
-        qtbot.mouseClick(page2.banner_resume, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(page2.banner.resume_button, Qt.MouseButton.LeftButton)
     assert done.args == ["finished"]
     final = Sweep.load(sweep.folder)
     assert [e.status for e in final.entries] == ["finished", "finished"]

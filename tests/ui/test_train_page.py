@@ -84,8 +84,8 @@ def test_a_short_run_draws_every_plot(window, qtbot, tiny):
                                      method={"hard_label_weight": 0.5}))
     events = _record(w)
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as finished:
-        _click(qtbot, page.run_button)
-        assert not page.run_button.isEnabled() and page.stop_button.isEnabled()
+        _click(qtbot, page.controls.run_button)
+        assert not page.controls.run_button.isEnabled() and page.controls.stop_button.isEnabled()
     assert finished.args[0].status == "finished"
 
     steps = _steps(events)
@@ -115,7 +115,7 @@ def test_a_short_run_draws_every_plot(window, qtbot, tiny):
     log = page.log.toPlainText()
     assert "Evaluation at step 2: perplexity" in log and "Checkpoint saved at step 6" in log
     assert "Finished." in log
-    assert not page.resume_button.isVisible()
+    assert not page.controls.resume_button.isVisible()
 
     # Opening the finished run again (as the Runs page does) redraws it from metrics.jsonl.
     page.plots.reset()
@@ -136,22 +136,22 @@ def test_stop_keeps_a_checkpoint_and_resume_finishes(window, qtbot, tiny):
     def stop_at_first_step(e):
         if isinstance(e, Step) and not clicked:
             clicked.append(e.step)
-            _click(qtbot, page.stop_button)
+            _click(qtbot, page.controls.stop_button)
 
     w.ctx.run_event.connect(stop_at_first_step)
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as stopped:
-        _click(qtbot, page.run_button)
+        _click(qtbot, page.controls.run_button)
     result = stopped.args[0]
     assert result.status == "stopped"
     run = Run(result.run_dir)
     assert run.status() == "stopped" and run.latest_checkpoint() is not None
     done = _steps(events)[-1].step
     assert done < 6
-    assert page.resume_button.isVisible() and "Stopped" in page.log.toPlainText()
+    assert page.controls.resume_button.isVisible() and "Stopped" in page.log.toPlainText()
 
     events = _record(w)
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as resumed:
-        _click(qtbot, page.resume_button)
+        _click(qtbot, page.controls.resume_button)
     assert resumed.args[0].status == "finished" and str(resumed.args[0].run_dir) == str(run.path)
     assert [e.step for e in _steps(events)] == list(range(done + 1, 7))
     assert run.status() == "finished"
@@ -159,7 +159,7 @@ def test_stop_keeps_a_checkpoint_and_resume_finishes(window, qtbot, tiny):
     # The curves include the steps from before the stop, read back from the run's file.
     qtbot.waitUntil(lambda: len(page.plots.loss_curves["total"].xData) == 6, timeout=RUN)
     assert list(page.plots.loss_curves["total"].xData) == [1, 2, 3, 4, 5, 6]
-    assert not page.resume_button.isVisible()
+    assert not page.controls.resume_button.isVisible()
 
 
 @pytest.mark.slow
@@ -167,10 +167,10 @@ def test_pause_holds_the_steps_until_continued(window, qtbot, tiny):
     w, page = window, _page(window)
     w.ctx.replace_config(tiny_config("causal-lm", tiny["gpt2"], training={"max_steps": 6, "eval_every": 0}))
     events = _record(w)
-    w.ctx.run_event.connect(lambda e: _click(qtbot, page.pause_button)
+    w.ctx.run_event.connect(lambda e: _click(qtbot, page.controls.pause_button)
                             if isinstance(e, Step) and e.step == 1 else None)
-    _click(qtbot, page.run_button)
-    qtbot.waitUntil(lambda: page.pause_button.text() == "Continue", timeout=RUN)
+    _click(qtbot, page.controls.run_button)
+    qtbot.waitUntil(lambda: page.controls.pause_button.text() == "Continue", timeout=RUN)
     assert w.training.is_paused()
     # The step under way when pausing still reports; then the training thread waits.
     qtbot.waitUntil(w.training.is_held, timeout=RUN)
@@ -180,8 +180,8 @@ def test_pause_holds_the_steps_until_continued(window, qtbot, tiny):
     qtbot.waitUntil(lambda: page.progress.value() == held, timeout=RUN)  # drawn at a capped rate
     assert w.training.is_held() and w.training.is_running() and len(_steps(events)) == held
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as finished:
-        _click(qtbot, page.pause_button)
-        assert page.pause_button.text() == "Pause"
+        _click(qtbot, page.controls.pause_button)
+        assert page.controls.pause_button.text() == "Pause"
     assert finished.args[0].status == "finished"
     assert [e.step for e in _steps(events)] == [1, 2, 3, 4, 5, 6]
 
@@ -200,12 +200,12 @@ def test_invalid_device_shows_a_dialog_and_the_app_keeps_running(window, qtbot, 
     qtbot.waitUntil(lambda: page.memory.level == "warning", timeout=RUN)
     assert "no CUDA GPU" in page.memory.label.text()
     with qtbot.waitSignal(w.ctx.run_finished, timeout=RUN) as finished:
-        _click(qtbot, page.run_button)
+        _click(qtbot, page.controls.run_button)
     assert finished.args[0] is None
     qtbot.waitUntil(lambda: w.findChild(QMessageBox, "errorDialog") is not None, timeout=RUN)
     box = w.findChild(QMessageBox, "errorDialog")
     assert box.windowTitle() == "Invalid run configuration" and "no CUDA GPU" in box.text()
-    assert w.isVisible() and page.run_button.isEnabled() and not w.training.is_running()
+    assert w.isVisible() and page.controls.run_button.isEnabled() and not w.training.is_running()
     assert page.settings.device_combo.currentText() == "cuda"  # the input is kept
     assert "Invalid run configuration" in page.log.toPlainText()
     _click(qtbot, page.memory.apply_button)
@@ -264,7 +264,7 @@ def test_stop_before_training_offers_nothing_to_resume(qtbot):
     w = open_window(qtbot, demo=True)
     page = w.pages["train"]
     page._on_run_finished(SimpleNamespace(status="stopped", run_dir=".", summary={}))
-    assert not page.resume_button.isVisibleTo(page) and page.resume_dir == ""
+    assert not page.controls.resume_button.isVisibleTo(page) and page.controls.resume_dir == ""
     assert "before training began" in page.status.text()
     page._on_run_finished(SimpleNamespace(status="stopped", run_dir="/runs/x", summary={"steps": 3}))
-    assert page.resume_button.isVisibleTo(page) and page.resume_dir == "/runs/x"
+    assert page.controls.resume_button.isVisibleTo(page) and page.controls.resume_dir == "/runs/x"

@@ -17,8 +17,6 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QComboBox,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -33,15 +31,15 @@ from kdstudio.core.errors import KDStudioError
 from kdstudio.core.sweep.queue import Sweep
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception
+from kdstudio.ui.pages.tradeoff.banner import ResumeBanner
 from kdstudio.ui.pages.tradeoff.budget import BudgetBox, advise
-from kdstudio.ui.pages.tradeoff.queue import (  # noqa: F401 (the window's)
-    SweepQueue,
-    load_sweep_view,
-    show_on_runs_page,
-)
-from kdstudio.ui.pages.tradeoff.queue_view import QueueView, sweep_text, when
+from kdstudio.ui.pages.tradeoff.chooser import SweepChooser
+from kdstudio.ui.pages.tradeoff.planning import PlanLine, confirm_box, plan_job
+from kdstudio.ui.pages.tradeoff.queue import SweepQueue, load_sweep_view
+from kdstudio.ui.pages.tradeoff.queue_view import QueueView
 from kdstudio.ui.pages.tradeoff.results import TradeoffResults
 from kdstudio.ui.pages.tradeoff.setup import SweepSetup
+from kdstudio.ui.pages.tradeoff.teacher import TeacherShape
 from kdstudio.ui.widgets.common import named
 
 
@@ -60,16 +58,16 @@ class TradeoffPage(QWidget):
         self.setObjectName("tradeoffPage")
         self.current: Sweep | None = None
         self.confirm_dialog: QMessageBox | None = None
-        self._shape: tuple[tuple[str, str], Any] | None = None
-        self._shape_key: tuple[str, str] | None = None
-        self._plan_no = 0
         self._started_up = False
         self.queue = SweepQueue(ctx, self)
+        self.teacher_reader = TeacherShape(ctx, self)
         self._build()
         self._plan_timer = QTimer(self, singleShot=True, interval=400)
         self._plan_timer.timeout.connect(self.update_plan)
 
         self.setup.changed.connect(self._plan_timer.start)
+        self.teacher_reader.read.connect(lambda shape: self.setup.set_teacher_layers(shape.num_layers))
+        self.teacher_reader.failed.connect(self._teacher_failed)
         self.budget.propose_requested.connect(self.propose_budget)
         self.budget.use_layers.connect(self.setup.check_layers)
         self.results.point_clicked.connect(self._open_run)
@@ -103,27 +101,11 @@ class TradeoffPage(QWidget):
         intro.setWordWrap(True)
         intro.setStyleSheet("color: #555555;")
 
-        self.banner = QFrame()
-        self.banner.setObjectName("sweepResumeBanner")
-        self.banner.setStyleSheet("QFrame#sweepResumeBanner { background: #fff4e0; "
-                                  "border: 1px solid #e0b060; border-radius: 4px; }")
-        self.banner_label = QLabel()
-        self.banner_label.setObjectName("sweepResumeText")
-        self.banner_label.setWordWrap(True)
-        self.banner_resume = self._button("Resume it", "bannerResumeButton", "Run the rest of this "
-                                          "sweep; a stopped run continues from its checkpoint.",
-                                          self.resume_current)
-        blay = QHBoxLayout(self.banner)
-        blay.setContentsMargins(10, 6, 10, 6)
-        blay.addWidget(self.banner_label, 1)
-        blay.addWidget(self.banner_resume)
-        self.banner.setVisible(False)
+        self.banner = ResumeBanner()
+        self.banner.resume_requested.connect(self.resume_current)
 
         self.setup = SweepSetup()
-        self.plan_label = QLabel("Tick some students to see the plan.")
-        self.plan_label.setObjectName("sweepPlanLabel")
-        self.plan_label.setWordWrap(True)
-        self.plan_label.setStyleSheet("font-weight: 600;")
+        self.plan_label = PlanLine()
         self.start_button = self._button("Start sweep\u2026", "startSweepButton",
                                          "Show the plan and start the runs, one after another.",
                                          self.start_clicked)
@@ -163,17 +145,13 @@ class TradeoffPage(QWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(450)
 
-        self.sweep_combo = named(QComboBox(), "sweepCombo", "Sweep on show",
-                                 "Every sweep on this computer, newest first.")
-        self.sweep_combo.activated.connect(lambda _i: self._combo_picked())
-        chooser = QHBoxLayout()
-        chooser.addWidget(QLabel("Sweep:"))
-        chooser.addWidget(self.sweep_combo, 1)
+        self.chooser = SweepChooser()
+        self.chooser.picked.connect(self.show_sweep)
         self.results = TradeoffResults()
         right = QWidget()
         rlay = QVBoxLayout(right)
         rlay.setContentsMargins(8, 0, 0, 0)
-        rlay.addLayout(chooser)
+        rlay.addWidget(self.chooser)
         rlay.addWidget(self.results, 1)
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -210,34 +188,14 @@ class TradeoffPage(QWidget):
 
     def _read_teacher(self) -> None:
         """Count the teacher's layers from its config files (in a job)."""
-        cfg = self.ctx.config
-        key = (cfg.teacher.name, cfg.task)
-        if key == self._shape_key:
-            return
-        self._shape_key = key
-        cfg = copy.deepcopy(cfg)
+        self.teacher_reader.refresh(self.ctx.config)
 
-        def job() -> Any:
-            from kdstudio.core.sweep.plan import teacher_shape_for
-
-            return teacher_shape_for(cfg)
-
-        def done(shape: Any) -> None:
-            if self._shape_key == key:
-                self._shape = (key, shape)
-                self.setup.set_teacher_layers(shape.num_layers)
-
-        def failed(exc: BaseException) -> None:
-            if self._shape_key == key:
-                self._shape = None
-                self.setup.set_teacher_layers(None, f"The teacher's layers could not be read: "
-                                                    f"{exc} Other students can still be added.")
-
-        self.ctx.jobs.submit(job, done, failed)
+    def _teacher_failed(self, exc: BaseException) -> None:
+        self.setup.set_teacher_layers(None, f"The teacher's layers could not be read: "
+                                            f"{exc} Other students can still be added.")
 
     def teacher_shape(self) -> Any:
-        key = (self.ctx.config.teacher.name, self.ctx.config.task)
-        return self._shape[1] if self._shape and self._shape[0] == key else None
+        return self.teacher_reader.shape_for(self.ctx.config)
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
@@ -247,46 +205,11 @@ class TradeoffPage(QWidget):
 
     # -- planning and starting -----------------------------------------------------------------
     def _plan_job(self) -> Any:
-        """What planning needs, gathered now; the job builds the sweep and times it."""
-        students = self.setup.students()
-        axis, values = self.setup.axis()
-        int8 = self.setup.quantize_int8()
-        base = copy.deepcopy(self.ctx.config)
-        shape = self.teacher_shape()
-        layers = shape.num_layers if shape else self.setup.teacher_layers
-
-        def job() -> Any:
-            from kdstudio.core.sweep.plan import estimate_time
-
-            plan = Sweep.new(base, students, axis, values, teacher_layers=layers,
-                             quantize_int8=int8)
-            return plan, estimate_time(plan, teacher_shape=shape)
-
-        return job
+        return plan_job(self.setup, self.ctx.config, self.teacher_shape())
 
     def update_plan(self) -> None:
-        """The number of runs and their time, on the label (newest answer only)."""
-        self._plan_no += 1
-        number = self._plan_no
-        if not self.setup.students():
-            self.plan_label.setText("Tick at least one student (or add another model).")
-            return
-        try:
-            job = self._plan_job()
-        except KDStudioError as exc:
-            self.plan_label.setText(f"<span style='color:#c62828'>{exc}</span>")
-            return
-        self.plan_label.setText("Working out the plan\u2026")
-
-        def done(result: Any) -> None:
-            if number == self._plan_no:
-                self.plan_label.setText(result[1].text[0].upper() + result[1].text[1:])
-
-        def failed(exc: BaseException) -> None:
-            if number == self._plan_no:
-                self.plan_label.setText(f"<span style='color:#c62828'>{exc}</span>")
-
-        self.ctx.jobs.submit(job, done, failed)
+        """The number of runs and their time, on the plan line (newest answer only)."""
+        self.plan_label.update_plan(self.ctx.jobs, self.setup.students, self._plan_job)
 
     def start_clicked(self) -> None:
         try:
@@ -310,19 +233,7 @@ class TradeoffPage(QWidget):
         self._update_buttons()
         self.message.clear()
         self.plan_ready.emit(result)
-        runs = len(plan.entries)
-        box = QMessageBox(QMessageBox.Icon.Question, "Start the sweep?",
-                          f"<b>{runs} run{'s' if runs != 1 else ''}</b>: "
-                          f"{'; '.join(e.label for e in plan.entries)}.<br><br>"
-                          f"{est.text[0].upper()}{est.text[1:]}"
-                          + (" Each student is then exported as int8 ONNX, which adds a little "
-                             "time." if plan.quantize_int8 else "")
-                          + "<br><br>They run one after another "
-                          "and each appears on the Runs page. You can stop the queue and resume "
-                          "it later, even after closing KD Studio.",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
-        box.setObjectName("sweepConfirmDialog")
-        box.button(QMessageBox.StandardButton.Yes).setText("Start")
+        box = confirm_box(plan, est, self)
         box.finished.connect(lambda _r: self._confirmed(box, plan))
         self.confirm_dialog = box
         box.open()
@@ -394,12 +305,7 @@ class TradeoffPage(QWidget):
 
     def _on_sweeps(self, sweeps: list[Sweep], select: str | None) -> None:
         keep = select or (self.current.id if self.current else None)
-        self.sweep_combo.blockSignals(True)
-        self.sweep_combo.clear()
-        for s in sweeps:
-            self.sweep_combo.addItem(sweep_text(s), str(s.folder))
-            self.sweep_combo.setItemData(self.sweep_combo.count() - 1, s.id, Qt.ItemDataRole.ToolTipRole)
-        self.sweep_combo.blockSignals(False)
+        self.chooser.fill(sweeps)
         if not self._started_up:
             self._started_up = True
             waiting = [s for s in sweeps if s.is_unfinished() and not s.runner_alive()]
@@ -411,17 +317,12 @@ class TradeoffPage(QWidget):
                 self.unfinished_found.emit(text)
         ids = [s.id for s in sweeps]
         if keep in ids:
-            self.sweep_combo.setCurrentIndex(ids.index(keep))
+            self.chooser.combo.setCurrentIndex(ids.index(keep))
             if self.current is None or self.current.id != keep:
                 self.show_sweep(sweeps[ids.index(keep)].folder)
         elif sweeps and self.current is None:
             self.show_sweep(sweeps[0].folder)
         self.sweeps_loaded.emit()
-
-    def _combo_picked(self) -> None:
-        folder = self.sweep_combo.currentData()
-        if folder:
-            self.show_sweep(Path(folder))
 
     def show_sweep(self, folder: Path) -> None:
         """Load a sweep's queue and figures (in a job) and show them."""
@@ -450,23 +351,7 @@ class TradeoffPage(QWidget):
         quality = {r.run_dir: r.quality_retained for r in self.results.rows if r.role == "student"}
         exporting = self.queue.exporting if self.queue.sweep is self.current else None
         self.queue_table.fill(self.current, quality, exporting)
-        self._update_banner()
-
-    def _update_banner(self) -> None:
-        s = self.current
-        show = (s is not None and self.queue.sweep is None and s.is_unfinished()
-                and not s.runner_alive())
-        if show:
-            self.banner_label.setText(f"<b>This sweep did not finish</b> ({when(s.created)}: "
-                                      f"{s.describe()}). Resume runs the rest; a stopped run "
-                                      "continues from its checkpoint.")
-        elif s is not None and s.runner_alive():
-            show = True
-            self.banner_label.setText(f"This sweep is running in another process (pid "
-                                      f"{s.runner.get('pid')}); its points appear as its runs "
-                                      "finish. Press Refresh in a while.")
-        self.banner_resume.setVisible(s is not None and not s.runner_alive())
-        self.banner.setVisible(show)
+        self.banner.show_for(self.current, self.queue.sweep is None)
 
     def _update_buttons(self) -> None:
         busy = self.queue.is_running() or self.ctx.training.is_running()
@@ -476,8 +361,8 @@ class TradeoffPage(QWidget):
         can_resume = (s is not None and not busy and not s.runner_alive()
                       and (bool(s.todo(retry_failed=True)) or self._int8_missing()))
         self.resume_button.setEnabled(can_resume)
-        self.banner_resume.setEnabled(can_resume)
-        self._update_banner()
+        self.banner.resume_button.setEnabled(can_resume)
+        self.banner.show_for(self.current, self.queue.sweep is None)
 
     def _int8_missing(self) -> bool:
         """A student on show lacks the int8 export its sweep asks for (Resume makes it)."""

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -28,62 +27,18 @@ from PySide6.QtWidgets import (
 
 from kdstudio.core.events import Eval, Finished, Progress, Stage, Started, Step
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.pages.train.controls import RunControls
+from kdstudio.ui.pages.train.gpus import gpu_control
 from kdstudio.ui.pages.train.history import metric_label, read_history
 from kdstudio.ui.pages.train.log import LogPane, describe, format_duration
 from kdstudio.ui.pages.train.memory import MemoryLine
 from kdstudio.ui.pages.train.pinned import AnswersTable, PinnedInputs
 from kdstudio.ui.pages.train.plots import TrainPlots
 from kdstudio.ui.pages.train.settings import TrainSettings
+from kdstudio.ui.pages.train.teacher_line import TeacherLine
 
 ESTIMATE_SECTIONS = {"task", "teacher", "student", "method", "data", "training"}
 RESUMABLE = ("stopped", "interrupted")
-
-
-def _gpu_control(ctx: AppContext) -> QWidget:
-    """'GPUs: 1 ... N' on a machine with several; disabled, with the reason, otherwise. More
-    than one runs the training as child processes through Accelerate, one per GPU."""
-    from PySide6.QtWidgets import QSpinBox
-
-    from kdstudio.ui.child_run import gpu_count
-
-    n, why = gpu_count()
-    box = QWidget()
-    box.setObjectName("gpuControl")
-    row = QHBoxLayout(box)
-    row.setContentsMargins(0, 0, 0, 0)
-    label = QLabel("GPUs:")
-    spin = QSpinBox()
-    spin.setObjectName("gpuSpin")
-    spin.setAccessibleName("GPUs the run uses")
-    spin.setRange(1, max(1, n))
-    spin.setValue(1)
-    spin.valueChanged.connect(lambda v: setattr(ctx, "processes", int(v)))
-    note = QLabel()
-    note.setObjectName("gpuNote")
-    note.setWordWrap(True)
-    if n > 1:
-        spin.setToolTip(f"Run on 1 to {n} GPUs: more than one starts one training process per "
-                        "GPU through Accelerate (DDP); training.batch_size is each process's "
-                        "share of the global batch.")
-        note.setText(f"of {n}" + (f" ({why})" if why else ""))
-    else:
-        spin.setEnabled(False)
-        note.setText(f"One process: {why}.")
-        spin.setToolTip(f"Several GPUs run one process each; {why}.")
-    row.addWidget(label)
-    row.addWidget(spin)
-    row.addWidget(note, 1)
-    box.spin = spin  # type: ignore[attr-defined]
-    return box
-
-
-def _button(text: str, name: str, tip: str) -> QPushButton:
-    b = QPushButton(text)
-    b.setObjectName(name)
-    b.setAccessibleName(text)
-    b.setToolTip(tip)
-    b.setMinimumHeight(30)
-    return b
 
 
 class TrainPage(QWidget):
@@ -94,7 +49,6 @@ class TrainPage(QWidget):
         self.ctx = ctx
         self.setObjectName("trainPage")
         self.metric = ""               # the headline metric of the run on show
-        self.resume_dir = ""           # a stopped run that Resume continues
         self.last_step: Any = None
         self._estimate_stale = True
         self._teacher_info: tuple[str, dict] | None = None
@@ -127,39 +81,10 @@ class TrainPage(QWidget):
         self.settings = TrainSettings(self.ctx)
         self.memory = MemoryLine()
         self.memory.apply_requested.connect(self._apply_suggestion)
-        # Live teacher or teacher cache, and why (teacher.cache on the Method page).
-        self.teacher_line = QLabel()
-        self.teacher_line.setObjectName("teacherSourceLine")
-        self.teacher_line.setAccessibleName("Where the teacher's answers come from")
-        self.teacher_line.setWordWrap(True)
-        self.teacher_line.setToolTip(
-            "A teacher-logit cache holds the teacher's top-k next-token answers for the "
-            "training data, written by one teacher pass. Runs, resumes and the students of a "
-            "sweep on the same teacher, data and length read it instead of running the "
-            "teacher at every step. Set it on the Method page (advanced settings, Teacher).")
-        self.run_button = _button("Start training", "runButton",
-                                  "Check the settings and start distilling (Ctrl+R).")
-        font = self.run_button.font()
-        font.setBold(True)
-        self.run_button.setFont(font)
-        self.run_button.setDefault(True)
-        self.pause_button = _button("Pause", "pauseButton", "Hold training between two steps; "
-                                    "press again to continue.")
-        self.stop_button = _button("Stop", "stopButton", "Stop after the current step and keep a "
-                                   "checkpoint, so the run can be resumed.")
-        self.resume_button = _button("Resume the stopped run", "resumeButton",
-                                     "Continue the stopped run from its last checkpoint.")
-        self.resume_button.setVisible(False)
-        self.run_button.clicked.connect(lambda: self.ctx.start_run())
-        self.pause_button.clicked.connect(self.ctx.pause_run)
-        self.stop_button.clicked.connect(self._stop)
-        self.resume_button.clicked.connect(self._resume)
-        self.gpus = _gpu_control(self.ctx)
-        buttons = QHBoxLayout()
-        buttons.setSpacing(6)
-        buttons.addWidget(self.run_button, 2)
-        buttons.addWidget(self.pause_button, 1)
-        buttons.addWidget(self.stop_button, 1)
+        self.teacher_line = TeacherLine()
+        self.gpus = gpu_control(self.ctx)
+        self.controls = RunControls(self.ctx)
+        self.controls.stopping.connect(self._on_stopping)
         self.pinned = PinnedInputs(self.ctx)
 
         left = QWidget()
@@ -171,8 +96,7 @@ class TrainPage(QWidget):
         llay.addWidget(self.memory)
         llay.addWidget(self.teacher_line)
         llay.addWidget(self.gpus)
-        llay.addLayout(buttons)
-        llay.addWidget(self.resume_button)
+        llay.addWidget(self.controls)
         llay.addWidget(self.pinned, 1)
         scroll = QScrollArea()
         scroll.setObjectName("trainControlsScroll")
@@ -237,29 +161,16 @@ class TrainPage(QWidget):
         lay.addLayout(body, 1)
 
     # -- run controls --------------------------------------------------------------------------
-    def _stop(self) -> None:
-        self.ctx.stop_run()
-        self.stop_button.setEnabled(False)
+    def _on_stopping(self) -> None:
         self.status.setText("Stopping after the current step and saving a checkpoint\u2026")
 
-    def _resume(self) -> None:
-        if self.resume_dir:
-            self.ctx.start_run(resume=Path(self.resume_dir))
-
     def _on_running_changed(self, running: bool) -> None:
-        self.run_button.setEnabled(not running)
-        self.pause_button.setEnabled(running)
-        self.stop_button.setEnabled(running)
-        if not running:
-            self.pause_button.setText("Pause")
-            if self._estimate_stale:
-                self._schedule_estimate()
-        if running:
-            self.resume_button.setVisible(False)
+        self.controls.set_running(running)
+        if not running and self._estimate_stale:
+            self._schedule_estimate()
 
     def _on_paused_changed(self, paused: bool) -> None:
-        self.pause_button.setText("Continue" if paused else "Pause")
-        self.pause_button.setAccessibleName(self.pause_button.text())
+        self.controls.set_paused(paused)
         if self.ctx.training.is_running():
             self.status.setText("Paused. Press Continue to go on." if paused else "Training\u2026")
 
@@ -285,7 +196,7 @@ class TrainPage(QWidget):
             self.progress.setValue(0)
             self.progress.setFormat("Stopped before training began")
             self.status.setText("Stopped before training began; nothing was saved.")
-            self._offer_resume("", False)
+            self.controls.offer_resume("", False)
             return
         elif status == "stopped":
             self.progress.setFormat("Stopped at step %v of %m")
@@ -295,11 +206,7 @@ class TrainPage(QWidget):
                 self.progress.setRange(0, 1)
             self.progress.setFormat("Failed")
             self.status.setText("The run did not finish; the log says why.")
-        self._offer_resume(str(getattr(result, "run_dir", "") or ""), status == "stopped")
-
-    def _offer_resume(self, run_dir: str, on: bool) -> None:
-        self.resume_dir = run_dir if on else ""
-        self.resume_button.setVisible(on and bool(run_dir))
+        self.controls.offer_resume(str(getattr(result, "run_dir", "") or ""), status == "stopped")
 
     # -- events --------------------------------------------------------------------------------
     def _clear(self) -> None:
@@ -425,7 +332,7 @@ class TrainPage(QWidget):
         self.plots.flush()
         status = history["status"]
         self.status.setText(f"Showing the run {Path(run_dir).name} ({status}).")
-        self._offer_resume(run_dir, status in RESUMABLE and history["resumable"])
+        self.controls.offer_resume(run_dir, status in RESUMABLE and history["resumable"])
 
     def _history_failed(self, number: int, run_dir: str, exc: BaseException) -> None:
         if number == self._history_no:
@@ -459,15 +366,7 @@ class TrainPage(QWidget):
         name = self.ctx.config.teacher.name
         info = self._teacher_info[1] if self._teacher_info and self._teacher_info[0] == name else None
         self.memory.estimate(self.ctx.jobs, self.ctx.config, info)
-        self.show_teacher_plan()
-
-    def show_teacher_plan(self) -> None:
-        from kdstudio.core.teacher_source import plan_teacher  # no torch
-
-        try:
-            self.teacher_line.setText(plan_teacher(self.ctx.config).line + ".")
-        except Exception as exc:  # noqa: BLE001 - a config mid-edit must not break the page
-            self.teacher_line.setText(f"Teacher: not decided yet ({exc}).")
+        self.teacher_line.show_plan(self.ctx.config)
 
     def _apply_suggestion(self, changes: dict[str, Any]) -> None:
         for dotted, value in changes.items():
