@@ -2,7 +2,7 @@
 
 The user ticks students (layer counts derived from the teacher, other models) and an
 optional second axis; the page shows how many runs that is and how long they should take,
-asks before starting, then runs them one after another (tradeoff_queue.SweepQueue). Each
+asks before starting, then runs them one after another (queue.SweepQueue). Each
 finished run adds a point to the chart and a row to the table. Sweeps found unfinished on
 disk at start-up are offered for resuming. Reading files, estimating and planning all run
 in ctx.jobs; only drawing happens on the GUI thread.

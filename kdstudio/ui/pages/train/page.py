@@ -1,7 +1,7 @@
 """The Train page: hyperparameters, a memory check, run controls, live plots, log and answers.
 
 Engine events arrive through ctx.run_event; each one only appends to the plots' buffers,
-which redraw a few times a second (see widgets/train_plots.py), so a fast run never floods
+which redraw a few times a second (see plots.py), so a fast run never floods
 the GUI thread. A past run opened on the Runs page is read in a job and replayed through
 the same code.
 """
