@@ -206,3 +206,36 @@ def event_from_record(record: dict[str, Any]) -> Event | None:
         return cls(**{k: v for k, v in record.items() if k in names})
     except TypeError:  # a field it needs is missing
         return None
+
+
+class EventFollower:
+    """Follows a metrics.jsonl that another process is writing: each ``read_new()`` returns
+    the events of the lines completed since the last call (a line still being written waits
+    for the next call; a line this version cannot read is passed over)."""
+
+    def __init__(self, path: Any):
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[Event]:
+        import json
+
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except OSError:
+            return []
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()  # a line still being written
+        out = []
+        for line in lines:
+            try:
+                event = event_from_record(json.loads(line))
+            except ValueError:
+                continue
+            if event is not None:
+                out.append(event)
+        return out

@@ -114,33 +114,14 @@ def run_launched(command: list[str], processes: int, on_event: Any, stop: Any, *
     every ``poll_s``) becomes the stop file every process agrees on. Returns (exit code, run
     folder or None, why it failed or ''); a failed launch's run is marked failed. An exception
     here (a second Ctrl-C) ends the processes at once."""
-    import json
     import time
 
-    from kdstudio.core.events import event_from_record
+    from kdstudio.core.events import EventFollower
 
     log_dir = Path(tempfile.mkdtemp(prefix="kdstudio-launch-log-"))
     log_path = log_dir / "launch.log"
-    offset, partial, run_dir, asked = 0, b"", None, False
-
-    def read_new() -> None:
-        nonlocal offset, partial
-        try:
-            with open(run_dir / "metrics.jsonl", "rb") as fh:  # type: ignore[operator]
-                fh.seek(offset)
-                data = fh.read()
-        except OSError:
-            return
-        offset += len(data)
-        lines = (partial + data).split(b"\n")
-        partial = lines.pop()  # a line still being written
-        for line in lines:
-            try:
-                event = event_from_record(json.loads(line))
-            except ValueError:
-                continue
-            if event is not None:
-                on_event(event)
+    run_dir, asked = None, False
+    follower: EventFollower | None = None
 
     with open(log_path, "wb") as log:
         launch = start(command, processes, fsdp=fsdp, stdout=log, stderr=log)
@@ -152,7 +133,9 @@ def run_launched(command: list[str], processes: int, on_event: Any, stop: Any, *
                     asked = True
                 run_dir = run_dir or launch.run_dir()
                 if run_dir is not None:
-                    read_new()
+                    follower = follower or EventFollower(run_dir / "metrics.jsonl")
+                    for event in follower.read_new():
+                        on_event(event)
                 if rc is not None:
                     break
                 time.sleep(poll_s)

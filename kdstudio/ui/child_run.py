@@ -21,7 +21,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from kdstudio.ui.events import event_from_record
+from kdstudio.core.events import EventFollower
 
 POLL_MS = 200
 ENV_GPUS = "KDSTUDIO_GPUS"  # a GPU count that replaces the machine's (tests, CPU trials)
@@ -81,8 +81,7 @@ class ChildRun(QObject):
         self.config, self.resume, self.processes = config, resume, processes
         self.launch: Any = None
         self.run_dir: Path | None = None
-        self._offset = 0
-        self._partial = b""
+        self._follower: Any = None  # core.events.EventFollower, once the run folder is known
         self._log: Any = None
         self.stop_event = _FileFlag()
         self.pause_event = _FileFlag()
@@ -118,26 +117,10 @@ class ChildRun(QObject):
             self._end(self.launch.proc.returncode)
 
     def _read_new(self) -> None:
-        import json
-
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-        except OSError:
-            return
-        self._offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # a line still being written
-        for line in lines:
-            try:
-                e = event_from_record(json.loads(line))
-            except ValueError:
-                continue
-            if e is not None:
-                self.event.emit(e)
+        if self._follower is None:
+            self._follower = EventFollower(self.run_dir / "metrics.jsonl")
+        for e in self._follower.read_new():
+            self.event.emit(e)
 
     def _end(self, rc: int) -> None:
         from kdstudio.core.launch import failure_reason, mark_failed
