@@ -277,7 +277,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
                        teacher_targets=su.targets_record(),
                        **({"distributed": share.record()} if share is not None else {}))
     if su.cache is not None:
-        from kdstudio.core.teacher_cache.store import record_use
+        from kdstudio.core.teacher_cache.manage import record_use
 
         record_use(su.cache.path, run.path.name)
     emit(Started(run_dir=str(run.path), task=task.name, device=device_label(device),

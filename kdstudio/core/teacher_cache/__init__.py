@@ -4,7 +4,8 @@ One teacher pass over the training rows is stored under
 ``home_dir() / "teacher-cache" / <key>``, where the key is a sha256 over everything that
 changes the teacher's answers (see ``cache_key``), so a changed input never reads a stale
 cache. A cache is written into a hidden ``.partial-*`` folder and renamed into place only
-when complete, so an interrupted pass is never read.
+when complete, so an interrupted pass is never read; a stopped one is set aside as
+``.stopped-<key>`` and continued by the next writer of that key.
 
 Format (FORMAT_VERSION 1), one fixed-width record per stored position:
   ids        the k token ids, sorted, Elias-Fano coded: k*l low bits plus a
@@ -37,7 +38,7 @@ from typing import Any
 
 # Loaded on first use, so that the decision words (teacher_cache.use) need no torch.
 _HOME = {
-    "CacheInfo": "store",
+    "CacheInfo": "manage",
     "CachedTargets": "store",
     "DEFAULT_K": "keys",
     "FORMAT_VERSION": "keys",
@@ -49,16 +50,16 @@ _HOME = {
     "cache_key": "keys",
     "cache_root": "keys",
     "decode_records": "records",
-    "delete_cache": "store",
-    "delete_stopped_passes": "store",
+    "delete_cache": "manage",
+    "delete_stopped_passes": "manage",
     "encode_records": "records",
     "find_cache": "store",
-    "list_caches": "store",
+    "list_caches": "manage",
     "record_bytes": "records",
-    "record_use": "store",
-    "remove_partial_caches": "store",
+    "record_use": "manage",
+    "remove_partial_caches": "manage",
     "sparse_logit_loss": "sparse",
-    "stopped_passes": "store",
+    "stopped_passes": "manage",
     "tail_temper": "sparse",
     "token_ids_fingerprint": "keys",
     "tokenizer_fingerprint": "keys",
