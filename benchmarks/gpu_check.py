@@ -77,7 +77,7 @@ def main() -> None:
     from kdstudio.core.config import MethodConfig
     from kdstudio.core.distiller import Distiller
     from kdstudio.core.loop import Optimizer, make_optimizer, optimizer_step
-    from kdstudio.core.objective import Batch
+    from kdstudio.core.batch import Batch
     from kdstudio.core.setup import enable_checkpointing
     from kdstudio.core.teacher_cache import TeacherCache, TeacherCacheWriter
 

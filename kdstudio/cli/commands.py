@@ -365,7 +365,8 @@ def _train_and_report(cfg: Any, console: Any, resume: Path | None = None,
     _quality_note(result.summary, console)
     task = REGISTRY.get(str(result.summary.get("task", "")))
     # An encoder's student is saved with a sentence-transformers config beside its weights.
-    also = " and sentence-transformers" if task is not None and task.output == "embedding" else ""
+    also = (" and sentence-transformers" if task is not None and task.saves_sentence_transformers
+            else "")
     console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"
                   f"{also}).")
     return 0

@@ -19,12 +19,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from kdstudio.core.launch import failure_reason, free_port, mark_failed, start
+from kdstudio.core.launch import LaunchLog, failure_reason, free_port, mark_failed, start
 
 __all__ = ["failure_reason", "free_port", "recorded_errors", "run_launch", "start"]
 
@@ -56,22 +56,27 @@ def recorded_errors() -> Iterator[None]:
 
 
 def run_launch(command: list[str], processes: int, console: Any, *, fsdp: bool = False) -> int:
-    """Launch, forward Ctrl-C as a stop, wait; on a failure say which process died and why."""
+    """Launch, forward Ctrl-C as a stop, wait; on a failure say which process died and why.
+    The launcher's stderr (its failure report, each process's traceback) goes to the run's
+    launch.log, not the terminal: the terminal gets the one clear sentence and where the log is."""
     from rich.markup import escape
 
     console.print(f"[bold]Starting {processes} processes[/] through Accelerate "
                   f"({'FSDP2' if fsdp else 'DDP'}); each reads its own share of every batch.")
     launch = start(command, processes, fsdp=fsdp, stderr=subprocess.PIPE)
+    log = LaunchLog(launch)
     kept: list[str] = []
+    log_path: list[Path] = []
 
     def pump() -> None:
         assert launch.proc.stderr is not None
-        for raw in iter(launch.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            kept.append(line)
-            del kept[:-400]
-            sys.stderr.write(line)
-            sys.stderr.flush()
+        try:
+            for raw in iter(launch.proc.stderr.readline, b""):
+                kept.append(raw.decode("utf-8", errors="replace"))
+                del kept[:-400]
+                log.write(raw)
+        finally:
+            log_path.append(log.close())
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -108,6 +113,9 @@ def run_launch(command: list[str], processes: int, console: Any, *, fsdp: bool =
     run_dir = launch.run_dir()
     mark_failed(run_dir, reason)
     console.print(f"[bold red]The run failed:[/] {escape(reason)}")
+    where = log_path[0] if log_path else log.path
+    console.print(f"The launcher's own report, with each process's traceback, is in "
+                  f"{escape(str(where))}.")
     if run_dir is not None:
         console.print(f"The run folder {run_dir} keeps what was saved; "
                       f"'kdstudio resume {run_dir.name}' continues from its last checkpoint.")

@@ -19,6 +19,7 @@ from kdstudio.core.events import (
     Checkpoint,
     Eval,
     Event,
+    Health,
     Log,
     Progress,
     Stage,
@@ -61,7 +62,8 @@ class ProgressSink:
         self.stage_tasks: dict[str, Any] = {}
         self._draw: dict[type[Event], Callable[[Any], None]] = {
             Stage: self._stage, Log: self._log, Progress: self._progress, Started: self._started,
-            Step: self._step, Eval: self._eval, Checkpoint: self._checkpoint}
+            Step: self._step, Eval: self._eval, Checkpoint: self._checkpoint,
+            Health: self._health}
 
     def __enter__(self) -> "ProgressSink":
         self.progress.start()
@@ -112,6 +114,14 @@ class ProgressSink:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
         label = "before distillation" if e.step == 0 else f"step {e.step}"
         self.progress.console.print(f"   [cyan]eval ({label})[/]: {shown}")
+
+    def _health(self, e: Health) -> None:
+        """A run-health alarm: what was seen, what to change, and the setting (config syntax:
+        the command line's users edit the config file)."""
+        style = "red" if e.level == "error" else "yellow"
+        setting = f" ({e.setting})" if e.setting else ""
+        self.progress.console.print(f"[{style}]   ! {escape(e.message)}[/]")
+        self.progress.console.print(f"[{style}]     {escape(e.advice)}{escape(setting)}[/]")
 
     def _checkpoint(self, e: Checkpoint) -> None:
         self.progress.console.print(f"[dim]   checkpoint at step {e.step}[/]")

@@ -27,6 +27,10 @@ def add_sweep_parser(sub: Any) -> None:
                     "by each student of the sweep")
     sw.add_argument("--layers", default="", metavar="N,N,...",
                     help="students derived from the teacher, by layers kept, e.g. 1,2,3,4")
+    sw.add_argument("--sizes", default="", metavar="SHARE,...",
+                    help="students pruned from the teacher to these shares of its parameters, "
+                         "e.g. 0.3,0.5,0.7 (the shape is --shapes', else the config's "
+                         "student.shape)")
     sw.add_argument("--students", default="", metavar="NAME,...",
                     help="other student models: Hub ids, local folders or built-in names")
     axis = sw.add_mutually_exclusive_group()
@@ -35,6 +39,9 @@ def add_sweep_parser(sub: Any) -> None:
     axis.add_argument("--methods", default="", metavar="LOSS,...",
                       help="second axis: distill each student with these logit losses, "
                            "e.g. forward_kl,reverse_kl")
+    axis.add_argument("--shapes", default="", metavar="SHAPE,...",
+                      help="second axis, with --sizes: cut each size by layers, width or both "
+                           "(each shape a series of the chart), e.g. layers,width,both")
     sw.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a key of the base config, e.g. --set training.max_steps=200")
     sw.add_argument("--int8", action="store_true",
@@ -87,15 +94,24 @@ def _plan(args: argparse.Namespace) -> Any:
     if args.set:
         cfg = cfg.with_overrides(args.set)
     students = [StudentSpec(layers=k) for k in _numbers(args.layers, "--layers", "1,2,3,4", True)]
+    sizes, shapes = getattr(args, "sizes", ""), getattr(args, "shapes", "")
+    students += [StudentSpec(target=t) for t in _numbers(sizes, "--sizes", "0.3,0.5,0.7", False)]
     students += [StudentSpec(name=n.strip()) for n in args.students.split(",") if n.strip()]
     if not students:
         raise SweepError("The sweep has no students.",
-                         hint="Give --layers 1,2,3 and/or --students NAME,NAME.")
+                         hint="Give --layers 1,2,3, --sizes 0.3,0.5 and/or --students NAME,NAME.")
+    if shapes and any(not s.target for s in students):
+        raise SweepError("--shapes cuts students of a target size; every student of this sweep "
+                         "must then come from --sizes.",
+                         hint="Give --sizes 0.3,0.5,0.7 with --shapes layers,width,both, and no "
+                              "--layers or --students.")
     axis, values = "", []
     if args.temperatures:
         axis, values = "temperature", _numbers(args.temperatures, "--temperatures", "1,2,4", False)
     elif args.methods:
         axis, values = "method", [m.strip() for m in args.methods.split(",") if m.strip()]
+    elif shapes:
+        axis, values = "shape", [m.strip() for m in shapes.split(",") if m.strip()]
     layers = None
     if any(s.derived for s in students):
         layers = teacher_shape_for(cfg).num_layers
@@ -174,7 +190,8 @@ def cmd_sweep(args: argparse.Namespace, console: Any) -> int:
     if args.list:
         return _list(console)
     if args.resume:
-        if args.config or args.layers or args.students or args.temperatures or args.methods:
+        if (args.config or args.layers or args.students or args.temperatures or args.methods
+                or getattr(args, "sizes", "") or getattr(args, "shapes", "")):
             raise SweepError("--resume continues a sweep as it was planned; it takes no config, "
                              "students or axis.", hint=f"Run: kdstudio sweep --resume {args.resume}")
         sweep = find_sweep(args.resume)

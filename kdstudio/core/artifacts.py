@@ -40,7 +40,7 @@ def save_student(folder: Path, student: torch.nn.Module, tokenizer: Any, task: s
     student.save_pretrained(tmp, safe_serialization=True,
                             **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(tmp)
-    if get_task(task).output == "embedding":
+    if get_task(task).saves_sentence_transformers:
         _write_sentence_transformers_files(tmp, student, teacher_source)
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)

@@ -324,7 +324,7 @@ def chunked_distillation_loss(
         m = sub_mask[rows]
         t = None
         if teacher_sparse is not None:
-            from kdstudio.core.teacher_cache.sparse import sparse_logit_loss
+            from kdstudio.core.sparse import sparse_logit_loss
 
             out = {}
             if "logit" in weights:

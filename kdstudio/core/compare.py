@@ -49,6 +49,8 @@ class ModelAnswer:
     memory_scope: str = ""
     probabilities: list[tuple[str, float]] = field(default_factory=list)  # classification, best first
     neighbours: list[tuple[str, float]] = field(default_factory=list)     # embeddings, closest first
+    # Token classification: (word, tag, probability of that tag) for each word of the input.
+    tags: list[tuple[str, str, float]] = field(default_factory=list)
 
 
 class Predictor:
@@ -169,6 +171,36 @@ class Predictor:
             neighbours = [(self.index_texts[i], sims[i]) for i in order]
         return ModelAnswer(neighbours[0][0] if neighbours else "", dt * 1000,
                            neighbours=neighbours)
+
+    @torch.no_grad()
+    def tag(self, words: list[str]) -> ModelAnswer:
+        """A tag for each word (its first token's most likely tag, with its probability);
+        words past max_length get none. The text lists the entities found."""
+        from kdstudio.core.tasks.token_classification import tag_names
+        from kdstudio.core.tasks.word_tags import encode_words, entity_spans
+
+        def work() -> tuple[list, torch.Tensor]:
+            enc, word_ids = encode_words(self.tok, [words], self.max_length)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            logits = self.family.forward_features(self.model, enc)["logits"]
+            return word_ids[0], logits.float().softmax(-1)[0].cpu()
+
+        (word_ids, probs), dt = self._timed(work)
+        names = self.label_names or tag_names(self.model)
+        first: dict[int, int] = {}
+        for pos, w in enumerate(word_ids):
+            if w is not None and w not in first:
+                first[w] = pos
+        tags = []
+        for w, word in enumerate(words):
+            if w in first:
+                p, k = probs[first[w]].max(-1)
+                tags.append((word, names[int(k)], float(p)))
+            else:
+                tags.append((word, "", 0.0))
+        spans = entity_spans(words, [t or "O" for _, t, _ in tags])
+        text = ", ".join(f"{span} ({kind})" for span, kind in spans) or "no entities"
+        return ModelAnswer(text, dt * 1000, tags=tags)
 
 
 # -- peak memory on the CPU ----------------------------------------------------------------------

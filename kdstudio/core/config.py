@@ -16,17 +16,19 @@ import tomllib
 
 from kdstudio.core.config_checks import fill, validate_config
 from kdstudio.core.errors import ConfigError
+from kdstudio.core.loss_kinds import EMBEDDING_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
 from kdstudio.core.tasks import DEFAULT_TASK, TASK_NAMES, get_task
 
 TASKS = TASK_NAMES
-LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
-HIDDEN_LOSSES = ("mse", "cosine")
-EMBEDDING_LOSSES = ("mse", "cosine", "mse+cosine")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PREPARE = ("auto", "always", "never")
 CACHE_MODES = ("auto", "always", "never")
+BALANCE_MODES = ("none", "auto")
+LAYER_CHOICES = ("even", "importance")
+SHAPES = ("layers", "width", "both")
+VOCABULARIES = ("teacher", "data")
 
 
 def _f(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -49,8 +51,8 @@ class TeacherConfig:
                     "(8-bit weights through bitsandbytes, a quarter of float32) needs a CUDA GPU "
                     "and the bitsandbytes package, and a teacher that is not fine-tuned first.",
                     choices=DTYPES)
-    prepare: str = _f("auto", "sequence-classification only: fine-tune the teacher on the labelled "
-                      "data first. 'auto' does it when the teacher has no trained head for the "
+    prepare: str = _f("auto", "sequence- and token-classification only: fine-tune the teacher on "
+                      "the labelled data first. 'auto' does it when the teacher has no trained head for the "
                       "task; the result is saved and reused by later runs.", choices=PREPARE)
     cache: str = _f("auto", "causal-lm only: the teacher-logit cache. One teacher pass writes its "
                     "top-k next-token answers for the training data to disk; the run (and later "
@@ -65,6 +67,14 @@ class TeacherConfig:
                       "teacher's own answers on the first batch: the smallest of 64, 128, ..., "
                       "1024 whose top-k holds 90% of its probability at method.temperature "
                       "(k = 64 takes 178 bytes per position at a 152k vocabulary).", min=0)
+    endpoint: str = _f("", "causal-lm only: a served teacher, 'http://HOST:PORT/v1' of a vLLM or "
+                       "SGLang server serving the model teacher.name names there. Its top-k "
+                       "next-token log-probabilities for the training data are written into the "
+                       "teacher cache once (as a local teacher pass writes them), and the run reads "
+                       "them. The API key, if the server wants one, is read from the "
+                       "KDSTUDIO_TEACHER_API_KEY environment variable and never written anywhere. "
+                       "k is teacher.cache_k (0: 64), lowered to what the server gives (vLLM's "
+                       "default --max-logprobs is 20). Empty: the teacher runs here.")
     prepare_epochs: float = _f(2.0, "Epochs of the teacher's fine-tuning stage.", min=0.01)
     prepare_learning_rate: float = _f(1e-4, "Learning rate of the teacher's fine-tuning stage.",
                                       min=0.0)
@@ -81,8 +91,31 @@ class StudentConfig:
                        "initialised from the teacher, as DistilBERT's student was.", min=0.0)
     layer_indices: list[int] = _f(None, "Derived students: the exact teacher layers to keep "
                                   "(0-based), overriding 'layers'.", factory=list)
-    hidden_size: int = _f(0, "Derived students: a narrower width (0 keeps the teacher's). A "
-                          "different width means fresh random initialisation.", min=0)
+    hidden_size: int = _f(0, "Derived students: a narrower width (embedding channels; 0 keeps "
+                          "the teacher's). BERT, GPT-2 and Llama-family teachers keep their most "
+                          "important channels (activation importance, as NVIDIA's Minitron); "
+                          "other families start from fresh random weights.", min=0)
+    layer_choice: str = _f("even", "Derived students: which teacher layers 'layers' keeps: "
+                           "'even' (evenly spaced, first and last included) or 'importance' "
+                           "(the layers that change the hidden states most on the training "
+                           "data, ShortGPT's block influence).", choices=LAYER_CHOICES)
+    attention_heads: int = _f(0, "Derived students: attention heads per layer (0 keeps the "
+                              "teacher's), the most important ones on the training data. "
+                              "Grouped-query attention keeps whole key/value groups. In BERT "
+                              "and GPT-2 the width follows the heads (heads x head size).", min=0)
+    intermediate_size: int = _f(0, "Derived students: MLP neurons per layer (0 keeps the "
+                                "teacher's), the most active ones on the training data.", min=0)
+    vocabulary: str = _f("teacher", "Derived students of encoder teachers (BERT family): "
+                         "'teacher' keeps the whole vocabulary, 'data' only the tokens the "
+                         "training data uses plus the special tokens (a much smaller embedding "
+                         "table; words outside it become unknown).", choices=VOCABULARIES)
+    target_size: float = _f(0.0, "Derived students: the student's size as a share of the "
+                            "teacher's parameters (e.g. 0.5), 0 for none. The planner picks "
+                            "the layers, heads, neurons and width for student.shape, overriding "
+                            "'layers', and logs what it picked.", min=0.0, max=0.95)
+    shape: str = _f("layers", "Derived students with a target_size: 'layers' (fewer layers, the "
+                    "teacher's width), 'width' (every layer, fewer heads, neurons and channels) "
+                    "or 'both'.", choices=SHAPES)
 
 
 @dataclass
@@ -127,6 +160,11 @@ class _BuiltinMethod:
                                 "scored by the teacher with the logit (or cross-tokenizer) loss. "
                                 "0 = supervised distillation, 1 = fully on-policy.",
                                 min=0.0, max=1.0)
+    balance: str = _f("none", "How the loss terms are weighed against each other. 'none': "
+                      "each term's value times its weight, as computed. 'auto': each term is "
+                      "first divided by its own running size, so a term whose values are "
+                      "100-1,000x smaller than another's still counts as its weight says.",
+                      choices=BALANCE_MODES)
 
 
 def _method_config() -> type:
@@ -172,9 +210,10 @@ class DataConfig:
                          "training split.")
     eval_fraction: float = _f(0.1, "Share of the training split held out for evaluation when "
                               "there is no eval_split.", min=0.0, max=0.9)
-    text_column: str = _f("", "Column holding the text; empty detects it.")
-    label_column: str = _f("", "Column holding the class label (sequence-classification); empty "
-                           "detects it.")
+    text_column: str = _f("", "Column holding the text (token-classification: the words); empty "
+                          "detects it.")
+    label_column: str = _f("", "Column holding the class label (sequence-classification) or the "
+                           "tags, one per word (token-classification); empty detects it.")
     max_length: int = _f(128, "Maximum tokens per example; longer texts are cut.", min=4)
     pack: bool = _f(True, "causal-lm only: join short texts into full-length blocks so no "
                     "compute is spent on padding.")

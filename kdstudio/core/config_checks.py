@@ -9,6 +9,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from kdstudio.core.errors import ConfigError
+from kdstudio.core.objective import check_terms, has_plain_loss
 from kdstudio.core.tasks import REGISTRY, get_task
 
 if TYPE_CHECKING:
@@ -91,8 +92,6 @@ def fill(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
 
 def validate_config(cfg: "RunConfig") -> "RunConfig":
     """Check every field of a RunConfig and the combinations; raise ConfigError naming the key."""
-    from kdstudio.core.objective import check_terms
-
     validate_fields(cfg, "")
     m, task = cfg.method, get_task(cfg.task)
     owned = {f: (off, t) for t in REGISTRY.values() for f, off in t.own_method_fields}
@@ -115,8 +114,8 @@ def validate_config(cfg: "RunConfig") -> "RunConfig":
             raise ConfigError(
                 f"method.layer_pairs has the entry {pair!r}; each entry must be two "
                 "non-negative layer numbers [student, teacher], e.g. [[1, 2], [2, 4]].")
-    if cfg.evaluation.baseline and not task.has_plain_loss:
-        works = " and ".join(t.name for t in REGISTRY.values() if t.has_plain_loss)
+    if cfg.evaluation.baseline and not has_plain_loss(task):
+        works = " and ".join(t.name for t in REGISTRY.values() if has_plain_loss(t))
         raise ConfigError(
             f"evaluation.baseline is true, but a {task.name} student has no plain "
             "task loss of its own to train on without a teacher (there are no labels).",
@@ -131,7 +130,31 @@ def validate_config(cfg: "RunConfig") -> "RunConfig":
     if len(set(s.layer_indices)) != len(s.layer_indices) or any(i < 0 for i in s.layer_indices):
         raise ConfigError(f"student.layer_indices is {s.layer_indices}: list distinct, "
                           "non-negative teacher layer numbers, e.g. [0, 2, 5].")
+    _check_pruned_student(s, task)
     if cfg.training.max_steps == 0 and cfg.training.epochs <= 0:
         raise ConfigError("training.max_steps and training.epochs are both 0, so there is "
                           "nothing to train.", hint="Set one of them above 0.")
     return cfg
+
+
+def _check_pruned_student(s: Any, task: Any) -> None:
+    """The derived student's pruning fields, as far as they can be judged without the teacher."""
+    if s.name and (s.target_size or s.vocabulary != "teacher" or s.attention_heads
+                   or s.intermediate_size or s.layer_choice != "even"):
+        raise ConfigError(f"student.name is '{s.name}', but the pruning fields (target_size, "
+                          "shape, attention_heads, intermediate_size, vocabulary, layer_choice) "
+                          "shape a student derived from the teacher.",
+                          hint="Empty student.name to derive the student, or reset those fields.")
+    if s.target_size and (s.attention_heads or s.intermediate_size or s.hidden_size
+                          or s.layer_indices):
+        raise ConfigError(f"student.target_size is {s.target_size:g}, and the student's shape is "
+                          "also given (attention_heads, intermediate_size, hidden_size or "
+                          "layer_indices): the planner picks those for a target size.",
+                          hint="Give either student.target_size (with student.shape) or the "
+                               "shape itself, not both.")
+    if s.vocabulary == "data" and task.scores_vocabulary:
+        raise ConfigError(f"student.vocabulary is 'data', but a {task.name} student writes text "
+                          "token by token and must keep the teacher's whole vocabulary to "
+                          "compare their answers.",
+                          hint="Set student.vocabulary = \"teacher\" (allowed: teacher, data; "
+                               "'data' is for encoder tasks).")

@@ -14,15 +14,13 @@ from typing import Any
 
 import torch
 
+from kdstudio.core.batch import causal_blocks, collate_blocks, encode  # noqa: F401  (re-exported)
 from kdstudio.core.catalog import BUILTIN_DATASETS, FILE_BUILDERS  # noqa: F401  (re-exported)
 from kdstudio.core.errors import DataError
+from kdstudio.core.preflight_files import LABEL_NAMES, TEXT_NAMES, split_of
 from kdstudio.core.runs import resources_dir
 from kdstudio.core.tasks import get_task
 
-TEXT_NAMES = ("text", "sentence", "content", "document", "prompt", "question", "review",
-              "body", "input", "utterance")
-LABEL_NAMES = ("label", "labels", "topic", "category", "class", "target", "intent",
-               "sentiment", "stars", "rating")
 
 @dataclass
 class TextData:
@@ -96,8 +94,7 @@ def _load_raw(dataset: str, config_name: str = ""):
                                 hint="Keep one kind of data file per folder.")
             by_split: dict[str, list[str]] = {}
             for p in files:
-                split = next((s for s in ("validation", "test", "eval", "train") if s in p.stem.lower()), "train")
-                by_split.setdefault(split, []).append(str(p))
+                by_split.setdefault(split_of(p.stem), []).append(str(p))
             builder = FILE_BUILDERS[files[0].suffix.lower()]
             data_files = by_split
         else:
@@ -253,6 +250,10 @@ def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
                             hint="Set data.eval_fraction (e.g. 0.1) or data.eval_split.")
         parts = train.train_test_split(test_size=cfg.eval_fraction, seed=seed, shuffle=True)
         train, evl = parts["train"], parts["test"]
+    own = get_task(task).read_examples(train, evl, cfg, source)
+    if own is not None:  # the family reads its rows its own way (words and their tags)
+        return _finish(cfg, own.train_texts, own.train_labels, own.eval_texts, own.eval_labels,
+                       own.label_names, own.text_column, own.label_column, source)
     text_col = detect_text_column(train, cfg.text_column, source)
     label_col = None
     label_names = None
@@ -300,8 +301,16 @@ def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
             label_col = None
     if text_col not in evl.column_names:
         raise DataError(f"The eval split of '{source}' has no column '{text_col}'.")
-    train_texts, train_labels = _clean(train[text_col], train_labels)
-    eval_texts, eval_labels = _clean(evl[text_col], eval_labels)
+    return _finish(cfg, train[text_col], train_labels, evl[text_col], eval_labels, label_names,
+                   text_col, label_col, source)
+
+
+def _finish(cfg: Any, train_texts: list[Any], train_labels: list[Any] | None,
+            eval_texts: list[Any], eval_labels: list[Any] | None, label_names: list[str] | None,
+            text_col: str, label_col: str | None, source: str) -> TextData:
+    """Drop empty texts, check enough is left, apply the sample limits."""
+    train_texts, train_labels = _clean(train_texts, train_labels)
+    eval_texts, eval_labels = _clean(eval_texts, eval_labels)
     if not train_texts:
         raise DataError(f"The text column '{text_col}' of '{source}' is empty in the training split.")
     if len(eval_texts) < 2:
@@ -330,12 +339,18 @@ def preview(cfg: Any, n: int = 20, task: Any = "") -> Preview:
     ds = raw[split]
     if len(ds) == 0:
         raise DataError(f"The split '{split}' of '{cfg.dataset}' is empty.")
+    rows = [dict(r) for r in ds.select(range(min(n, len(ds))))]
+    if task:  # a family that reads its rows its own way names its columns itself
+        head = ds.select(range(min(len(ds), 2000)))
+        own = get_task(task).read_examples(head, head, cfg, cfg.dataset)
+        if own is not None:
+            return Preview(cfg.dataset, list(ds.column_names), rows, len(ds), list(raw.keys()),
+                           own.text_column, own.label_column, list(own.label_names or []))
     text_col = detect_text_column(ds, cfg.text_column, cfg.dataset)
     label_col = detect_label_column(ds, cfg.label_column, text_col, cfg.dataset)
     names: list[str] = []
     if label_col and task and get_task(task).needs_labels:
         names, _ = _label_names_and_ids(ds, label_col, cfg.dataset)
-    rows = [dict(r) for r in ds.select(range(min(n, len(ds))))]
     return Preview(cfg.dataset, list(ds.column_names), rows, len(ds), list(raw.keys()),
                    text_col, label_col, names)
 
@@ -364,36 +379,3 @@ class BatchOrder:
         if len(chunk) < self.batch_size and self.n >= self.batch_size:
             chunk = chunk + perm[:self.batch_size - len(chunk)]  # keep batches full
         return chunk
-
-
-def encode(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    return tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                     return_tensors="pt")
-
-
-def causal_blocks(tokenizer: Any, texts: list[str], max_length: int, pack: bool) -> list[list[int]]:
-    """Token-id blocks for a language model: packed into full max_length blocks, or one per text."""
-    ids = tokenizer(texts, add_special_tokens=False, truncation=not pack,
-                    max_length=None if pack else max_length)["input_ids"]
-    sep = tokenizer.eos_token_id
-    if not pack:
-        return [x for x in ids if len(x) >= 2]
-    stream: list[int] = []
-    for x in ids:
-        stream.extend(x)
-        if sep is not None:
-            stream.append(sep)
-    blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
-    return [b for b in blocks if len(b) >= 2]
-
-
-def collate_blocks(blocks: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad id blocks to a batch; labels are the ids with padding set to -100."""
-    width = max(len(b) for b in blocks)
-    ids = torch.full((len(blocks), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(blocks), width), dtype=torch.long)
-    for r, b in enumerate(blocks):
-        ids[r, :len(b)] = torch.tensor(b, dtype=torch.long)
-        mask[r, :len(b)] = 1
-    labels = ids.masked_fill(mask == 0, -100)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -71,6 +71,13 @@ class ExportError(KDStudioError):
     title = "Export failed"
 
 
+class ServeError(KDStudioError):
+    """A served teacher (teacher.endpoint) cannot be reached, refuses the request or answers
+    in a shape that is not what was asked for (the message names which, and what is right)."""
+
+    title = "Served teacher problem"
+
+
 class StoppedError(KDStudioError):
     """Raised inside long preparation stages when the user asked to stop."""
 

@@ -14,16 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from kdstudio.core.measures import (  # noqa: F401  (re-exported)
+    classification_metrics,
+    embedding_metrics,
+    knn_accuracy,
+    spearman,
+)
 from kdstudio.core.metrics import METRIC_LABELS, headline_for, quality_retained  # noqa: F401  (re-exported)
 from kdstudio.core.tasks import get_task
 
 
 def forward_features(model: torch.nn.Module, task: Any, inputs: dict[str, torch.Tensor], *,
-                     hidden: bool = False) -> dict[str, Any]:
-    """One forward pass: the task's features (logits or the pooled embedding), hidden states."""
-    return get_task(task).forward_features(model, inputs, hidden=hidden)
+                     want: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One forward pass: the task's features (logits or the pooled embedding), and the extra
+    features asked for (want: "hidden_states", "attentions")."""
+    return get_task(task).forward_features(model, inputs, want=want)
 
 
 class EvalSet:
@@ -72,12 +78,10 @@ class Evaluator:
     def outputs(self, model: torch.nn.Module, batches: list, project: Callable | None = None
                 ) -> list[torch.Tensor]:
         """Each batch's task output (logits or embedding) as float on the CPU."""
-        key = self.task.output
-
         def one(b: dict[str, torch.Tensor]) -> torch.Tensor:
             with self.autocast():
                 f = self.task.forward_features(model, _to(b, self.device))
-            out = f[key]
+            out = self.task.output_of(f)
             return (project(out) if project is not None else out).float().cpu()
         return self.each(batches, one)
 
@@ -110,59 +114,6 @@ class Evaluator:
             return self.task.student_metrics(self, student)
         finally:
             student.train(was_training)
-
-
-def classification_metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    acc = (pred == labels).float().mean().item()
-    f1s = []
-    for c in torch.unique(torch.cat([labels, pred])):
-        tp = ((pred == c) & (labels == c)).sum().item()
-        fp = ((pred == c) & (labels != c)).sum().item()
-        fn = ((pred != c) & (labels == c)).sum().item()
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s)}
-
-
-def _cos_matrix(emb: torch.Tensor) -> torch.Tensor:
-    e = F.normalize(emb.float(), dim=-1)
-    return e @ e.T
-
-
-def _nearest(sim: torch.Tensor) -> torch.Tensor:
-    sim = sim.clone()
-    sim.fill_diagonal_(-float("inf"))  # a sentence is not its own neighbour
-    return sim.argmax(-1)
-
-
-def knn_accuracy(emb: torch.Tensor, labels: torch.Tensor) -> float:
-    """Leave-one-out 1-nearest-neighbour accuracy: does the closest other sentence share the label?"""
-    return (labels[_nearest(_cos_matrix(emb))] == labels).float().mean().item()
-
-
-def _ranks(x: torch.Tensor) -> torch.Tensor:
-    r = torch.empty_like(x)
-    r[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
-    return r
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two 1-D tensors (ties broken by position)."""
-    ra, rb = _ranks(a.double()), _ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = (ra.norm() * rb.norm()).item()
-    return float((ra @ rb).item() / denom) if denom else 0.0
-
-
-def embedding_metrics(s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-    cos = F.cosine_similarity(s, t, dim=-1).mean().item() if s.shape == t.shape else float("nan")
-    s_sim, t_sim = _cos_matrix(s), _cos_matrix(t)
-    iu = torch.triu_indices(len(s), len(s), offset=1)
-    m = {"cosine_to_teacher": cos,
-         "neighbour_agreement": (_nearest(s_sim) == _nearest(t_sim)).float().mean().item(),
-         "spearman": spearman(s_sim[iu[0], iu[1]], t_sim[iu[0], iu[1]])}
-    if labels is not None:
-        m["knn_accuracy"] = knn_accuracy(s, labels)
-    return m
 
 
 # -- size and speed ---------------------------------------------------------------------------

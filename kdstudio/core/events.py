@@ -157,6 +157,21 @@ class Failed(Event):
     kind: str = field(init=False, default="failed")
 
 
+@dataclass(frozen=True)
+class Health(Event):
+    """A run-health alarm (core/health.py watches for them): what was seen, in plain words,
+    and what to change. ``setting`` is the config key that changes it ('' for none);
+    level 'error' means the run stops."""
+
+    alarm: str
+    step: int
+    message: str
+    advice: str
+    setting: str = ""
+    level: str = "warning"
+    kind: str = field(init=False, default="health")
+
+
 EventSink = Callable[[Event], None]
 
 

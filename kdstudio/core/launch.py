@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,46 @@ class Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+class LaunchLog:
+    """The launcher's own output (torch's and Accelerate's failure reports with each process's
+    traceback, the processes' warnings), kept out of the terminal: written line by line to
+    launch.log in the run folder once the main process has named it (until then, in the
+    launch's own folder, whose lines then move across). A resumed run's log grows."""
+
+    NAME = "launch.log"
+
+    def __init__(self, launch: Launch):
+        self.launch = launch
+        self.path = launch.folder / self.NAME
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._in_run = False
+        self._fh.write(f"--- kdstudio launch of {launch.processes} processes, "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+
+    def _follow_run(self) -> None:
+        run_dir = None if self._in_run else self.launch.run_dir()
+        if run_dir is None or not run_dir.is_dir():
+            return
+        self._fh.close()
+        target = run_dir / self.NAME
+        with open(target, "ab") as out:
+            out.write(self.path.read_bytes())
+        self.path.unlink(missing_ok=True)
+        self.path, self._in_run = target, True
+        self._fh = open(target, "ab")  # noqa: SIM115 - closed in close()
+
+    def write(self, raw: bytes) -> None:
+        self._follow_run()
+        self._fh.write(raw)
+        self._fh.flush()
+
+    def close(self) -> Path:
+        """Close the log (moving it into the run folder if that is now known); its path."""
+        self._follow_run()
+        self._fh.close()
+        return self.path
 
 
 def launcher_command(command: list[str], processes: int, *, fsdp: bool = False,

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from kdstudio.core.distiller import Distiller
-from kdstudio.core.objective import Batch
+from kdstudio.core.batch import Batch
 
 MakeBatch = Callable[[list[int]], Batch]
 

@@ -27,8 +27,8 @@ __all__ = [
     "mean_pool",
 ]
 
-# The names live in config.py (which must import without torch); re-exported here.
-from kdstudio.core.config import EMBEDDING_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
+# The names live in loss_kinds.py (the config reads them before torch); re-exported here.
+from kdstudio.core.loss_kinds import EMBEDDING_LOSSES, HIDDEN_LOSSES, LOGIT_LOSSES
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

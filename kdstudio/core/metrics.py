@@ -18,11 +18,17 @@ METRIC_LABELS = {
     "neighbour_agreement": "Top-1 neighbour agreement",
     "spearman": "Spearman of similarities",
     "knn_accuracy": "Nearest-neighbour topic accuracy",
+    "embedding_spread": "Spread of the sentence vectors",
+    "entity_f1": "Entity F1",
+    "entity_precision": "Entity precision",
+    "entity_recall": "Entity recall",
+    "token_accuracy": "Word tag accuracy",
 }
 
 # Shown as percentages.
 PERCENT_METRICS = frozenset({"top1_agreement", "accuracy", "macro_f1", "agreement",
-                             "neighbour_agreement", "knn_accuracy"})
+                             "neighbour_agreement", "knn_accuracy", "entity_f1",
+                             "entity_precision", "entity_recall", "token_accuracy"})
 
 # Figures of agreement with the teacher: the teacher's own value is 1 by definition.
 SELF_AGREEMENT = ("cosine_to_teacher", "neighbour_agreement", "spearman", "top1_agreement",

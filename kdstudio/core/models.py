@@ -155,7 +155,7 @@ def load_model(source: str, task: str, *, trust_remote_code: bool = False,
                          hint="Check that the folder holds a complete save_pretrained model, "
                               "and whether it needs trust_remote_code.") from exc
     missing = info.get("missing_keys", []) if isinstance(info, dict) else []
-    if task.generative and role == "teacher" and _head_missing(model, missing):
+    if task.trained_head_classes and role == "teacher" and _head_missing(model, missing):
         from kdstudio.core.preflight import untrained_head_error
 
         raise untrained_head_error(task, source, f"a {type(model).__name__} whose checkpoint")
@@ -362,21 +362,23 @@ def same_tokenizer(a: Any, b: Any) -> bool:
 def check_compatibility(task: Any, method: Any, teacher: nn.Module, student: nn.Module,
                         teacher_tok: Any, student_tok: Any) -> Compatibility:
     """Compare vocabularies and widths; say which loss terms work and why."""
-    from kdstudio.core.objective import active_terms, terms_for
+    from kdstudio.core.objective import active_terms, terms_for, working_terms
 
     task = get_task(task)
     same_vocab = same_tokenizer(teacher_tok, student_tok)
     tw, sw = hidden_size(teacher), hidden_size(student)
     fit = task.fit(teacher, student, teacher_tok, same_vocab)
+    working = [t.name for t in working_terms(task, same_vocab, outputs_comparable=not fit.error)]
     notes: list[str] = list(fit.notes)
     if fit.error:
-        return Compatibility("error", fit.error, same_vocab, tw == sw, fit.working)
-    wanted = [t.name for t in active_terms(task, method)]
-    blocked = [w for w in wanted if w not in fit.working]
-    if tw != sw and "hidden" in wanted:
+        return Compatibility("error", fit.error, same_vocab, tw == sw, working)
+    active = active_terms(task, method)
+    wanted = [t.name for t in active]
+    blocked = [w for w in wanted if w not in working]
+    if tw != sw and any(t.needs.hidden_states for t in active):
         notes.append(f"Widths differ (teacher {tw}, student {sw}): a learned linear projection "
                      "maps student hidden states to the teacher's width.")
-    if tw != sw and "embedding" in wanted:
+    if tw != sw and task.projects_output and any(t.needs.teacher and t.needs.output for t in active):
         notes.append(f"Embedding sizes differ (teacher {tw}, student {sw}): a learned linear "
                      "projection maps the student's embedding to the teacher's size.")
     if blocked:
@@ -384,7 +386,7 @@ def check_compatibility(task: Any, method: Any, teacher: nn.Module, student: nn.
                f"({len(teacher_tok)} vs {len(student_tok)} tokens)") if not same_vocab else \
               "the models do not fit together for it"
         names = {t.name: f"{t.label} (method.{t.weight_key})" for t in terms_for(task)}
-        still = ", ".join(names[w] for w in fit.working) or "none of the methods for this task"
+        still = ", ".join(names[w] for w in working) or "none of the methods for this task"
         if fit.also_works:
             still += ", and " + fit.also_works
         return Compatibility("error",
@@ -392,10 +394,10 @@ def check_compatibility(task: Any, method: Any, teacher: nn.Module, student: nn.
                              f"because {why}: these compare the models token by token. "
                              f"Methods that still work: {still}. Or choose a student that "
                              "shares the teacher's tokenizer (for example one derived from it).",
-                             same_vocab, tw == sw, fit.working, notes, fit.vocab)
+                             same_vocab, tw == sw, working, notes, fit.vocab)
     level = "warn" if notes else "ok"
     msg = "Teacher and student fit together" + (": " + " ".join(notes) if notes else ".")
-    return Compatibility(level, msg, same_vocab, tw == sw, fit.working, notes, fit.vocab)
+    return Compatibility(level, msg, same_vocab, tw == sw, working, notes, fit.vocab)
 
 
 def require_compatible(comp: Compatibility) -> None:

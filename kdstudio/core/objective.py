@@ -1,87 +1,20 @@
-"""The distillation objective: loss terms, each a small object, summed with their weights.
+"""The distillation objective: the built-in loss terms and the weighted sum of the active ones.
 
-A term has a name (its curve is logged under it), the task families it applies to, the
-config key of its weight, and a compute function built on the pure functions in losses.py.
-The objective is the weighted sum of the terms whose weight is above zero; a new method is
-one more term here plus its test. Module level stays free of torch (config validation and
+A term (term.LossTerm) has a name (its curve is logged under it), the task families it
+applies to, the config key of its weight, what it needs (term.Needs) and a compute function
+built on the pure functions in losses.py. The objective is the weighted sum of the terms
+whose weight is above zero. The five built-in terms live here; every other method is one
+module in core/terms plus its test. Module level stays free of torch (config validation and
 the app read the terms before torch is imported).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kdstudio.core.errors import ConfigError
-from kdstudio.core.tasks import CAUSAL_LM, CLASSIFICATION, EMBEDDING, Task, get_task
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-
-@dataclass
-class Batch:
-    """What one micro-batch holds: inputs for each model (the same dict when tokenizers match)."""
-
-    student: dict[str, "torch.Tensor"]
-    teacher: dict[str, "torch.Tensor"]
-    labels: "torch.Tensor | None"
-    tokens: int
-    size: int
-    # Language models with different tokenizers: (n, 3) rows of (row, student pos, teacher
-    # pos) that predict the same next text; None when both read the same ids.
-    align: "torch.Tensor | None" = None
-    on_policy: bool = False  # the continuations are the student's own samples
-    # Which training rows these are (language-model blocks): the teacher cache's keys.
-    rows: "list[int] | None" = None
-
-
-class TermInputs:
-    """What a term's compute sees: the batch, both models' features, the method, the module
-    holding learned projections. Shifted next-token views are made once and shared."""
-
-    def __init__(self, batch: Batch, student: dict, teacher: dict, method: Any,
-                 distiller: Any, vocab_size: int, cached: Any = None):
-        self.batch, self.s, self.t, self.method = batch, student, teacher, method
-        self.distiller, self.vocab_size = distiller, vocab_size
-        # The teacher's top-k answers read from the teacher cache (CachedTargets over the
-        # batch's positions), when they stand in for the live teacher.
-        self.cached = cached
-        self._shift: dict[str, Any] = {}
-
-    def next_token(self) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
-        """(student logits, labels, keep-mask) at the positions that predict a next token."""
-        if "s" not in self._shift:
-            labels = self.batch.student["labels"][:, 1:]
-            v = self.vocab_size or None
-            self._shift.update(s=self.s["logits"][:, :-1, :v], labels=labels, mask=labels != -100)
-        return self._shift["s"], self._shift["labels"], self._shift["mask"]
-
-    def teacher_next_token(self) -> "torch.Tensor":
-        v = self.vocab_size or None
-        return self.t["logits"][:, :-1, :v]
-
-
-@dataclass(frozen=True)
-class LossTerm:
-    name: str                      # logged under this name
-    weight_key: str                # the MethodConfig field holding its weight
-    tasks: tuple[Task, ...]        # the task families it applies to
-    label: str                     # words for people
-    compute: Callable[[TermInputs], Any]
-    needs_teacher: bool = True     # False: it learns from the data alone (a plain loss)
-    needs_hidden: bool = False     # it reads hidden states
-    skip: Callable[[Batch], bool] | None = None  # batches the term sits out
-    # It reads only the next-token logits position by position, so it can run chunk by chunk
-    # over the output head (chunked.py) together with the other head terms.
-    head: bool = False
-
-    def applies_to(self, task: Task) -> bool:
-        return task in self.tasks
-
-    def weight(self, method: Any) -> float:
-        return float(getattr(method, self.weight_key, 0.0))
+from kdstudio.core.tasks import CAUSAL_LM, EMBEDDING, Task, get_task
+from kdstudio.core.term import LossTerm, Needs, TermInputs  # noqa: F401  (re-exported)
 
 
 # -- the terms ---------------------------------------------------------------------------------
@@ -91,7 +24,7 @@ def _logit(x: TermInputs):
 
     m = x.method
     if x.cached is not None:
-        from kdstudio.core.teacher_cache.sparse import sparse_logit_loss
+        from kdstudio.core.sparse import sparse_logit_loss
 
         s, _, mask = x.next_token()
         c = x.cached
@@ -99,11 +32,7 @@ def _logit(x: TermInputs):
                                  c.tail_logmass[:, :-1], tail_log_half=c.tail_log_half[:, :-1],
                                  loss=m.logit_loss, temperature=m.temperature, beta=m.beta,
                                  alpha=m.alpha, mask=mask & c.mask[:, :-1])
-    if x.distiller.task.generative:
-        s, _, mask = x.next_token()
-        t = x.teacher_next_token()
-    else:
-        s, t, mask = x.s["logits"], x.t["logits"], None
+    s, t, mask = x.distiller.task.paired_logits(x)
     return logit_distillation_loss(s, t, loss=m.logit_loss, temperature=m.temperature,
                                    beta=m.beta, alpha=m.alpha, mask=mask)
 
@@ -111,10 +40,7 @@ def _logit(x: TermInputs):
 def _hard_label(x: TermInputs):
     from kdstudio.core.losses import hard_label_loss
 
-    if x.distiller.task.generative:
-        s, labels, _ = x.next_token()
-        return hard_label_loss(s, labels)
-    return hard_label_loss(x.s["logits"], x.batch.labels)
+    return hard_label_loss(*x.distiller.task.labelled_logits(x))
 
 
 def _cross_tokenizer(x: TermInputs):
@@ -153,19 +79,31 @@ def _hidden(x: TermInputs):
 
 # The order is the order of the sum (and of the logged curves): the built-in five, then the
 # terms of core/terms in module-name order.
+def _gives_logits(task: Task) -> bool:
+    return task.gives_logits
+
+
+def _any_task(task: Task) -> bool:
+    return True
+
+
 _BUILTIN: tuple[LossTerm, ...] = (
     # With different tokenizers there are no shared ids to compare position by position.
-    LossTerm("logit", "logit_weight", (CAUSAL_LM, CLASSIFICATION), "logit distillation", _logit,
-             skip=lambda b: b.align is not None, head=True),
+    LossTerm("logit", "logit_weight", _gives_logits, "logit distillation", _logit,
+             skip=lambda b: b.align is not None, head=True, order=10),
     # On the student's own samples the "labels" are its own guesses: only the teacher's
     # judgement of them teaches anything.
-    LossTerm("hard_label", "hard_label_weight", (CAUSAL_LM, CLASSIFICATION), "the hard-label loss",
-             _hard_label, needs_teacher=False, skip=lambda b: b.on_policy, head=True),
+    LossTerm("hard_label", "hard_label_weight", _gives_logits, "the hard-label loss",
+             _hard_label, needs=Needs(teacher=False, labels=True), skip=lambda b: b.on_policy,
+             head=True, order=20),
     LossTerm("cross_tokenizer", "cross_tokenizer_weight", (CAUSAL_LM,),
-             "cross-tokenizer logit distillation", _cross_tokenizer, head=True),
-    LossTerm("embedding", "embedding_weight", (EMBEDDING,), "embedding distillation", _embedding),
-    LossTerm("hidden", "hidden_weight", (CAUSAL_LM, CLASSIFICATION, EMBEDDING),
-             "hidden-state distillation", _hidden, needs_hidden=True),
+             "cross-tokenizer logit distillation", _cross_tokenizer,
+             needs=Needs(aligns_tokens=True), head=True, order=30),
+    LossTerm("embedding", "embedding_weight", (EMBEDDING,), "embedding distillation", _embedding,
+             order=40),
+    LossTerm("hidden", "hidden_weight", _any_task,
+             "hidden-state distillation", _hidden,
+             needs=Needs(output=False, hidden_states=True, same_tokens=True), order=50),
 )
 
 
@@ -173,16 +111,28 @@ _ALL: list[tuple[LossTerm, ...]] = []
 
 
 def all_terms() -> tuple[LossTerm, ...]:
-    """The built-in terms and those of core/terms, found once (on first use, so a term
-    module can import this one)."""
+    """The built-in terms and those of core/terms, in the order of the sum, found once."""
     if not _ALL:
         from kdstudio.core.terms import discover
 
-        _ALL.append(_BUILTIN + tuple(discover()[0]))
+        found = sorted(_BUILTIN + tuple(discover()[0]), key=lambda t: t.order)  # stable
+        _ALL.append(tuple(found))
     return _ALL[0]
 
 
-def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[Any, dict]:
+def working_terms(task: Task | str, same_tokens: bool, outputs_comparable: bool = True
+                  ) -> list[LossTerm]:
+    """The terms of a task that can compare this teacher and student, by what each needs:
+    position-by-position terms need the same tokens; terms that read the teacher's output
+    need outputs that can be compared (the same classes)."""
+    task = get_task(task)
+    return [t for t in terms_for(task)
+            if (same_tokens or not t.needs.needs_same_tokens(task.per_position_output))
+            and (outputs_comparable or not (t.needs.teacher and t.needs.output))]
+
+
+def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int,
+                    weights: dict[str, float] | None = None) -> tuple[Any, dict]:
     """The head terms of a language model over chunks of positions: no (positions x
     vocabulary) tensor exists for the batch. x.s holds the student's last hidden state and
     head (features made with head_only); x.t the teacher's, or its logits.
@@ -205,7 +155,7 @@ def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[A
         sparse = lambda pos: tuple(v[pos] for v in flat)  # noqa: E731
         labels_keep = labels != -100
         cache_keep = c.mask[:, :-1].reshape(-1)
-    elif any(t.needs_teacher for t in terms):
+    elif any(t.needs.teacher for t in terms):
         if x.t.get("logits") is not None:
             t_rows = x.t["logits"][:, :-1, :v]
             t_rows = t_rows.reshape(-1, t_rows.shape[-1])
@@ -219,7 +169,8 @@ def head_terms_loss(x: TermInputs, terms: list[LossTerm], chunk: int) -> tuple[A
             teacher_logits = lambda pos: F.linear(t_hidden[pos], t_w, t_b).float()  # noqa: E731
     res = chunked_distillation_loss(
         s_rows, head.weight[:v], bias, teacher_logits,
-        weights={t.name: t.weight(m) for t in terms}, labels=labels, loss=m.logit_loss,
+        weights={t.name: (weights[t.name] if weights else t.weight(m)) for t in terms},
+        labels=labels, loss=m.logit_loss,
         temperature=m.temperature, beta=m.beta, alpha=m.alpha, chunk_size=chunk or None,
         teacher_sparse=sparse, mask=(labels_keep & cache_keep) if sparse is not None else None)
     return res.total, res.terms
@@ -236,7 +187,12 @@ def active_terms(task: Task | str, method: Any) -> list[LossTerm]:
 
 def plain_terms(task: Task | str) -> list[LossTerm]:
     """The terms that learn from the data alone: the baseline's loss."""
-    return [t for t in terms_for(task) if not t.needs_teacher]
+    return [t for t in terms_for(task) if not t.needs.teacher]
+
+
+def has_plain_loss(task: Task | str) -> bool:
+    """Whether a student can train on the data alone (the baseline's plain loss)."""
+    return bool(plain_terms(task))
 
 
 def plain_method(method: Any, task: Task | str) -> Any:
@@ -255,7 +211,7 @@ def check_terms(task: Task | str, method: Any) -> None:
     for term in all_terms():
         w = term.weight(method)
         if w > 0 and not term.applies_to(task):
-            users = ", ".join(t.name for t in term.tasks)
+            users = ", ".join(t.name for t in term.users())
             raise ConfigError(
                 f"method.{term.weight_key} is {w}, but {term.label} applies only to {users}, "
                 f"not '{task.name}'.",

@@ -22,6 +22,8 @@ from kdstudio.core.catalog import (
     FILE_BUILDERS,
 )
 from kdstudio.core.errors import CompatibilityError, ConfigError, DataError, ModelError
+from kdstudio.core.preflight_files import check_data_contents, check_weight_files
+from kdstudio.core.preflight_models import check_remote_code, hub_config
 from kdstudio.core.tasks import get_task
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -110,8 +112,9 @@ def read_config_json(folder: Path, role: str) -> dict[str, Any]:
 
 def model_facts(name: str, *, revision: str = "", role: str = "model") -> ModelFacts | None:
     """The config of a built-in model or local folder, checked to be a model (config.json
-    readable, weights present). A Hub id gives its config.json when it can be fetched alone
-    (a few kB, never the weights); None when it cannot (the download reports that later)."""
+    readable, weights present and whole). A Hub id gives its config.json when it can be fetched
+    alone (a few kB, never the weights); offline and not cached, missing or gated, it is
+    refused now; None when it cannot be fetched otherwise (the download reports that later)."""
     if not name or not name.strip():
         raise ModelError(f"No {role} model was given.",
                          hint="Give a built-in name (e.g. everyday-gpt), a Hub id or a folder.")
@@ -140,6 +143,7 @@ def model_facts(name: str, *, revision: str = "", role: str = "model") -> ModelF
                          "(model.safetensors).",
                          hint="Choose the folder that save_pretrained wrote; it holds the "
                               "config.json and the weights side by side.")
+    check_weight_files(folder, role)  # each safetensors header against its file's length
     return ModelFacts(name, folder, config)
 
 
@@ -151,20 +155,8 @@ def _hub_facts(repo_id: str, revision: str, role: str) -> ModelFacts | None:
                          "valid Hugging Face Hub id.",
                          hint=f"Built-in models: {', '.join(BUILTIN_MODELS)}. Hub ids look like "
                               "'owner/name'.")
-    try:
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(repo_id, "config.json", revision=revision or None)
-    except Exception:  # offline, gated, missing: the download says so with its own words
-        return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return ModelFacts(repo_id, None, data) if isinstance(data, dict) else None
-
-
-CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    data = hub_config(repo_id, revision, role)
+    return ModelFacts(repo_id, None, data) if data is not None else None
 
 
 def untrained_head_error(task: Any, name: str, architecture: str) -> CompatibilityError:
@@ -172,22 +164,20 @@ def untrained_head_error(task: Any, name: str, architecture: str) -> Compatibili
     task = get_task(task)
     return CompatibilityError(
         f"The teacher '{name}' is {architecture or 'a model'} without a trained "
-        f"{'language-model' if task.generative else task.name} head, so as a {task.name} "
+        f"{task.head_words} head, so as a {task.name} "
         "teacher it would answer from random weights and the run would report meaningless "
         "figures.",
-        hint=("Choose a causal language model as the teacher: the built-in 'everyday-gpt', a "
-              "Hub model such as 'gpt2', or a folder saved from a *ForCausalLM model. A "
-              "sentence encoder such as all-MiniLM-L6-v2 fits task = \"sentence-embedding\"."
-              if task.generative else "Choose a teacher trained for this task."))
+        hint=task.untrained_head_hint)
 
 
 def check_teacher_head(task: Any, facts: ModelFacts | None) -> None:
-    """A causal-lm teacher must hold a trained language-model head (its checkpoint says which
-    class saved it). Classification teachers without a head are prepared instead."""
+    """A teacher must hold its family's trained head when the family names the classes that
+    do (task.trained_head_classes: a causal-lm's language-model head; its checkpoint says
+    which class saved it). Classification teachers without a head are prepared instead."""
     task = get_task(task)
-    if facts is None or not task.generative or not facts.architectures:
+    if facts is None or not task.trained_head_classes or not facts.architectures:
         return
-    if not any(a.endswith(CAUSAL_HEADS) for a in facts.architectures):
+    if not any(a.endswith(task.trained_head_classes) for a in facts.architectures):
         raise untrained_head_error(task, facts.name, f"a {facts.architectures[0]}")
 
 
@@ -221,6 +211,11 @@ def check_student_shape(cfg: Any, teacher: ModelFacts | None) -> None:
                           f"attention head size {hd} (the teacher's width {width} over its "
                           f"{teacher.heads} heads).",
                           hint=f"Valid widths: {', '.join(map(str, valid))}.")
+    if (s.attention_heads or s.intermediate_size or s.hidden_size or s.target_size
+            or s.vocabulary != "teacher"):
+        from kdstudio.core.pruning import check_student_fields  # torch only for pruned students
+
+        check_student_fields(s, teacher.config)
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -387,8 +382,11 @@ def check_data(dc: Any) -> None:
 def preflight(cfg: Any) -> None:
     """Every check a config allows before loading anything heavy; raises the engine's errors."""
     teacher = model_facts(cfg.teacher.name, revision=cfg.teacher.revision, role="teacher")
+    check_remote_code(teacher, cfg.teacher.trust_remote_code, "teacher")
     check_teacher_head(cfg.task, teacher)
     if cfg.student.name:
-        model_facts(cfg.student.name, revision=cfg.student.revision, role="student")
+        check_remote_code(model_facts(cfg.student.name, revision=cfg.student.revision,
+                                      role="student"), cfg.student.trust_remote_code, "student")
     check_student_shape(cfg, teacher)
     check_data(cfg.data)
+    check_data_contents(cfg.data, cfg.task, local_data_path(cfg.data.dataset))

@@ -33,7 +33,8 @@ def follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module, wrapped: Any
     share of every evaluation, the stop checks, the averaged losses, the gathering of the
     weights and optimizer state for each checkpoint and for the student (under FSDP).
     Returns whether the run stopped."""
-    tc, distiller, evaluator, student = cfg.training, su.distiller, su.evaluator, su.student
+    tc, evaluator, student = cfg.training, su.evaluation.evaluator, su.models.student
+    distiller, opt, total_steps = su.training.distiller, su.training.opt, su.training.total_steps
     check_teacher_figures(evaluator.teacher_metrics(), cfg.teacher.name)
     if start_step == 0:
         student_figures(group, wrapped, evaluator, student, su)
@@ -43,19 +44,19 @@ def follow_steps(cfg: RunConfig, su: Setup, model: torch.nn.Module, wrapped: Any
     def after_step(r: StepResult) -> None:
         nonlocal last_saved
         shared_result(group, r)
-        if tc.eval_every and r.step % tc.eval_every == 0 and r.step < su.total_steps:
+        if tc.eval_every and r.step % tc.eval_every == 0 and r.step < total_steps:
             student_figures(group, wrapped, evaluator, student, su)
-        if tc.save_every and r.step % tc.save_every == 0 and r.step < su.total_steps:
-            save_checkpoint(None, distiller, su.opt, r.step, tc, ignore, group, wrapped)
+        if tc.save_every and r.step % tc.save_every == 0 and r.step < total_steps:
+            save_checkpoint(None, distiller, opt, r.step, tc, ignore, group, wrapped)
             last_saved = r.step
 
     seed_process(group, tc.seed, start_step)
     step, stopped = train_steps(
-        distiller, micro_batch, su.opt,
-        start_step=start_step, total_steps=su.total_steps, accum=tc.grad_accum_steps,
+        distiller, micro_batch, opt,
+        start_step=start_step, total_steps=total_steps, accum=tc.grad_accum_steps,
         stop=shared, on_step=after_step, model=model)
     if group.broadcast(None):  # the main process's word: a checkpoint at the end
-        save_checkpoint(None, distiller, su.opt, step, tc, ignore, group, wrapped)
+        save_checkpoint(None, distiller, opt, step, tc, ignore, group, wrapped)
     student_state(group, wrapped)  # the main process saves the student
     if not stopped:
         student_figures(group, wrapped, evaluator, student, su)

@@ -19,18 +19,7 @@ from kdstudio.core.evaluation import (
 from kdstudio.core.events import Log, Stage
 from kdstudio.core.loop import train_baseline
 from kdstudio.core.setup import RunContext, Setup
-
-
-def check_teacher_weights(model: torch.nn.Module, name: str) -> None:
-    """A teacher with NaN or Inf in its weights answers with NaN: refuse it before any step."""
-    for pname, p in model.named_parameters():
-        bad = p.numel() - int(torch.isfinite(p).sum())
-        if bad:
-            raise ModelError(f"The teacher '{name}' has {bad:,} NaN or infinite values in its "
-                             f"weights (first in '{pname}'), so its answers are not numbers and "
-                             "a student cannot learn from it.",
-                             hint="The model files are damaged or were saved after training "
-                                  "diverged: use another copy or another checkpoint of it.")
+from kdstudio.core.weight_checks import check_teacher_weights  # noqa: F401  (re-exported)
 
 
 def check_teacher_figures(metrics: dict[str, Any], name: str) -> None:
@@ -52,16 +41,17 @@ def student_figures(group: distributed.ProcessGroup, wrapped: Any, evaluator: An
     main process, its answers to the pinned inputs."""
     with group.whole(wrapped):
         metrics = evaluator.student_metrics(student)
-        return metrics, su.pinned() if group.is_main else None
+        return metrics, su.evaluation.pinned() if group.is_main else None
 
 
 def baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
              after: dict) -> dict[str, Any]:
-    total_steps, emit = su.total_steps, ctx.emit
+    total_steps, emit = su.training.total_steps, ctx.emit
+    models, text, headline = su.models, su.data.text, su.evaluation.headline
     emit(Stage("baseline", f"the same student, {total_steps} steps of plain training"))
-    n, make = su.task.batch_maker(su.data.train_texts, su.data.train_labels,
-                                  source=f"'{su.data.source}'", **su.batch_args)
-    student = su.student
+    n, make = su.task.batch_maker(text.train_texts, text.train_labels,
+                                  source=f"'{text.source}'", **su.data.batch_args)
+    student = models.student
     if ctx.group is not None and ctx.group.multi:
         # The main process trains the baseline alone, at the run's global micro-batch.
         cfg = cfg.with_overrides([f"training.batch_size="
@@ -70,16 +60,16 @@ def baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
         # FSDP's modules cannot be copied: the same architecture, built afresh (the baseline
         # loads the starting weights into it), trained by the main process alone.
         student = type(student)(student.config).to(ctx.device)
-    result = train_baseline(cfg, su.task, student, su.initial_state, su.tmodel, n, make,
+    result = train_baseline(cfg, su.task, student, models.initial_state, models.tmodel, n, make,
                             total_steps, device=ctx.device, precision=ctx.precision,
-                            autocast=ctx.autocast, evaluate=su.evaluator.student_metrics,
+                            autocast=ctx.autocast, evaluate=su.evaluation.evaluator.student_metrics,
                             emit=emit, stop=ctx.stop)
     if result is None:
         return {}
     metrics = result.pop("metrics")
-    result["quality_retained"] = quality_retained(su.headline, teacher_metrics, metrics)
-    label = METRIC_LABELS.get(su.headline, su.headline)
+    result["quality_retained"] = quality_retained(headline, teacher_metrics, metrics)
+    label = METRIC_LABELS.get(headline, headline)
     emit(Log(f"Plain training without a teacher, same student and steps: {label} "
-             f"{metrics.get(su.headline, float('nan')):.4g}, against {after.get(su.headline, float('nan')):.4g} "
+             f"{metrics.get(headline, float('nan')):.4g}, against {after.get(headline, float('nan')):.4g} "
              "with distillation."))
     return {"baseline_metrics": metrics, "baseline": result}

@@ -16,7 +16,7 @@ import torch
 
 from kdstudio.core.compare import PinnedInputs
 from kdstudio.core.config import RunConfig
-from kdstudio.core.data import BatchOrder, load_text_data
+from kdstudio.core.data import BatchOrder, TextData, load_text_data
 from kdstudio.core.device import teacher_dtype
 from kdstudio.core.distiller import Distiller
 from kdstudio.core.errors import StoppedError
@@ -31,13 +31,15 @@ from kdstudio.core.lm import (
 from kdstudio.core.loop import Optimizer, run_optimizer
 from kdstudio.core.models import (
     check_compatibility,
-    derive_student,
     load_model,
     require_compatible,
     resolve_model_source,
 )
 from kdstudio.core.runs import Run
+from kdstudio.core.student_prep import derived_student
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.core.teacher_prep import prepared_teacher
+from kdstudio.core.weight_checks import check_teacher_weights
 
 
 @dataclass
@@ -52,50 +54,84 @@ class RunContext:
     group: Any = None       # distributed.ProcessGroup of a multi-process run; None: one process
 
 
-@dataclass
-class Setup:
-    """Everything built before the first step: data, models, objective, batches, optimizer."""
+# Setup's parts mirror the config's sections, and take keywords only: twenty-odd fields by
+# position were one slip away from the student's tokenizer standing where the teacher's should.
 
-    task: Task
-    data: Any
-    teacher: Any            # LoadedModel (model, tokenizer, source)
-    tmodel: torch.nn.Module
+@dataclass(kw_only=True)
+class Models:
+    """The teacher and the student on the run's device, and how their tokenizers relate."""
+
+    teacher: Any                 # models.LoadedModel as loaded: model, tokenizer, source
+    tmodel: torch.nn.Module      # the teacher's model on the device, frozen
     student: torch.nn.Module
-    student_tok: Any
-    student_desc: str
-    kept: list[int] | None
+    student_tok: Any             # the teacher's own tokenizer when the vocabularies agree
+    student_desc: str            # how the run names the student (a name, or how it was derived)
+    kept: list[int] | None       # the teacher layers a derived student kept
     same_tok: bool
-    distiller: Distiller
-    batch_args: dict
+    initial_state: dict | None   # the student's starting weights, for the plain baseline
+
+
+@dataclass(kw_only=True)
+class Data:
+    """The rows a run trains on, and the batches made of them in a seeded order."""
+
+    text: TextData               # the loaded rows, their source and labels (training and eval)
+    batch_args: dict             # the task's batch_maker arguments besides the rows
     n_train: int
-    make_batch: Any
-    order: BatchOrder
-    total_steps: int
+    make_batch: Any              # loop.MakeBatch: row indices to a Batch
+    order: BatchOrder            # dist_share.ShardOrder of it in a multi-process run
+    generations: tuple[list[str], list[str]] | None  # sequence-level: (prompts, continuations)
+
+
+@dataclass(kw_only=True)
+class Training:
+    """The objective and what steps it: the distiller, its optimizer, how many steps."""
+
+    distiller: Distiller
     opt: Optimizer
+    total_steps: int
+
+
+@dataclass(kw_only=True)
+class Evaluation:
+    """What measures the student: the evaluator, the metric that heads the figures, the
+    pinned inputs whose answers each evaluation shows."""
+
     evaluator: Evaluator
     headline: str
     pinned: PinnedInputs
-    generations: tuple[list[str], list[str]] | None
-    initial_state: dict | None
-    teacher_plan: Any = None     # teacher_source.TeacherPlan: live or cache, and why
+
+
+@dataclass(kw_only=True)
+class Targets:
+    """Where the loss reads the teacher's answers from."""
+
+    plan: Any                    # teacher_source.TeacherPlan: live or cache, and why
     cache: Any = None            # the TeacherCache the run reads, if any
 
-    def targets_record(self) -> dict[str, Any]:
-        """What the run's loss reads the teacher's answers from (summary.json's
-        teacher_targets), kept so that a resume does the same."""
-        plan = self.teacher_plan
-        out: dict[str, Any] = {"mode": plan.mode, "why": plan.line}
+    def record(self) -> dict[str, Any]:
+        """summary.json's teacher_targets, kept so that a resume does the same."""
+        out: dict[str, Any] = {"mode": self.plan.mode, "why": self.plan.line}
         if self.cache is not None:
             out.update(key=self.cache.key, k=self.cache.k)
         return out
 
 
+@dataclass(kw_only=True)
+class Setup:
+    """Everything built before the first step, in named parts."""
+
+    task: Task
+    models: Models
+    data: Data
+    targets: Targets
+    training: Training
+    evaluation: Evaluation
+
+
 def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     """Load data and models, check they fit, build the objective, batches and optimizer.
-
-    The order of the random draws here (seeding, derived-student initialisation) is part of
-    what makes a seeded run repeatable: keep it.
-    """
+    The order of the random draws here is part of a seeded run's repeatability: keep it."""
     tc, task, emit, stop, device = cfg.training, get_task(cfg.task), ctx.emit, ctx.stop, ctx.device
     int8 = cfg.teacher.dtype == "int8"
     if int8:  # before anything loads
@@ -116,9 +152,10 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     teacher = load_model(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
                          label_names=data.label_names, role="teacher",
                          int8_device=device if int8 else None)
+    check_teacher_weights(teacher.model, cfg.teacher.name)  # NaN weights: refused before all else
     if cfg.teacher.trust_remote_code:
         emit(Log("teacher.trust_remote_code is on: the teacher's own Python code runs.", "warning"))
-    teacher = task.prepare_teacher(cfg, teacher, data, ctx)
+    teacher = prepared_teacher(cfg, task, teacher, data, ctx)
     check_stop(stop)
 
     emit(Stage("load student", cfg.student.name or f"derived from the teacher ({cfg.student.layers:g} layers)"))
@@ -131,13 +168,7 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
         student, student_tok = loaded.model.float(), loaded.tokenizer
         student_desc = cfg.student.name
     else:
-        derived = derive_student(teacher.model, layers=cfg.student.layers,
-                                 layer_indices=cfg.student.layer_indices,
-                                 hidden=cfg.student.hidden_size, seed=tc.seed)
-        for note in derived.notes:
-            emit(Log(note, "warning" if derived.fresh_init else "info"))
-        student, student_tok, kept = derived.model, teacher.tokenizer, derived.kept_layers
-        student_desc = f"{len(kept)}-layer student derived from {cfg.teacher.name}"
+        student, student_tok, kept, student_desc = derived_student(cfg, teacher, data, ctx)
     # 8-bit weights were placed on the device as they loaded, and stay 8-bit.
     tmodel = teacher.model if int8 else teacher.model.to(
         device=device, dtype=teacher_dtype(cfg.teacher.dtype, device, ctx.precision))
@@ -171,7 +202,7 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     batch_args = dict(student_tok=student_tok, teacher_tok=teacher.tokenizer, same_tok=same_tok,
                       max_length=dc.max_length, pack=dc.pack, device=device)
     generations: tuple[list[str], list[str]] | None = None
-    if task.generative and m.sequence_level:
+    if task.generation_applies and m.sequence_level:
         generations = _teacher_continuations(cfg, tmodel, teacher.tokenizer, data.train_texts,
                                              device, ctx.autocast, emit, stop, run)
         prompts, continuations = generations
@@ -212,9 +243,16 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                           group=group if world > 1 else None)
     headline, _ = task.headline(data.eval_labels is not None)
     pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
-    return Setup(task, data, teacher, tmodel, student, student_tok, student_desc, kept, same_tok,
-                 distiller, batch_args, n_train, make_batch, order, total_steps, opt, evaluator,
-                 headline, pinned, generations, initial_state, plan, cache)
+    return Setup(
+        task=task,
+        models=Models(teacher=teacher, tmodel=tmodel, student=student, student_tok=student_tok,
+                      student_desc=student_desc, kept=kept, same_tok=same_tok,
+                      initial_state=initial_state),
+        data=Data(text=data, batch_args=batch_args, n_train=n_train, make_batch=make_batch,
+                  order=order, generations=generations),
+        targets=Targets(plan=plan, cache=cache),
+        training=Training(distiller=distiller, opt=opt, total_steps=total_steps),
+        evaluation=Evaluation(evaluator=evaluator, headline=headline, pinned=pinned))
 
 
 def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Task, teacher: Any,
@@ -228,6 +266,11 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     rows = getattr(make_batch, "cache_rows", None)
     recorded = (run.summary().get("teacher_targets") or {}) if run is not None else {}
     plan = use.plan_teacher(cfg, exists=True, same_tokenizer=same_tok and rows is not None)
+    if cfg.teacher.endpoint and plan.mode != use.NONE:  # served: always through the cache
+        from kdstudio.core.teacher_serve import served_targets
+
+        return served_targets(cfg, ctx, teacher.tokenizer, make_batch,
+                              vocab_size or len(teacher.tokenizer), n_train, plan)
     if plan.mode != use.CACHE:  # live or unused whatever is on disk
         ctx.emit(Log(plan.line))
         return plan, None

@@ -35,16 +35,20 @@ class TeacherPlan:
 
 def _blocker(cfg: Any, task: Any) -> str:
     """Why the cache cannot stand in for the teacher in this run, or ''."""
+    from kdstudio.core.objective import active_terms
+
     m = cfg.method
-    if not task.generative:
+    if not task.caches_teacher:
         return (f"the cache holds language models' next-token answers; a {task.name} "
                 "teacher's answers are small, so it runs live")
-    if m.hidden_weight > 0:
-        return ("hidden-layer distillation (method.hidden_weight) reads the teacher's hidden "
-                "states, which the cache does not hold")
-    if m.cross_tokenizer_weight > 0:
-        return ("the cross-tokenizer loss aligns the teacher's own tokens by text, which needs "
-                "the live teacher")
+    for term in active_terms(task, m):
+        inside = sorted(f.replace("_", " ") for f in term.needs.features)
+        if term.needs.teacher_inside:
+            return (f"{term.label} (method.{term.weight_key}) reads the teacher's "
+                    f"{' and '.join(inside)}, which the cache does not hold")
+        if term.needs.aligns_tokens:
+            return (f"{term.label} (method.{term.weight_key}) aligns the teacher's own tokens "
+                    "by text, which needs the live teacher")
     if m.sequence_level:
         return "sequence-level distillation trains on texts the live teacher writes"
     if m.on_policy_share >= 1:
@@ -61,7 +65,7 @@ def plan_teacher(cfg: Any, *, exists: bool | None = None,
     from kdstudio.core.tasks import get_task
 
     task = get_task(cfg.task)
-    if not any(t.needs_teacher for t in active_terms(task, cfg.method)) \
+    if not any(t.needs.teacher for t in active_terms(task, cfg.method)) \
             and cfg.method.on_policy_share <= 0:
         return TeacherPlan(NONE, "no loss term reads the teacher; it is loaded for the "
                                  "measurements only")
@@ -78,6 +82,11 @@ def plan_teacher(cfg: Any, *, exists: bool | None = None,
     share = cfg.method.on_policy_share
     live_share = (f"the on-policy share ({share:g} of the batches) stays live: the teacher "
                   "has to score the student's own samples") if share > 0 else ""
+    served = getattr(cfg.teacher, "endpoint", "")
+    if served and not exists:
+        return TeacherPlan(CACHE, f"the teacher served at {served} writes its top-{k} answers "
+                                  "to disk once, which this and later runs read",
+                           build=True, live_share=live_share)
     if mode == "always":
         because = "teacher.cache is 'always'"
         if exists:

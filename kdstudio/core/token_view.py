@@ -93,7 +93,7 @@ def token_probabilities(teacher: Predictor, student: Predictor, prompt: str,
     distributions to be compared entry by entry.
     """
     for p in (teacher, student):
-        if not p.family.generative:
+        if not p.family.shows_token_view:
             raise KDStudioError(f"The per-token view is for text generation (causal-lm), not "
                                 f"'{p.task}'.", hint="Open a causal-lm run.")
     if not same_tokenizer(teacher.tok, student.tok):

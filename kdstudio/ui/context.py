@@ -29,6 +29,7 @@ class AppContext(QObject):
     run_finished = Signal(object)     # RunResult or None after a failure
     run_opened = Signal(str)          # a past run folder was opened (from Runs or the File menu)
     navigate = Signal(str)            # ask the window to show a page by its key
+    show_setting = Signal(str)        # ask the window to show a config key's control ("method.balance")
 
     def __init__(self, config: RunConfig, settings: Settings, jobs: JobRunner,
                  training: TrainingController, parent: QObject | None = None):

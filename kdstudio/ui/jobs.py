@@ -2,6 +2,7 @@
 
 ``JobRunner.submit(fn, on_done, on_error)`` runs ``fn()`` on a worker thread of a
 QThreadPool and calls back on the GUI thread. The window never waits for it.
+``LatestJob`` is the one way to ask the same question again: only the newest answer arrives.
 """
 
 from __future__ import annotations
@@ -128,3 +129,58 @@ class JobRunner(QObject):
 
     def wait(self, ms: int = 30000) -> bool:
         return self.pool.waitForDone(ms)
+
+
+class LatestJob:
+    """Latest request wins: each ``submit`` makes the jobs this object submitted before stale,
+    and a stale job's result, error and progress are dropped.
+
+        self._preview = LatestJob(ctx.jobs)
+        self._preview.submit(job, on_done, on_error)   # an older preview never lands
+        self._preview.forget()                         # the running one is stale too
+    """
+
+    def __init__(self, runner: JobRunner | None = None):
+        self.runner = runner
+        self.handle: JobHandle | None = None
+        self._number = 0
+
+    def submit(self, fn: Callable[..., Any], on_done: Callable[[Any], None] | None = None,
+               on_error: Callable[[BaseException], None] | None = None, *,
+               on_progress: Callable[[Any], None] | None = None,
+               runner: JobRunner | None = None) -> JobHandle:
+        """``JobRunner.submit`` through ``runner`` (or the one given at construction)."""
+        self._number += 1
+        number = self._number
+
+        def latest(callback: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+            if callback is None:
+                return None
+
+            def call(value: Any) -> None:
+                if number == self._number and _alive(callback):
+                    callback(value)
+            return call
+
+        runner = runner or self.runner
+        assert runner is not None, "LatestJob needs a JobRunner"
+        self.handle = runner.submit(fn, latest(on_done), latest(on_error),
+                                    on_progress=latest(on_progress))
+        return self.handle
+
+    def forget(self) -> None:
+        """Whatever the running job returns is stale."""
+        self._number += 1
+
+    def busy(self) -> bool:
+        """The newest job is still running (and was not cancelled)."""
+        return self.handle is not None and not self.handle.finished
+
+    def cancel(self) -> bool:
+        """Set the running job's cancel event and drop its answer; True when one was running."""
+        if not self.busy():
+            return False
+        self.handle.cancel()
+        self.handle = None
+        self.forget()
+        return True

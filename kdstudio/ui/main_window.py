@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.device_label)
 
         self.ctx.navigate.connect(self.show_page)
+        self.ctx.show_setting.connect(self.show_setting)
         from kdstudio.ui.pages.tradeoff.queue import show_on_runs_page
 
         tradeoff = self.pages["tradeoff"]
@@ -210,6 +211,28 @@ class MainWindow(QMainWindow):
 
     def current_page_key(self) -> str:
         return PAGE_KEYS[self.stack.currentIndex()]
+
+    def show_setting(self, setting: str) -> bool:
+        """Switch to the page with the control of ``setting`` ("method.balance"), unfold its
+        section and focus it; False (and a status-bar note) when no page shows it."""
+        from kdstudio.ui.widgets.reveal import find_control, reveal
+
+        for key, page in self.pages.items():
+            control = find_control(page, setting)
+            if control is not None:
+                self.show_page(key)
+                if reveal(control):
+                    return True
+                self.statusBar().showMessage(
+                    f"The setting {setting} is not used with the current task and method.", 15000)
+                return False
+        section = setting.split(".", 1)[0]
+        self.show_page({"training": "train", "evaluation": "train", "data": "data",
+                        "student": "models"}.get(section, "method"))
+        self.statusBar().showMessage(
+            f"The setting {setting} has no control on this page; set it in the run's config "
+            "(File > Save config, edit the TOML, then open it).", 20000)
+        return False
 
     def new_config(self) -> None:
         from kdstudio.core.config import default_config

@@ -9,7 +9,8 @@ from tests.conftest import CORPUS, tiny_config
 
 
 def test_the_demo_command_offers_three_demos(capsys):
-    assert set(DEMOS) == {"sentence-embedding", "sequence-classification", "causal-lm"}
+    assert set(DEMOS) == {"sentence-embedding", "sequence-classification", "causal-lm",
+                          "token-classification"}
     assert DEMOS["causal-lm"] == "causal-lm.toml"
     sub = build_parser()._subparsers._group_actions[0].choices["demo"]
     help_text = " ".join(sub.format_help().split())

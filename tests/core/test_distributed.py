@@ -247,6 +247,11 @@ def test_a_killed_process_fails_the_run_with_its_reason(gpt2_nodrop, tmp_path, k
         _end(proc)
     assert proc.returncode == 2, out
     assert "Process 1 of 2 died" in out and "SIGKILL" in out
+    # The launcher's raw reports stay out of the terminal, in the run's launch.log.
+    assert "Traceback" not in out and "torch.distributed.elastic" not in out, out
+    assert "launch.log" in out and "'kdstudio resume" in " ".join(out.split())
+    log = (run.path / "launch.log").read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" in log and "Root Cause" in log and "SIGKILL" in log
     s = run.summary()  # the store reads back
     assert s["status"] == "failed" and "Process 1 of 2 died" in s["error"]
     events = run.events()

@@ -176,16 +176,16 @@ def test_bad_reuse_file_is_a_clear_error(tiny, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("share", [0.5, 1.0])
 def test_on_policy_share(tiny, share, monkeypatch):
-    import kdstudio.core.trainer as trainer
+    import kdstudio.core.run_steps as run_steps
 
     calls = []
-    real = trainer.on_policy_batch
+    real = run_steps.on_policy_batch
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         calls.append(out)
         return out
-    monkeypatch.setattr(trainer, "on_policy_batch", spy)
+    monkeypatch.setattr(run_steps, "on_policy_batch", spy)
     cfg = tiny_config("causal-lm", tiny["gpt2"], generation=GEN, student={"layers": 2},
                       training={"max_steps": 6, "eval_every": 0},
                       method={"on_policy_share": share, "logit_weight": 1.0, "hard_label_weight": 0.5})

@@ -8,7 +8,7 @@ import torch
 from kdstudio.core.config import default_config
 from kdstudio.core.distiller import Distiller
 from kdstudio.core.loop import Optimizer, accumulate, make_optimizer, train_steps
-from kdstudio.core.objective import Batch
+from kdstudio.core.batch import Batch
 from kdstudio.core.tasks import CAUSAL_LM, CLASSIFICATION
 
 

@@ -40,7 +40,7 @@ def test_every_resource_the_code_reads_is_found():
     assert root.is_dir(), root
     missing = [f for f in _read_files() if not (root / f).is_file()]
     assert not missing, f"missing under {root}: {missing}"
-    assert len([f for f in _read_files() if f.startswith("demos/")]) == 3
+    assert len([f for f in _read_files() if f.startswith("demos/")]) == 4
 
 
 def test_the_demo_teacher_and_corpus_are_found_the_way_the_engine_finds_them():

@@ -10,6 +10,7 @@ from kdstudio.core.objective import (
     active_terms,
     all_terms,
     check_terms,
+    has_plain_loss,
     plain_terms,
     terms_for,
 )
@@ -25,7 +26,8 @@ from kdstudio.core.tasks import (
 
 
 def test_registry_gives_one_object_per_family_and_refuses_unknown_names():
-    assert set(TASK_NAMES) == {"causal-lm", "sequence-classification", "sentence-embedding"}
+    assert set(TASK_NAMES) == {"causal-lm", "sequence-classification", "sentence-embedding",
+                               "token-classification"}
     for name, task in REGISTRY.items():
         assert isinstance(task, Task) and task.name == name and get_task(name) is task
         assert get_task(task) is task
@@ -42,8 +44,8 @@ def test_each_family_answers_its_own_questions():
     assert EMBEDDING.headline(True) == ("knn_accuracy", True)
     assert CAUSAL_LM.headline(True) == ("perplexity", False)
     # The baseline needs a loss that learns from the data alone.
-    assert CAUSAL_LM.has_plain_loss and CLASSIFICATION.has_plain_loss
-    assert not EMBEDDING.has_plain_loss
+    assert has_plain_loss(CAUSAL_LM) and has_plain_loss(CLASSIFICATION)
+    assert not has_plain_loss(EMBEDDING)
 
 
 def test_terms_apply_to_the_families_they_name():

@@ -27,7 +27,8 @@ def test_the_run_menu_offers_the_three_demos(qtbot):
     assert menu.menuAction() in run_menu.actions()
     tasks = [a.objectName() for a in menu.actions()]
     assert tasks == ["demo_sentence-embedding", "demo_sequence-classification", "demo_causal-lm"]
-    assert [t.name for t in DEMOS] == ["sentence-embedding", "sequence-classification", "causal-lm"]
+    assert [t.name for t in DEMOS] == ["sentence-embedding", "sequence-classification", "causal-lm",
+                                       "token-classification"]
     assert [a.text() for a in menu.actions()] == [t.demo_menu for t in DEMOS]
     assert all(a.text() and a.isEnabled() for a in menu.actions())
     for task in ("sequence-classification", "sentence-embedding"):  # shipped with the app

@@ -80,8 +80,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
     trust = cfg.student.trust_remote_code if cfg.student.name else cfg.teacher.trust_remote_code
     loaded = load_model(str(run.student_dir), task, trust_remote_code=trust, role="student")
     model, tok = loaded.model.float().eval(), loaded.tokenizer
-    pooled = task.output == "embedding"
-    normalize = st_normalizes(run.student_dir) if pooled else False
+    normalize = st_normalizes(run.student_dir) if task.export_pools else False
     graph = Graph(model, task, normalize).eval()
     reference = runner(graph)
 
@@ -100,14 +99,17 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
             model.config.save_pretrained(tmp)  # id2label and sizes, for whoever runs the graph
         else:
             candidate = write_safetensors(model, task, normalize, quantize, tmp, emit, notes)
-            if pooled:  # sentence-transformers loads it like the student
+            if task.saves_sentence_transformers:  # loaded like the student
                 copy_st_files(run.student_dir, tmp)
 
         emit(Stage(CHECK_STAGE, f"{len(eval_set.texts)} eval rows"))
         teacher_emb = None
-        if pooled and not labels:
+        if task.export_check_reads_teacher(bool(labels)):
             teacher_emb = teacher_embeddings(run, task, eval_set, model, notes)
-        check = compare(task, batches, reference, candidate, labels, len(tok), teacher_emb, emit)
+        names = [str(n) for _, n in sorted((int(k), v) for k, v in
+                                           (getattr(model.config, "id2label", None) or {}).items())]
+        check = compare(task, batches, reference, candidate, labels, len(tok), teacher_emb, emit,
+                        label_names=names)
 
         repeats = cfg.evaluation.latency_repeats
         emit(Stage("measure latency", f"median of {max(1, repeats)} passes on one sample"))
@@ -182,9 +184,8 @@ def _eval_batches(cfg: Any, task: Any, tok: Any, rows: int, model: nn.Module):
 
     data = load_text_data(cfg.data, task, seed=cfg.training.seed)
     bs = cfg.evaluation.batch_size
-    if task.generative:  # logits are (batch x length x vocab): keep one batch modest
-        vocab = model.get_output_embeddings().weight.shape[0]
-        bs = max(1, min(bs, MAX_LOGIT_BYTES // (4 * vocab * cfg.data.max_length)))
+    # E.g. a language model's logits are (batch x length x vocab): keep one batch modest.
+    bs = task.export_batch_size(bs, model, cfg.data.max_length, MAX_LOGIT_BYTES)
     eval_set = EvalSet(task, data.eval_texts, data.eval_labels, max_samples=rows,
                        max_length=cfg.data.max_length, pack=cfg.data.pack, batch_size=bs)
     batches = [{k: b[k] for k in (*ONNX_INPUTS, "labels") if k in b}

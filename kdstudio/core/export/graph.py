@@ -24,7 +24,7 @@ Runner = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # a batch in, float3
 
 
 def output_name(task: Any) -> str:
-    return "sentence_embedding" if task.output == "embedding" else "logits"
+    return task.onnx_output
 
 
 class Graph(nn.Module):
@@ -33,9 +33,9 @@ class Graph(nn.Module):
     def __init__(self, model: nn.Module, task: Any, normalize: bool):
         super().__init__()
         self.model, self.normalize = model, normalize
-        self.pooled = task.output == "embedding"
-        # A generative model would return its KV cache too: the graph gives logits only.
-        self.extra = {"use_cache": False} if task.generative else {}
+        self.pooled = task.export_pools
+        # What the family's forward needs besides the inputs (a language model: no KV cache).
+        self.extra = task.export_kwargs()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooled:

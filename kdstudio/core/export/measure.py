@@ -3,7 +3,6 @@ the run's quality figure for both, the latency per sample of both, and sizes on 
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kdstudio.core.events import EventSink, Progress
@@ -32,58 +30,18 @@ class Check:
 
 def compare(task: Any, batches: list[dict[str, torch.Tensor]], reference: Runner,
             candidate: Runner, labels: list[int] | None, vocab: int,
-            teacher_emb: torch.Tensor | None, on_event: EventSink) -> Check:
-    """Run both on every batch: the largest difference and the quality figure of each."""
-    max_diff, nll_r, nll_c, count = 0.0, 0.0, 0.0, 0
-    outs_r, outs_c = [], []
+            teacher_emb: torch.Tensor | None, on_event: EventSink,
+            label_names: list[str] | None = None) -> Check:
+    """Run both on every batch: the largest difference and the quality figure of each (the
+    task says how its outputs are measured: task.output_check)."""
+    check = task.output_check(labels, vocab, teacher_emb)
+    check.label_names = list(label_names or [])
+    max_diff = 0.0
     for i, b in enumerate(batches):
-        r, c = reference(b), candidate(b)
-        if task.generative:  # logits at every position: only real tokens count
-            keep = b["attention_mask"].bool()
-            max_diff = max(max_diff, (r - c).abs()[keep].max().item())
-            lab = b["labels"][:, 1:].flatten()
-            v = min(vocab, r.shape[-1])  # as the run does: the tokenizer's entries only
-            nll_r += F.cross_entropy(r[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
-                                     reduction="sum").item()
-            nll_c += F.cross_entropy(c[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
-                                     reduction="sum").item()
-            count += int((lab != -100).sum())
-        else:
-            max_diff = max(max_diff, (r - c).abs().max().item())
-            outs_r.append(r)
-            outs_c.append(c)
+        max_diff = max(max_diff, check.add(b, reference(b), candidate(b)))
         on_event(Progress(CHECK_STAGE, i + 1, len(batches), "batches"))
-    if task.generative:
-        def ppl(nll: float) -> float:
-            return math.exp(min(nll / max(count, 1), 50.0))
-
-        return Check(max_diff, "perplexity", ppl(nll_c), ppl(nll_r))
-    r, c = torch.cat(outs_r), torch.cat(outs_c)
-    if task.output == "logits":  # a classifier
-        gold = torch.tensor(labels)
-        extra = {"agreement_with_student": (r.argmax(-1) == c.argmax(-1)).float().mean().item()}
-        return Check(max_diff, "accuracy", (c.argmax(-1) == gold).float().mean().item(),
-                     (r.argmax(-1) == gold).float().mean().item(), extra)
-    extra = {"cosine_to_student": F.cosine_similarity(c, r, dim=-1).mean().item(),
-             "neighbour_agreement_with_student":
-                 (nearest(c) == nearest(r)).float().mean().item()}
-    if labels:
-        gold = torch.tensor(labels)
-        return Check(max_diff, "knn_accuracy", (gold[nearest(c)] == gold).float().mean().item(),
-                     (gold[nearest(r)] == gold).float().mean().item(), extra)
-    if teacher_emb is not None:
-        return Check(max_diff, "cosine_to_teacher",
-                     F.cosine_similarity(c, teacher_emb, dim=-1).mean().item(),
-                     F.cosine_similarity(r, teacher_emb, dim=-1).mean().item(), extra)
-    return Check(max_diff, "cosine_to_student", extra["cosine_to_student"], 1.0, extra)
-
-
-def nearest(emb: torch.Tensor) -> torch.Tensor:
-    """Each row's most cosine-similar other row (the run's nearest-neighbour figures)."""
-    e = F.normalize(emb.float(), dim=-1)
-    sim = e @ e.T
-    sim.fill_diagonal_(-float("inf"))
-    return sim.argmax(-1)
+    metric, value, student_value, extra = check.result()
+    return Check(max_diff, metric, value, student_value, extra)
 
 
 def teacher_embeddings(run: Run, task: Any, eval_set: Any, student: nn.Module,

@@ -146,16 +146,17 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                (tokens * hidden * 8 * teacher_bytes
                                 + batch * heads * max_length ** 2 * teacher_bytes
                                 + (tokens * hidden * (layers + 1) * teacher_bytes
-                                   if config.method.hidden_weight > 0 else 0)) / MB,
+                                   if _reads_teacher_inside(config) else 0)) / MB,
     }
     if cached:  # the batch's cached answers: k ids (int64) and log-probs (fp32) per position
         parts["teacher cache batch"] = tokens * (config.teacher.cache_k or 1024) * 12 / MB
-    if get_task(config.task).generative and vocab:
+    task = get_task(config.task)
+    if task.scores_vocabulary and vocab:
         # A row over the vocabulary per position: teacher and student logits, both softmaxes
         # and the logits' gradient, in fp32; for every token of the batch at once, or, chunked
         # (training.logit_chunk), for one chunk at a time plus the head's gradient.
         chunk = config.training.logit_chunk
-        if chunk < 0:
+        if chunk < 0 or not task.chunks_head:
             parts["logits"] = tokens * vocab * 4 * 5 / MB
         else:
             rows = min(tokens, chunk or _auto_chunk(vocab, free_mb))
@@ -298,7 +299,7 @@ def oom_advice(config: Any, device: str) -> list[str]:
     if not tc.gradient_checkpointing:
         out.append("turn on gradient checkpointing (training.gradient_checkpointing = true): "
                    "about a third more compute for much less activation memory")
-    if get_task(config.task).generative and tc.logit_chunk < 0:
+    if get_task(config.task).chunks_head and tc.logit_chunk < 0:
         out.append("compute the logits in chunks (training.logit_chunk = 0)")
     if dc.max_length > 64:
         out.append(f"shorten the rows (data.max_length = {dc.max_length // 2})")
@@ -359,6 +360,14 @@ def estimate_for_config(config: Any, teacher_info: dict[str, Any] | None = None,
     else:
         kept = _student_layers(config, teacher.num_layers, 1, 1)
         student_params = derived_student_params(teacher, kept, s.hidden_size)
+        if s.target_size or s.attention_heads or s.intermediate_size or s.vocabulary != "teacher" \
+                or s.hidden_size:  # pruned from the teacher: count the pruned shape exactly
+            from kdstudio.core.plan.pruned import pruned_student_params
+            from kdstudio.core.plan.shapes import load_model_config
+
+            t_cfg = load_model_config(_local_source(t.name, t.revision), t.trust_remote_code,
+                                      "teacher", t.revision)
+            student_params = pruned_student_params(config, t_cfg) or student_params
     return estimate_memory(config, teacher.params, student_params, teacher.hidden_size,
                            teacher.num_layers, config.training.device,
                            vocab_size=teacher.vocab_size, available_mb=available_mb)
@@ -414,3 +423,10 @@ def estimate_tokens(config: Any, tokenizer: Any = None, sample: int = 4000) -> T
     cut = sum(1 for x in lengths if x > max_len) / len(lengths) if lengths else 0.0
     return TokenEstimate(n, len(data.eval_texts), round(total * factor), round(used * factor),
                          len(picked), 0.0 if pack else cut)
+
+
+def _reads_teacher_inside(config: Any) -> bool:
+    """A loss term reads the teacher's hidden states or attention maps: every layer's are kept."""
+    from kdstudio.core.objective import active_terms
+
+    return any(t.needs.teacher_inside for t in active_terms(config.task, config.method))

@@ -214,6 +214,22 @@ def derived_student_estimate(teacher: ModelInspection, *, layers: float = 0.5,
                              layer_indices: list[int] | None = None, hidden: int = 0
                              ) -> dict[str, Any]:
     """derived_estimate for any derived student, narrower ones included (builds it on meta)."""
+    from kdstudio.core.pruning import family_of
+
+    if hidden and hidden != teacher.info["hidden_size"] and family_of(teacher.config) is not None:
+        # A family KD Studio prunes: the narrower student keeps the teacher's best channels.
+        from kdstudio.core.config import StudentConfig
+        from kdstudio.core.plan.pruned import pruned_estimate
+
+        sc = StudentConfig(layers=layers, layer_indices=list(layer_indices or []),
+                           hidden_size=hidden)
+        p = pruned_estimate(sc, teacher.config, teacher.info["task"])
+        est = derived_estimate(teacher.info, p["layers"], student_params=p["parameters"])
+        est.update(speedup=p["speedup"], fresh_init=False, hidden_size=hidden,
+                   notes=[f"Width {hidden} of the teacher's {teacher.info['hidden_size']}: the "
+                          "student keeps the teacher's most important channels and heads, "
+                          "measured on the training data when the run starts."])
+        return est
     d = derive_meta(teacher, layers=layers, layer_indices=layer_indices, hidden=hidden)
     est = derived_estimate(teacher.info, d.kept_layers,
                            student_layer_params=block_params(d.model) if d.fresh_init else None,

@@ -54,13 +54,15 @@ def compute_work(shape: ModelShape, task: Any, layers: float | None = None) -> f
     """Parameters that cost compute per token: the transformer blocks (all, or ``layers`` of
     them) plus the output head of a family that scores the vocabulary at every token;
     embedding lookups are nearly free."""
-    head = shape.vocab_size * shape.hidden_size if get_task(task).generative else 0
+    head = shape.vocab_size * shape.hidden_size if get_task(task).scores_vocabulary else 0
     blocks = (shape.layer_params if layers is None
               else shape.layer_params / max(1, shape.num_layers) * layers)
     return float(blocks + head)
 
 
 def _student_work(shape: ModelShape, spec: Any, config: Any) -> float:
+    if not spec.name and getattr(spec, "target", 0):  # pruned to a share of the parameters
+        return compute_work(shape, config.task) * spec.target
     if not spec.name:
         layers = spec.layers if spec.layers >= 1 else max(1, round(spec.layers * shape.num_layers))
         return compute_work(shape, config.task, layers)

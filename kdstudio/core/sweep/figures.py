@@ -230,7 +230,9 @@ def describe_student(row: TableRow, axis: str = "") -> str:
     else:
         text = f"the student '{row.label}'"
     if row.axis_value is not None:
-        if axis == "temperature" or isinstance(row.axis_value, (int, float)):
+        if axis == "shape":
+            text += f" cut by {row.axis_value}"
+        elif axis == "temperature" or isinstance(row.axis_value, (int, float)):
             text += f" at temperature {row.axis_value:g}"
         else:
             text += f" trained with {row.axis_value}"

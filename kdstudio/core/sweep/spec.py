@@ -11,20 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdstudio.core.config import LOGIT_LOSSES, RunConfig
+from kdstudio.core.config import LOGIT_LOSSES, SHAPES, RunConfig
 from kdstudio.core.errors import SweepError
 
-AXES = {"temperature": "temperatures", "method": "logit losses"}
+AXES = {"temperature": "temperatures", "method": "logit losses", "shape": "student shapes"}
 # The export a sweep with quantize_int8 makes of each student: (format, quantize).
 INT8_EXPORT = ("onnx", "int8")
 
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """One student of a sweep: derived from the teacher (layers) or another model (name)."""
+    """One student of a sweep: derived from the teacher (layers, or a target share of its
+    parameters, pruned to student.shape) or another model (name)."""
 
     layers: float = 0.0
     name: str = ""
+    target: float = 0.0
 
     @property
     def derived(self) -> bool:
@@ -34,6 +36,8 @@ class StudentSpec:
     def label(self) -> str:
         if self.name:
             return Path(self.name.rstrip("/\\")).name or self.name
+        if self.target:
+            return f"{self.target:.0%} of the teacher"
         if self.layers >= 1:
             n = int(self.layers)
             return f"{n} layer" + ("" if n == 1 else "s")
@@ -43,14 +47,20 @@ class StudentSpec:
         """The [student] keys this student sets over the base config."""
         if self.name:
             return {"name": self.name}
+        if self.target:  # the planner picks the shape: the base's own shape fields step aside
+            return {"name": "", "target_size": float(self.target), "layer_indices": [],
+                    "hidden_size": 0, "attention_heads": 0, "intermediate_size": 0}
         return {"name": "", "layers": float(self.layers), "layer_indices": []}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name} if self.name else {"layers": self.layers}
+        if self.name:
+            return {"name": self.name}
+        return {"target": self.target} if self.target else {"layers": self.layers}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudentSpec:
-        return cls(layers=float(d.get("layers", 0.0)), name=str(d.get("name", "")))
+        return cls(layers=float(d.get("layers", 0.0)), name=str(d.get("name", "")),
+                   target=float(d.get("target", 0.0)))
 
 
 def int8_export(summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -63,6 +73,11 @@ def int8_export(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 def derived(*layers: float) -> list[StudentSpec]:
     return [StudentSpec(layers=float(k)) for k in layers]
+
+
+def sized(*targets: float) -> list[StudentSpec]:
+    """Students pruned to these shares of the teacher's parameters."""
+    return [StudentSpec(target=float(t)) for t in targets]
 
 
 def axis_label(axis: str, value: Any) -> str:
@@ -79,7 +94,11 @@ def check_students(students: list[StudentSpec], teacher_layers: int | None) -> l
                          hint="Choose at least one layer count (e.g. 1, 2, 3) or another model.")
     out: list[StudentSpec] = []
     for s in students:
-        if s.derived:
+        if s.derived and s.target:
+            if not 0 < s.target < 1:
+                raise SweepError(f"A student of {s.target:g} of the teacher's size cannot be "
+                                 "pruned; give shares between 0 and 1, e.g. 0.3,0.5,0.7.")
+        elif s.derived:
             if s.layers <= 0 or (s.layers >= 1 and s.layers != int(s.layers)):
                 raise SweepError(f"A derived student has {s.layers:g} layers; give a whole number "
                                  "of layers (e.g. 2) or a fraction below 1 (e.g. 0.5).")
@@ -100,7 +119,17 @@ def check_axis(base: RunConfig, axis: str, values: list[Any]) -> list[Any]:
                              hint="Choose 'temperature' or 'method'.")
         return []
     if axis not in AXES:
-        raise SweepError(f"The second axis is {axis!r}; it can be 'temperature' or 'method'.")
+        raise SweepError(f"The second axis is {axis!r}; it can be 'temperature', 'method' or "
+                         "'shape'.")
+    if axis == "shape":
+        if not values:
+            raise SweepError("The second axis (student shapes) has no values.",
+                             hint=f"Choose from {', '.join(SHAPES)}.")
+        bad = [v for v in values if v not in SHAPES]
+        if bad:
+            raise SweepError(f"The student shape {bad[0]!r} is not one KD Studio knows.",
+                             hint=f"Choose from {', '.join(SHAPES)}.")
+        return list(dict.fromkeys(values))
     if not values:
         raise SweepError(f"The second axis ({AXES[axis]}) has no values.",
                          hint="Give at least two, e.g. 1, 2, 4." if axis == "temperature" else

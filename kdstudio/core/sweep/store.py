@@ -125,6 +125,8 @@ class Sweep:
             d["method"]["temperature"] = float(entry.axis_value)
         elif self.axis == "method":
             d["method"]["logit_loss"] = entry.axis_value
+        elif self.axis == "shape":
+            d["student"]["shape"] = entry.axis_value
         cfg = config_from_dict(d)
         if cfg.teacher.cache == "auto" and len(self.entries) > 1:
             # The students share one teacher pass: the first writes the cache, the rest read it.

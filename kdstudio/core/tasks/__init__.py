@@ -11,13 +11,15 @@ from kdstudio.core.tasks.base import Preset, Task
 from kdstudio.core.tasks.causal_lm import CausalLM
 from kdstudio.core.tasks.classification import Classification
 from kdstudio.core.tasks.embedding import Embedding
+from kdstudio.core.tasks.token_classification import TokenClassification
 
 CAUSAL_LM: Task = CausalLM()
 CLASSIFICATION: Task = Classification()
 EMBEDDING: Task = Embedding()
 
 # In the order the app lists them; a new family is one module plus one line here.
-REGISTRY: dict[str, Task] = {t.name: t for t in (CAUSAL_LM, CLASSIFICATION, EMBEDDING)}
+REGISTRY: dict[str, Task] = {t.name: t for t in (CAUSAL_LM, CLASSIFICATION, EMBEDDING,
+                                                  TokenClassification())}
 TASK_NAMES: tuple[str, ...] = tuple(REGISTRY)
 DEFAULT_TASK: Task = EMBEDDING
 

@@ -31,14 +31,28 @@ class Preset:
 
 @dataclass
 class Fit:
-    """How a teacher and a student fit together for a task: the loss terms that can compare
-    them, the size of what is compared (vocabulary or classes), or why they cannot."""
+    """How a teacher and a student fit together for a task: the size of what is compared
+    (vocabulary or classes), notes, or why their outputs cannot be compared (error). Which
+    loss terms work then follows from what each term needs (objective.working_terms)."""
 
-    working: list[str]
     vocab: int = 0
     notes: list[str] = field(default_factory=list)
     error: str = ""
     also_works: str = ""  # methods beyond the loss terms that still work, in words
+
+
+@dataclass
+class Examples:
+    """A data set's rows as a task family reads them (Task.read_examples): the texts and
+    labels of the training and eval splits, the label names and the columns read."""
+
+    train_texts: list[str]
+    train_labels: list[Any] | None
+    eval_texts: list[str]
+    eval_labels: list[Any] | None
+    label_names: list[str] | None
+    text_column: str
+    label_column: str | None
 
 
 class Task:
@@ -54,6 +68,12 @@ class Task:
     uses_labels: ClassVar[bool] = False   # a label column is read when present
     packs: ClassVar[bool] = False         # data.pack (join texts into full blocks) applies
     has_task_head: ClassVar[bool] = False  # a head per class that may need training first
+    # The output holds one answer per token (a language model's next-token logits), so
+    # comparing the two models' outputs needs the same tokens (term.Needs.needs_same_tokens).
+    per_position_output: ClassVar[bool] = False
+    # The output is a vector of the model's width (a pooled embedding): a narrower student's
+    # is mapped to the teacher's width by a learned projection before they are compared.
+    projects_output: ClassVar[bool] = False
     compare_title: ClassVar[str] = ""
     compare_hint: ClassVar[str] = ""
     # Compare answers with the nearest of the run's evaluation texts, so both models embed
@@ -62,6 +82,36 @@ class Task:
     # The model has weights its task never reads (a sentence encoder's pooler): DDP must
     # then look for them each step (find_unused_parameters), or it waits for their gradients.
     leaves_weights_unused: ClassVar[bool] = False
+    # -- behaviour the rest of the engine and the app ask about (never the flags above) ------
+    # The model writes text: the [generation] settings and learning from generated text
+    # (sequence-level, on-policy) apply, on the Method page and in Compare.
+    generation_applies: ClassVar[bool] = False
+    # Compare can show the per-token view (each token's probability under both models).
+    shows_token_view: ClassVar[bool] = False
+    # The teacher cache can hold the teacher's answers (top-k next-token log-probabilities);
+    # other families' teachers answer cheaply enough to run live.
+    caches_teacher: ClassVar[bool] = False
+    # The output head scores the whole vocabulary at every position: the planner counts its
+    # compute per token and its (positions x vocabulary) logits in memory.
+    scores_vocabulary: ClassVar[bool] = False
+    # The head terms can run chunk by chunk over the output head (forward_features with
+    # head_only gives the body's last hidden state): training.logit_chunk applies.
+    chunks_head: ClassVar[bool] = False
+    # The endings of the architectures (config.json "architectures") that hold this family's
+    # trained head; a teacher without one is refused, as is one whose checkpoint lacks the
+    # head's weights. Empty: not checked (a task head is prepared, or there is none).
+    trained_head_classes: ClassVar[tuple[str, ...]] = ()
+    untrained_head_hint: ClassVar[str] = "Choose a teacher trained for this task."
+    # The student is saved with a sentence-transformers config beside its weights.
+    saves_sentence_transformers: ClassVar[bool] = False
+    # How Compare shows one model's answer: "text" (its one-line text), "continuation" (the
+    # prompt and the text written after it), "probabilities" (class bars), "neighbours"
+    # (the closest evaluation sentences) or "tags" (each word's tag, on the input's words).
+    compare_view: ClassVar[str] = "text"
+    # The exported ONNX graph's output name, and whether the graph mean-pools the last
+    # hidden state (a sentence embedding) rather than giving the model's logits.
+    onnx_output: ClassVar[str] = "logits"
+    export_pools: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()
     demo_file: ClassVar[str] = ""         # resources/demos/<demo_file>
     demo_intro: ClassVar[str] = ""        # "a sentence encoder"
@@ -90,19 +140,15 @@ class Task:
             return self.headline_unlabelled
         return self.headline_metric
 
-    @property
-    def has_plain_loss(self) -> bool:
-        """Whether a student can train on the data alone (the baseline's plain loss)."""
-        from kdstudio.core.objective import plain_terms
-
-        return bool(plain_terms(self))
-
     def validate(self, cfg: "RunConfig") -> None:
         """Rules of this task beyond the generic ones; raise ConfigError naming the key."""
 
     # -- engine hooks (torch imported when called) -----------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+    def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
                          head_only: bool = False) -> dict[str, Any]:
+        """One forward pass: the task's output under its key ("logits" or "embedding"), and
+        the extra features the loss terms ask for (want: "hidden_states", "attentions";
+        None when not asked)."""
         raise NotImplementedError
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, **kw: Any):
@@ -118,29 +164,157 @@ class Task:
         raise NotImplementedError
 
     def latency_sample(self, eval_set: Any, tokenizer: Any) -> dict:
-        from kdstudio.core.data import encode
+        from kdstudio.core.batch import encode
 
         texts = sorted(eval_set.texts, key=len)
         return dict(encode(tokenizer, [texts[len(texts) // 2]], eval_set.max_length))
 
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool) -> Fit:
-        """Which loss terms can compare these two models (hidden states need shared inputs)."""
-        raise NotImplementedError
+        """How these two models' outputs compare: their size, notes, or why they cannot."""
+        return Fit()
 
-    def prepare_teacher(self, cfg: "RunConfig", teacher: Any, data: Any, ctx: Any) -> Any:
-        """A teacher that is good at the task: the one given, unless it needs preparing."""
-        return teacher
+    def paired_logits(self, x: Any) -> tuple[Any, Any, Any]:
+        """(student logits, teacher logits, keep-mask or None) that logit distillation
+        compares, from a term.TermInputs."""
+        return x.s["logits"], x.t["logits"], None
+
+    def labelled_logits(self, x: Any) -> tuple[Any, Any]:
+        """(student logits, labels) that the hard-label loss compares (-100: ignored)."""
+        return x.s["logits"], x.batch.labels
+
+    def read_examples(self, train: Any, evl: Any, cfg: Any, source: str) -> Examples | None:
+        """The family's own reading of the rows (train and eval: `datasets` splits; cfg: a
+        DataConfig), or None for the data loader's: one text and one label per row."""
+        return None
 
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
         """One model's answer to one input on the Compare page (a compare.ModelAnswer): the
         family picks one of the predictor's kinds of answer (generate, classify, nearest)."""
         raise NotImplementedError
 
+    # -- behaviour questions (the rest of the engine and the app ask these) --------------------
+    @property
+    def gives_logits(self) -> bool:
+        """The output is logits (over classes or tokens): the logit and hard-label terms,
+        the temperature and the logit loss apply."""
+        return self.output == "logits"
 
-def logits_features(model: Any, inputs: dict, hidden: bool) -> dict[str, Any]:
-    """One forward pass of a model with an output head: its logits (and hidden states)."""
-    out = model(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=hidden)
-    return {"hidden_states": out.hidden_states if hidden else None, "logits": out.logits}
+    @property
+    def head_words(self) -> str:
+        """The head a teacher must hold, in words: '... without a trained <head_words> head'."""
+        return self.name
+
+    def output_of(self, features: dict[str, Any]) -> Any:
+        """The task's output (logits or embedding) from forward_features' result."""
+        return features[self.output]
+
+    def shows_setting(self, section: str, name: str) -> bool:
+        """Whether a config setting ([section] name) means anything for this family, so the
+        Method page shows its control: the logit terms' settings for logits, the embedding
+        loss's for embeddings, preparing the teacher for a task head, the teacher cache for a
+        family whose answers it holds. Other settings always apply."""
+        key = (section, name)
+        if key in LOGIT_SETTINGS:
+            return self.gives_logits
+        if key in EMBEDDING_SETTINGS:
+            return self.output == "embedding"
+        if key in PREPARE_SETTINGS:
+            return self.has_task_head
+        if key in CACHE_SETTINGS:
+            return self.caches_teacher
+        return True
+
+    def compare_verdict(self, teacher: Any, student: Any) -> str:
+        """How the two models' answers (compare.ModelAnswer) differ, as the end of the
+        sentence that begins with their speed ('Both models answered' + this)."""
+        same = teacher.text.strip() == student.text.strip()
+        return ", and both gave the same answer." if same else "; their answers differ."
+
+    def export_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments of the exported model's forward call."""
+        return {}
+
+    def export_batch_size(self, batch_size: int, model: Any, max_length: int,
+                          max_bytes: int) -> int:
+        """The batch size an export is checked with, so one batch's outputs fit max_bytes."""
+        return batch_size
+
+    def export_check_reads_teacher(self, has_labels: bool) -> bool:
+        """Whether checking an export compares its outputs with the teacher's (loaded then)."""
+        return False
+
+    def output_check(self, labels: list[int] | None, vocab: int,
+                     teacher_outputs: Any = None) -> "OutputCheck":
+        """How an export is checked against the PyTorch student: an OutputCheck fed batch by
+        batch. labels: the eval rows' labels (or None); vocab: the tokenizer's size;
+        teacher_outputs: the teacher's outputs on the rows (export_check_reads_teacher)."""
+        raise NotImplementedError(f"An export of a {self.name} model cannot be checked yet.")
+
+
+# Config settings (section, field) that belong to one kind of output or teacher handling.
+LOGIT_SETTINGS = frozenset({("method", "temperature"), ("method", "logit_loss"),
+                            ("method", "logit_weight"), ("method", "hard_label_weight"),
+                            ("method", "beta"), ("method", "alpha")})
+EMBEDDING_SETTINGS = frozenset({("method", "embedding_weight"), ("method", "embedding_loss")})
+PREPARE_SETTINGS = frozenset({("teacher", "prepare"), ("teacher", "prepare_epochs"),
+                              ("teacher", "prepare_learning_rate")})
+CACHE_SETTINGS = frozenset({("teacher", "cache"), ("teacher", "cache_k")})
+
+
+class OutputCheck:
+    """Checks an export's outputs against the PyTorch student's, batch by batch (the export's
+    check): add() takes a batch and both outputs (reference: the student's, candidate: the
+    export's) and returns their largest absolute difference there; result() gives (metric,
+    the export's value, the student's value, extra figures)."""
+
+    # The model's class names by id (config.id2label), set by the export before the first
+    # batch: a check that reads tags by name (entity spans) needs them.
+    label_names: list[str] = []
+
+    def add(self, batch: dict, reference: Any, candidate: Any) -> float:
+        raise NotImplementedError
+
+    def result(self) -> tuple[str, float, float, dict[str, float]]:
+        raise NotImplementedError
+
+
+class KeptOutputsCheck(OutputCheck):
+    """Keeps every batch's (small) outputs and measures them all at the end (measure)."""
+
+    def __init__(self) -> None:
+        self.reference: list[Any] = []
+        self.candidate: list[Any] = []
+
+    def add(self, batch: dict, reference: Any, candidate: Any) -> float:
+        self.reference.append(reference)
+        self.candidate.append(candidate)
+        return (reference - candidate).abs().max().item()
+
+    def result(self) -> tuple[str, float, float, dict[str, float]]:
+        import torch
+
+        return self.measure(torch.cat(self.reference), torch.cat(self.candidate))
+
+    def measure(self, r: Any, c: Any) -> tuple[str, float, float, dict[str, float]]:
+        raise NotImplementedError
+
+
+def model_outputs(model: Any, inputs: dict, want: frozenset[str]) -> tuple[Any, dict[str, Any]]:
+    """The model's forward output, and the extra features asked for (want): every layer's
+    hidden states and attention maps, each None when not asked."""
+    hidden, attentions = "hidden_states" in want, "attentions" in want
+    kw = {"output_hidden_states": hidden}
+    if attentions:
+        kw["output_attentions"] = True
+    out = model(**{k: v for k, v in inputs.items() if k != "labels"}, **kw)
+    return out, {"hidden_states": out.hidden_states if hidden else None,
+                 "attentions": out.attentions if attentions else None}
+
+
+def logits_features(model: Any, inputs: dict, want: frozenset[str]) -> dict[str, Any]:
+    """One forward pass of a model with an output head: its logits (and what want asks)."""
+    out, extra = model_outputs(model, inputs, want)
+    return {**extra, "logits": out.logits}
 
 
 def text_batch_maker(texts: list[str], labels: list[int] | None, *, student_tok: Any,
@@ -148,8 +322,8 @@ def text_batch_maker(texts: list[str], labels: list[int] | None, *, student_tok:
     """(number of items, item indices -> Batch) for tasks that read one text per example."""
     import torch
 
-    from kdstudio.core.data import encode
-    from kdstudio.core.objective import Batch
+    from kdstudio.core.batch import encode
+    from kdstudio.core.batch import Batch
 
     def make(idx: list[int]) -> Batch:
         chunk = [texts[i] for i in idx]
@@ -163,7 +337,7 @@ def text_batch_maker(texts: list[str], labels: list[int] | None, *, student_tok:
 def text_eval_batches(eval_set: Any, tokenizer: Any) -> list[dict]:
     import torch
 
-    from kdstudio.core.data import encode
+    from kdstudio.core.batch import encode
 
     out = []
     for i in range(0, len(eval_set.texts), eval_set.batch_size):
@@ -194,9 +368,8 @@ def plain_head(model: Any) -> Any:
     return head
 
 
-def body_features(model: Any, inputs: dict, hidden: bool) -> dict[str, Any]:
+def body_features(model: Any, inputs: dict, want: frozenset[str]) -> dict[str, Any]:
     """The body's last hidden state and the head, without making logits (chunked losses)."""
-    out = model.base_model(**{k: v for k, v in inputs.items() if k != "labels"},
-                           output_hidden_states=hidden)
-    return {"hidden_states": out.hidden_states if hidden else None, "logits": None,
-            "last_hidden": out.last_hidden_state, "head": model.get_output_embeddings()}
+    out, extra = model_outputs(model.base_model, inputs, want)
+    return {**extra, "logits": None, "last_hidden": out.last_hidden_state,
+            "head": model.get_output_embeddings()}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kdstudio.core.tasks.base import Task
+from kdstudio.core.tasks.base import OutputCheck, Preset, Task
+from kdstudio.core.tasks.words import CROSS_TOKENIZER, HIDDEN, LABELS, LOGIT
 
 
 class CausalLM(Task):
@@ -16,9 +17,21 @@ class CausalLM(Task):
     auto_class = "AutoModelForCausalLM"
     output = "logits"
     generative = True
+    per_position_output = True
     packs = True
     compare_title = "Text generation"
     compare_hint = "Type the start of a text; the teacher and the student each continue it."
+    compare_view = "continuation"
+    generation_applies = True
+    shows_token_view = True
+    caches_teacher = True
+    scores_vocabulary = True
+    chunks_head = True
+    trained_head_classes = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    untrained_head_hint = (
+        "Choose a causal language model as the teacher: the built-in 'everyday-gpt', a Hub "
+        "model such as 'gpt2', or a folder saved from a *ForCausalLM model. A sentence encoder "
+        "such as all-MiniLM-L6-v2 fits task = \"sentence-embedding\".")
     examples = ("The weather this weekend will be", "My favourite recipe starts with",
                 "The train to the coast")
     demo_file = "causal-lm.toml"
@@ -26,6 +39,24 @@ class CausalLM(Task):
     demo_menu = "&Language model: distil a small GPT"
     demo_rank = 3
     headline_metric = ("perplexity", False)
+    presets = (
+        Preset("logit", "Imitate the teacher's probabilities",
+               "Logit distillation: the simplest, and usually the best start.",
+               LOGIT, {"logit_weight": 1.0}, {"temperature": 1.0, "logit_loss": "forward_kl"}),
+        Preset("logit_labels", "Probabilities and the true next words",
+               "Logit distillation mixed with the ordinary next-word loss.",
+               LOGIT + "<br><br>" + LABELS, {"logit_weight": 1.0, "hard_label_weight": 0.5},
+               {"temperature": 1.0, "logit_loss": "forward_kl"}),
+        Preset("logit_hidden", "Probabilities and hidden layers",
+               "Adds intermediate-layer distillation: more guidance for small students.",
+               LOGIT + "<br><br>" + HIDDEN, {"logit_weight": 1.0, "hidden_weight": 1.0},
+               {"temperature": 1.0, "logit_loss": "forward_kl"}),
+        Preset("cross_tokenizer", "A teacher with a different vocabulary",
+               "Cross-tokenizer distillation with the true next words.",
+               CROSS_TOKENIZER + "<br><br>" + LABELS,
+               {"cross_tokenizer_weight": 1.0, "hard_label_weight": 1.0},
+               {"temperature": 1.0}),
+    )
     own_method_fields = (("cross_tokenizer_weight", 0.0), ("sequence_level", False),
                          ("on_policy_share", 0.0))
     method_defaults = {"logit_weight": 1.0, "temperature": 1.0}
@@ -33,15 +64,15 @@ class CausalLM(Task):
     data_defaults = {"max_length": 128}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+    def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
                          head_only: bool = False) -> dict[str, Any]:
         """Logits, or with head_only (and a plain linear head) the last hidden state and the
         head, so the logit terms can run chunk by chunk."""
         from kdstudio.core.tasks.base import body_features, logits_features, plain_head
 
         if head_only and plain_head(model) is not None:
-            return body_features(model, inputs, hidden)
-        return logits_features(model, inputs, hidden)
+            return body_features(model, inputs, want)
+        return logits_features(model, inputs, want)
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, *, student_tok: Any,
                     teacher_tok: Any, same_tok: bool, max_length: int, pack: bool, device: Any,
@@ -49,10 +80,10 @@ class CausalLM(Task):
         """(number of training items, item indices -> Batch): packed blocks of token ids, or
         texts each model tokenizes its own way (different tokenizers, or prompts that are
         context only)."""
-        from kdstudio.core.data import causal_blocks, collate_blocks
+        from kdstudio.core.batch import causal_blocks, collate_blocks
         from kdstudio.core.errors import KDStudioError
-        from kdstudio.core.lm import text_batch
-        from kdstudio.core.objective import Batch
+        from kdstudio.core.batch import text_batch
+        from kdstudio.core.batch import Batch
 
         if prompt_chars is not None or not same_tok:
             chars = prompt_chars or [0] * len(texts)
@@ -78,7 +109,7 @@ class CausalLM(Task):
 
         also = "sequence-level distillation (method.sequence_level)"
         if not same_vocab:
-            return Fit(["hard_label", "cross_tokenizer"], also_works=also)
+            return Fit(also_works=also)
         vocab = len(teacher_tok)
         notes = []
         rows_t = teacher.get_output_embeddings().weight.shape[0]
@@ -87,11 +118,19 @@ class CausalLM(Task):
             notes.append(f"The models pad their vocabularies differently ({rows_t} and "
                          f"{rows_s} rows); logits are compared over the tokenizer's {vocab} "
                          "tokens.")
-        return Fit(["logit", "hard_label", "hidden", "cross_tokenizer"], vocab, notes,
-                   also_works=also)
+        return Fit(vocab, notes, also_works=also)
+
+    def paired_logits(self, x: Any) -> tuple[Any, Any, Any]:
+        """Each position's next-token logits, where a next token is trained."""
+        s, _, mask = x.next_token()
+        return s, x.teacher_next_token(), mask
+
+    def labelled_logits(self, x: Any) -> tuple[Any, Any]:
+        s, labels, _ = x.next_token()
+        return s, labels
 
     def eval_batches(self, eval_set: Any, tokenizer: Any) -> list[dict]:
-        from kdstudio.core.data import causal_blocks, collate_blocks
+        from kdstudio.core.batch import causal_blocks, collate_blocks
 
         blocks = causal_blocks(tokenizer, eval_set.texts, eval_set.max_length, eval_set.pack)
         return [collate_blocks(blocks[i:i + eval_set.batch_size], tokenizer.pad_token_id)
@@ -99,7 +138,7 @@ class CausalLM(Task):
 
     def latency_sample(self, eval_set: Any, tokenizer: Any) -> dict:
         """A full block: the longest the model reads."""
-        from kdstudio.core.data import causal_blocks, collate_blocks
+        from kdstudio.core.batch import causal_blocks, collate_blocks
 
         blocks = causal_blocks(tokenizer, eval_set.texts, eval_set.max_length, eval_set.pack)
         return collate_blocks([max(blocks, key=len)], tokenizer.pad_token_id)
@@ -130,6 +169,30 @@ class CausalLM(Task):
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
         return predictor.generate(text, gen)
 
+    # -- behaviour questions --------------------------------------------------------------------
+    @property
+    def head_words(self) -> str:
+        return "language-model"
+
+    def compare_verdict(self, teacher: Any, student: Any) -> str:
+        same = teacher.text.strip() == student.text.strip()
+        return (" and wrote the same continuation." if same
+                else "; its continuation differs from the teacher's.")
+
+    def export_kwargs(self) -> dict[str, Any]:
+        """Without the KV cache the graph gives the logits only."""
+        return {"use_cache": False}
+
+    def export_batch_size(self, batch_size: int, model: Any, max_length: int,
+                          max_bytes: int) -> int:
+        """Logits are (batch x length x vocabulary): keep one batch's within max_bytes."""
+        vocab = model.get_output_embeddings().weight.shape[0]
+        return max(1, min(batch_size, max_bytes // (4 * vocab * max_length)))
+
+    def output_check(self, labels: list[int] | None, vocab: int,
+                     teacher_outputs: Any = None) -> "OutputCheck":
+        return _PerplexityCheck(vocab)
+
     @staticmethod
     def _perplexity(ev: Any, model: Any, batches: list) -> float:
         def sums(b: dict) -> tuple[float, int]:
@@ -140,6 +203,35 @@ class CausalLM(Task):
             nll += b_nll
             count += b_count
         return math.exp(min(nll / max(count, 1), 50.0))
+
+
+class _PerplexityCheck(OutputCheck):
+    """Logits at every position: only real tokens count; perplexity over the tokenizer's
+    entries, as the run measures it."""
+
+    def __init__(self, vocab: int):
+        self.vocab, self.nll_r, self.nll_c, self.count = vocab, 0.0, 0.0, 0
+
+    def add(self, batch: dict, reference: Any, candidate: Any) -> float:
+        import torch.nn.functional as F
+
+        r, c = reference, candidate
+        keep = batch["attention_mask"].bool()
+        diff = (r - c).abs()[keep].max().item()
+        lab = batch["labels"][:, 1:].flatten()
+        v = min(self.vocab, r.shape[-1])
+        self.nll_r += F.cross_entropy(r[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
+                                      reduction="sum").item()
+        self.nll_c += F.cross_entropy(c[:, :-1, :v].flatten(0, 1), lab, ignore_index=-100,
+                                      reduction="sum").item()
+        self.count += int((lab != -100).sum())
+        return diff
+
+    def result(self) -> tuple[str, float, float, dict[str, float]]:
+        def ppl(nll: float) -> float:
+            return math.exp(min(nll / max(self.count, 1), 50.0))
+
+        return "perplexity", ppl(self.nll_c), ppl(self.nll_r), {}
 
 
 class _Stats:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdstudio.core.tasks.base import Task
+from kdstudio.core.tasks.base import KeptOutputsCheck, OutputCheck, Preset, Task
+from kdstudio.core.tasks.words import HIDDEN, LABELS, LOGIT, TASK_SPECIFIC
 
 
 class Classification(Task):
@@ -20,6 +21,7 @@ class Classification(Task):
     compare_title = "Classification"
     compare_hint = ("Type a sentence; the teacher and the student each say which class it "
                     "belongs to, and how sure they are.")
+    compare_view = "probabilities"
     examples = ("The striker scored twice in the second half.",
                 "Add a pinch of salt and let the sauce simmer.",
                 "The bank raised its interest rates again.")
@@ -28,14 +30,30 @@ class Classification(Task):
     demo_menu = "&Text classifier: topics of everyday sentences"
     demo_rank = 2
     headline_metric = ("accuracy", True)
+    presets = (
+        Preset("task", "Task-specific: class probabilities and true labels",
+               "The teacher's class probabilities plus the real labels.",
+               TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
+               {"logit_weight": 1.0, "hard_label_weight": 0.5},
+               {"temperature": 2.0, "logit_loss": "forward_kl"}),
+        Preset("logit", "Class probabilities only",
+               "Learn only from the teacher, without the labels.",
+               TASK_SPECIFIC + "<br><br>" + LOGIT, {"logit_weight": 1.0},
+               {"temperature": 2.0, "logit_loss": "forward_kl"}),
+        Preset("task_hidden", "Task-specific with hidden layers",
+               "Class probabilities, true labels and the teacher's hidden layers.",
+               TASK_SPECIFIC + "<br><br>" + HIDDEN,
+               {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0},
+               {"temperature": 2.0, "logit_loss": "forward_kl"}),
+    )
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+    def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
                          head_only: bool = False) -> dict[str, Any]:
         from kdstudio.core.tasks.base import logits_features
 
-        return logits_features(model, inputs, hidden)
+        return logits_features(model, inputs, want)
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, **kw: Any):
         from kdstudio.core.tasks.base import text_batch_maker
@@ -45,13 +63,11 @@ class Classification(Task):
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):
         from kdstudio.core.tasks.base import Fit
 
-        hidden = ["hidden"] if same_vocab else []
         nt, ns = teacher.config.num_labels, student.config.num_labels
         if nt != ns:
-            return Fit(hidden, error=f"The teacher predicts {nt} classes and the student {ns}; "
-                                     "class probabilities can only be compared over the same "
-                                     "classes.")
-        return Fit(["logit", "hard_label"] + hidden, nt)
+            return Fit(error=f"The teacher predicts {nt} classes and the student {ns}; "
+                             "class probabilities can only be compared over the same classes.")
+        return Fit(nt)
 
     def eval_batches(self, eval_set: Any, tokenizer: Any) -> list[dict]:
         from kdstudio.core.tasks.base import text_eval_batches
@@ -61,7 +77,7 @@ class Classification(Task):
     def teacher_metrics(self, ev: Any) -> dict[str, float]:
         import torch
 
-        from kdstudio.core.evaluation import classification_metrics
+        from kdstudio.core.measures import classification_metrics
 
         preds = torch.cat([o.argmax(-1) for o in ev.teacher_outputs()])
         return classification_metrics(preds, ev.labels())
@@ -69,7 +85,7 @@ class Classification(Task):
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
         import torch
 
-        from kdstudio.core.evaluation import classification_metrics
+        from kdstudio.core.measures import classification_metrics
 
         s_pred = torch.cat([o.argmax(-1) for o in ev.outputs(student, ev.student_batches)])
         t_pred = torch.cat([o.argmax(-1) for o in ev.teacher_outputs()])
@@ -77,22 +93,32 @@ class Classification(Task):
         m["agreement"] = (s_pred == t_pred).float().mean().item()
         return m
 
-    def prepare_teacher(self, cfg: Any, teacher: Any, data: Any, ctx: Any) -> Any:
-        """Fine-tune a teacher without a trained head for these classes (teacher.prepare)."""
-        from kdstudio.core.events import Log, Stage
-        from kdstudio.core.models import load_model
-        from kdstudio.core.tasks.prepare import prepare_teacher
-
-        mode = cfg.teacher.prepare
-        if mode == "always" or (mode == "auto" and teacher.new_head):
-            ctx.emit(Stage("prepare teacher", "fine-tuning the teacher on the labelled data"))
-            folder = prepare_teacher(cfg, teacher, data, ctx)
-            return load_model(str(folder), self, label_names=data.label_names, role="teacher")
-        if teacher.new_head:
-            ctx.emit(Log("The teacher has no trained head for these classes and teacher.prepare "
-                         "is 'never': its predictions are random, so the student learns little.",
-                         "warning"))
-        return teacher
-
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
         return predictor.classify(text)
+
+    # -- behaviour questions --------------------------------------------------------------------
+    def compare_verdict(self, teacher: Any, student: Any) -> str:
+        tt = teacher.probabilities[0][0] if teacher.probabilities else "?"
+        st = student.probabilities[0][0] if student.probabilities else "?"
+        return (f", and both chose “{tt}”." if tt == st
+                else f"; the teacher chose “{tt}”, the student “{st}”.")
+
+    def output_check(self, labels: list[int] | None, vocab: int,
+                     teacher_outputs: Any = None) -> OutputCheck:
+        return _AccuracyCheck(labels)
+
+
+class _AccuracyCheck(KeptOutputsCheck):
+    """Accuracy of both on the labels, and how often the export picks the student's class."""
+
+    def __init__(self, labels: list[int] | None):
+        super().__init__()
+        self.labels = labels
+
+    def measure(self, r: Any, c: Any) -> tuple[str, float, float, dict[str, float]]:
+        import torch
+
+        gold = torch.tensor(self.labels)
+        extra = {"agreement_with_student": (r.argmax(-1) == c.argmax(-1)).float().mean().item()}
+        return ("accuracy", (c.argmax(-1) == gold).float().mean().item(),
+                (r.argmax(-1) == gold).float().mean().item(), extra)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdstudio.core.tasks.base import Task
+from kdstudio.core.tasks.base import KeptOutputsCheck, OutputCheck, Preset, Task
+from kdstudio.core.tasks.words import EMBEDDING, HIDDEN
 
 
 class Embedding(Task):
@@ -19,6 +20,11 @@ class Embedding(Task):
     compare_hint = ("Type a sentence; the teacher and the student each find the most similar "
                     "sentences in the run's evaluation data.")
     compare_index = True
+    compare_view = "neighbours"
+    saves_sentence_transformers = True
+    onnx_output = "sentence_embedding"
+    export_pools = True
+    projects_output = True
     leaves_weights_unused = True  # the pooler: mean pooling reads the last hidden state
     examples = ("Snow is forecast for the hills tonight.",
                 "My laptop's battery barely lasts an hour.",
@@ -28,32 +34,33 @@ class Embedding(Task):
     demo_menu = "&Sentence embeddings: distil MiniLM"
     demo_rank = 1  # the quickest demo, and the default
     headline_metric = ("knn_accuracy", True)
+    presets = (
+        Preset("embedding", "Imitate the sentence embeddings",
+               "The student's sentence vectors are pulled onto the teacher's.",
+               EMBEDDING, {"embedding_weight": 1.0}),
+        Preset("embedding_hidden", "Embeddings and hidden layers",
+               "Adds intermediate-layer distillation for extra guidance.",
+               EMBEDDING + "<br><br>" + HIDDEN, {"embedding_weight": 1.0, "hidden_weight": 1.0}),
+        Preset("hidden", "Hidden layers only",
+               "Intermediate-layer distillation alone.",
+               HIDDEN, {"hidden_weight": 1.0}),
+    )
     headline_unlabelled = ("cosine_to_teacher", True)
     method_defaults = {"logit_weight": 0.0, "embedding_weight": 1.0}
 
     # -- engine hooks ---------------------------------------------------------------------------
-    def forward_features(self, model: Any, inputs: dict, *, hidden: bool = False,
+    def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
                          head_only: bool = False) -> dict[str, Any]:
         from kdstudio.core.losses import mean_pool
+        from kdstudio.core.tasks.base import model_outputs
 
-        out = model(**{k: v for k, v in inputs.items() if k != "labels"},
-                    output_hidden_states=hidden)
-        return {"hidden_states": out.hidden_states if hidden else None,
-                "embedding": mean_pool(out.last_hidden_state, inputs["attention_mask"])}
+        out, extra = model_outputs(model, inputs, want)
+        return {**extra, "embedding": mean_pool(out.last_hidden_state, inputs["attention_mask"])}
 
     def batch_maker(self, texts: list[str], labels: list[int] | None, **kw: Any):
         from kdstudio.core.tasks.base import text_batch_maker
 
         return text_batch_maker(texts, labels, **kw)
-
-    def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):
-        from kdstudio.core.tasks.base import Fit
-
-        from kdstudio.core.objective import terms_for
-
-        # Pooled embeddings compare whatever the tokenizers; hidden states position by
-        # position need the same tokens.
-        return Fit([t.name for t in terms_for(self) if same_vocab or not t.needs_hidden])
 
     def eval_batches(self, eval_set: Any, tokenizer: Any) -> list[dict]:
         from kdstudio.core.tasks.base import text_eval_batches
@@ -63,20 +70,64 @@ class Embedding(Task):
     def teacher_metrics(self, ev: Any) -> dict[str, float]:
         import torch
 
-        from kdstudio.core.evaluation import knn_accuracy
+        from kdstudio.core.measures import embedding_spread, knn_accuracy
 
-        labels = ev.labels()
-        if labels is None:
-            return {}
-        return {"knn_accuracy": knn_accuracy(torch.cat(ev.teacher_outputs()), labels)}
+        labels, emb = ev.labels(), torch.cat(ev.teacher_outputs())
+        out = {"embedding_spread": embedding_spread(emb)}
+        if labels is not None:
+            out["knn_accuracy"] = knn_accuracy(emb, labels)
+        return out
 
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
         import torch
 
-        from kdstudio.core.evaluation import embedding_metrics
+        from kdstudio.core.measures import embedding_metrics
 
         s = torch.cat(ev.outputs(student, ev.student_batches, project=ev.project))
         return embedding_metrics(s, torch.cat(ev.teacher_outputs()), ev.labels())
 
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
         return predictor.nearest(text, top_k)
+
+    # -- behaviour questions --------------------------------------------------------------------
+    def compare_verdict(self, teacher: Any, student: Any) -> str:
+        same = bool(teacher.neighbours and student.neighbours
+                    and teacher.neighbours[0][0] == student.neighbours[0][0])
+        return (", and both found the same closest sentence." if same
+                else "; their closest sentences differ.")
+
+    def export_check_reads_teacher(self, has_labels: bool) -> bool:
+        """Without labels the run's headline is the cosine to the teacher."""
+        return not has_labels
+
+    def output_check(self, labels: list[int] | None, vocab: int,
+                     teacher_outputs: Any = None) -> OutputCheck:
+        return _EmbeddingCheck(labels, teacher_outputs)
+
+
+class _EmbeddingCheck(KeptOutputsCheck):
+    """The run's headline for both (kNN accuracy with labels, else the cosine to the teacher,
+    else to the student), and how close the export stays to the student."""
+
+    def __init__(self, labels: list[int] | None, teacher_outputs: Any):
+        super().__init__()
+        self.labels, self.teacher = labels, teacher_outputs
+
+    def measure(self, r: Any, c: Any) -> tuple[str, float, float, dict[str, float]]:
+        import torch
+        import torch.nn.functional as F
+
+        from kdstudio.core.measures import nearest
+
+        extra = {"cosine_to_student": F.cosine_similarity(c, r, dim=-1).mean().item(),
+                 "neighbour_agreement_with_student":
+                     (nearest(c) == nearest(r)).float().mean().item()}
+        if self.labels:
+            gold = torch.tensor(self.labels)
+            return ("knn_accuracy", (gold[nearest(c)] == gold).float().mean().item(),
+                    (gold[nearest(r)] == gold).float().mean().item(), extra)
+        if self.teacher is not None:
+            return ("cosine_to_teacher",
+                    F.cosine_similarity(c, self.teacher, dim=-1).mean().item(),
+                    F.cosine_similarity(r, self.teacher, dim=-1).mean().item(), extra)
+        return "cosine_to_student", extra["cosine_to_student"], 1.0, extra

@@ -70,7 +70,9 @@ _HOME = {
 
 def __getattr__(name: str) -> Any:
     if name in _HOME:
-        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        # The loss on cached targets is a torch primitive below the cache (core/sparse.py).
+        home = "kdstudio.core.sparse" if _HOME[name] == "sparse" else f"{__name__}.{_HOME[name]}"
+        return getattr(importlib.import_module(home), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 DEFAULT_K = 64
 KEY_PARTS = ("teacher", "revision", "weights", "tokenizer", "data", "token_ids",
              "max_length", "pack", "k", "dtype")
-SPARSE_LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl")
+from kdstudio.core.loss_kinds import SPARSE_LOSSES  # noqa: E402  (re-exported)
 _HEAD_BYTES = 8  # 4 x float16
 _MAX_GAP = 40.0  # nats below a position's largest log-prob that are stored as they are
 _PARTIAL = ".partial-"

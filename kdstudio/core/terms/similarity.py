@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kdstudio.core.objective import LossTerm, TermInputs
+from kdstudio.core.term import LossTerm, TermInputs
 from kdstudio.core.tasks import EMBEDDING
 
 if TYPE_CHECKING:  # pragma: no cover

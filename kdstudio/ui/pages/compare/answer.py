@@ -1,8 +1,10 @@
-"""One model's answer on the Compare page: text, class probabilities or nearest neighbours.
+"""One model's answer on the Compare page: text, class probabilities, nearest neighbours or
+entity tags.
 
 ``AnswerView`` is the box titled "Teacher" or "Student". It shows a generated continuation
-(causal-lm), horizontal probability bars (classification) or the closest sentences with
-their cosines (sentence embeddings), and a line of figures (latency, tokens/s, memory).
+(causal-lm), horizontal probability bars (classification), the closest sentences with
+their cosines (sentence embeddings) or the input's words with their entity tags (token
+classification, tags.py), and a line of figures (latency, tokens/s, memory).
 ``verdict`` says in one sentence how the two answers differ.
 """
 
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.ui.pages.compare.tags import TagView
 
 MAX_BARS = 10
 ROW_H = 22
@@ -225,7 +228,11 @@ class AnswerView(QFrame):
         self.neighbours = NeighbourList()
         self.neighbours.setObjectName(f"{role}Neighbours")
         self.neighbours.setAccessibleName(f"{who}'s nearest sentences")
-        for w in (self.placeholder, self.text, _top(self.bars), _top(self.neighbours)):
+        self.tags = TagView()
+        self.tags.setObjectName(f"{role}Tags")
+        self.tags.setAccessibleName(f"{who}'s entity tags")
+        for w in (self.placeholder, self.text, _top(self.bars), _top(self.neighbours),
+                  _top(self.tags)):
             self.stack.addWidget(w)
         lay.addWidget(self.stack, 1)
         self.figures = QLabel("")
@@ -245,14 +252,15 @@ class AnswerView(QFrame):
         self.text.clear()
         self.bars.set_rows([])
         self.neighbours.set_rows([])
+        self.tags.set_tags([])
         self.figures.setText("")
         self.figures.setToolTip("")
 
     def show_answer(self, task: str | Task, prompt: str, answer: Any) -> None:
         """Show a core.compare.ModelAnswer for the given task: a continuation of the prompt,
         class probabilities, or the nearest sentences."""
-        task = get_task(task)
-        if task.generative:
+        view = get_task(task).compare_view
+        if view == "continuation":
             cont = answer.text if answer.text.strip() else ""
             body = (f"<span style='color: palette(placeholder-text)'>{html.escape(prompt)}</span>"
                     f"<b>{html.escape(cont)}</b>")
@@ -260,19 +268,24 @@ class AnswerView(QFrame):
                 body += ("<br><br><i>(no new text: the model ended the text straight away)</i>")
             self.text.setHtml(f"<div style='white-space: pre-wrap'>{body}</div>")
             self.stack.setCurrentWidget(self.text)
-        elif task.output == "logits":
+        elif view == "probabilities":
             self.bars.set_rows(answer.probabilities)
             self.stack.setCurrentIndex(2)
-        else:
+        elif view == "neighbours":
             self.neighbours.set_rows(answer.neighbours)
             self.stack.setCurrentIndex(3)
+        elif view == "tags":
+            self.tags.set_tags(answer.tags)
+            self.stack.setCurrentIndex(4)
+        else:  # "text": the answer's one readable line
+            self.text.setPlainText(answer.text)
+            self.stack.setCurrentWidget(self.text)
         self.figures.setText(figures_text(answer))
         self.figures.setToolTip(figures_tip(answer))
 
 
 def verdict(task: str | Task, cmp: Any) -> str:
-    """One plain sentence on how the two answers differ."""
-    task = get_task(task)
+    """One plain sentence on how the two answers differ (the task words the difference)."""
     t, s = cmp.teacher, cmp.student
     if s.latency_ms > 0 and t.latency_ms > 0:
         ratio = t.latency_ms / s.latency_ms
@@ -281,18 +294,7 @@ def verdict(task: str | Task, cmp: Any) -> str:
                  f"On this input the student answered {1 / ratio:.1f}x slower than the teacher")
     else:
         speed = "Both models answered"
-    if task.generative:
-        same = t.text.strip() == s.text.strip()
-        return speed + (" and wrote the same continuation." if same
-                        else "; its continuation differs from the teacher's.")
-    if task.output == "logits":
-        tt = t.probabilities[0][0] if t.probabilities else "?"
-        st = s.probabilities[0][0] if s.probabilities else "?"
-        return speed + (f", and both chose “{tt}”." if tt == st
-                        else f"; the teacher chose “{tt}”, the student “{st}”.")
-    same = bool(t.neighbours and s.neighbours and t.neighbours[0][0] == s.neighbours[0][0])
-    return speed + (", and both found the same closest sentence." if same
-                    else "; their closest sentences differ.")
+    return speed + get_task(task).compare_verdict(t, s)
 
 
 def _top(widget: QWidget) -> QWidget:

@@ -162,7 +162,7 @@ class InputPanel(QGroupBox):
             b.setToolTip(text)
             b.setAccessibleName(f"Example: {text}")
         self._elide_examples()
-        self.gen_box.setVisible(task is not None and task.generative)
+        self.gen_box.setVisible(task is not None and task.generation_applies)
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)

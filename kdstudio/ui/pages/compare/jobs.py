@@ -38,7 +38,7 @@ def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, An
         comparer.compare("Hello", GenerationSettings(max_new_tokens=2))
     result = comparer.compare(text, GenerationSettings(**gen)) if text is not None else None
     tokens: Any = None
-    if result is not None and get_task(comparer.task).generative:
+    if result is not None and get_task(comparer.task).shows_token_view:
         try:
             tokens = comparer.token_view(text, result.teacher.text)
         except KDStudioError as exc:  # e.g. different tokenizers: the answers still show

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
-    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -28,6 +27,7 @@ from kdstudio.core.runs import Run
 from kdstudio.core.tasks import REGISTRY, Task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception
+from kdstudio.ui.pages.base import HEADING_STYLE, Page
 from kdstudio.ui.pages.compare.answer import AnswerView, verdict
 from kdstudio.ui.pages.compare.input import InputPanel
 from kdstudio.ui.pages.compare.jobs import (
@@ -47,13 +47,11 @@ def task_title(name: str) -> str:
     return task.compare_title if task is not None else name
 
 
-class ComparePage(QWidget):
+class ComparePage(Page):
     title = "Compare"
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("comparePage")
+        super().__init__(ctx, "compare", parent)
         self._run_dir = ""
         self._summary: dict[str, Any] = {}
         self._task: Task | None = None
@@ -65,10 +63,6 @@ class ComparePage(QWidget):
         self._busy = False
         self._live = False
         self._build()
-        self.pinned.set_inputs(ctx.config.evaluation.pinned_inputs)
-        self.pinned.inputs_edited.connect(lambda xs: ctx.set_value("evaluation", "pinned_inputs", xs))
-        ctx.config_replaced.connect(self._sync_pinned)
-        ctx.config_changed.connect(lambda section: section == "evaluation" and self._sync_pinned())
         ctx.run_event.connect(self._on_run_event)
         ctx.run_started.connect(self._on_run_started)
         ctx.run_finished.connect(self._on_run_finished)
@@ -79,9 +73,7 @@ class ComparePage(QWidget):
 
     # -- construction --------------------------------------------------------------------------
     def _build(self) -> None:
-        root = QVBoxLayout(self)
-        root.setContentsMargins(16, 12, 16, 12)
-        root.setSpacing(10)
+        root = self.page_layout(None)
         head = QHBoxLayout()
         run_label = QLabel("Run to compare:")
         self.run_combo = QComboBox()
@@ -103,10 +95,6 @@ class ComparePage(QWidget):
         self.run_info.setStyleSheet("color: palette(placeholder-text);")
         root.addWidget(self.run_info)
 
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.setObjectName("compareSplitter")
-        self.splitter.setChildrenCollapsible(False)
-        root.addWidget(self.splitter, 1)
 
         self.left = QStackedWidget()
         self.left.addWidget(self._empty_state())
@@ -132,7 +120,6 @@ class ComparePage(QWidget):
         self.token_panel = TokenPanel()
         wl.addWidget(self.token_panel)
         self.left.addWidget(work)
-        self.splitter.addWidget(self.left)
 
         right = QWidget()
         right.setMinimumWidth(300)
@@ -142,12 +129,11 @@ class ComparePage(QWidget):
         self.figures_box = FiguresPanel()
         self.table = self.figures_box.table
         rl.addWidget(self.figures_box)
-        self.pinned = PinnedPanel()
+        self.pinned = PinnedPanel(self.ctx)  # its editor writes evaluation.pinned_inputs
         rl.addWidget(self.pinned, 1)
-        self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([620, 440])
+        self.splitter = self.make_splitter(Qt.Orientation.Horizontal, "compareSplitter",
+                                           [self.left, right], stretch=(3, 2), sizes=(620, 440))
+        root.addWidget(self.splitter, 1)
 
     def _empty_state(self) -> QWidget:
         box = QWidget()
@@ -156,7 +142,7 @@ class ComparePage(QWidget):
         lay.setContentsMargins(40, 40, 40, 40)
         lay.addStretch(1)
         heading = QLabel("Nothing to compare yet")
-        heading.setStyleSheet("font-size: 16pt; font-weight: bold;")
+        heading.setStyleSheet(HEADING_STYLE)
         heading.setAlignment(Qt.AlignmentFlag.AlignCenter)
         text = QLabel("Here a run's teacher and student answer your own input side by side, "
                       "with their speed, size and the quality the student keeps.<br><br>"
@@ -245,7 +231,7 @@ class ComparePage(QWidget):
         self.teacher_view.set_model_name(str(s.get("teacher", "")))
         self.student_view.set_model_name(str(s.get("student", "")))
         self.input_panel.set_task(self._task)
-        self.token_panel.setVisible(self._task is not None and self._task.generative)
+        self.token_panel.setVisible(self._task is not None and self._task.shows_token_view)
         self.figures_box.set_figures(table_from_summary(s), s)
         self._history_dir = ""
         self._update_buttons()
@@ -349,12 +335,10 @@ class ComparePage(QWidget):
         if self.pinned.pin(text):
             self.input_panel.status.setText("Pinned: the next run's student answers it at every "
                                             "evaluation.")
+        elif self.pinned.editor.note.text():
+            self.input_panel.status.setText(self.pinned.editor.note.text())
 
     # -- pinned inputs and the live run --------------------------------------------------------
-    def _sync_pinned(self) -> None:
-        if self.pinned.inputs() != list(self.ctx.config.evaluation.pinned_inputs):
-            self.pinned.set_inputs(self.ctx.config.evaluation.pinned_inputs)
-
     def _on_history(self, res: tuple) -> None:
         run_dir, evals = res
         if run_dir != self._run_dir or self._live:

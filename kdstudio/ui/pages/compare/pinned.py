@@ -6,16 +6,15 @@ the student's answers change; each student cell's tooltip holds its answer at ev
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
@@ -24,19 +23,20 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.ui.pages.compare.table import name_parts
+from kdstudio.ui.widgets.pinned import PinnedEditor
 
 MATCH = QColor(46, 160, 67, 45)  # a faint green behind a student answer equal to the teacher's
 
 
 class PinnedPanel(QGroupBox):
-    """Emits ``inputs_edited(list)`` when the user pins or removes an input."""
+    """The pinned inputs with their answers; the shared editor (``self.editor``) edits the list
+    and writes the config. Emits ``inputs_edited(list)`` when the user pins or removes an input."""
 
     inputs_edited = Signal(list)
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, ctx: Any, parent: QWidget | None = None):
         super().__init__("Pinned inputs", parent)
         self.setObjectName("pinnedPanel")
-        self._inputs: list[str] = []
         self._answers: dict[str, tuple[str, str]] = {}   # input -> (teacher, student)
         self._history: dict[str, list[tuple[int, str]]] = {}
         lay = QVBoxLayout(self)
@@ -60,7 +60,6 @@ class PinnedPanel(QGroupBox):
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.horizontalHeader().sectionResized.connect(lambda *_: self.table.resizeRowsToContents())
-        self.table.itemSelectionChanged.connect(self._update_buttons)
         self.empty = QLabel("Nothing pinned yet. Type an input below and press Pin, or press "
                             "'Pin this input' under your own input.")
         self.empty.setObjectName("pinnedEmpty")
@@ -78,62 +77,28 @@ class PinnedPanel(QGroupBox):
         self.status.setStyleSheet("color: palette(placeholder-text);")
         lay.addWidget(self.status)
 
-        row = QHBoxLayout()
-        self.edit = QLineEdit()
-        self.edit.setObjectName("pinnedInputEdit")
-        self.edit.setAccessibleName("New pinned input")
-        self.edit.setPlaceholderText("Type an input to pin...")
-        self.edit.textChanged.connect(self._update_buttons)
-        self.edit.returnPressed.connect(self._add_from_edit)
-        self.add_button = QPushButton("Pin")
-        self.add_button.setObjectName("pinnedAddButton")
-        self.add_button.setAccessibleName("Pin this input")
-        self.add_button.setToolTip("Add the text on the left to the pinned inputs.")
-        self.add_button.clicked.connect(self._add_from_edit)
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.setObjectName("pinnedRemoveButton")
-        self.remove_button.setAccessibleName("Remove the selected pinned inputs")
-        self.remove_button.setToolTip("Remove the selected inputs from the list.")
-        self.remove_button.clicked.connect(self._remove_selected)
-        row.addWidget(self.edit, 1)
-        row.addWidget(self.add_button)
-        row.addWidget(self.remove_button)
-        lay.addLayout(row)
+        self.editor = PinnedEditor(ctx, selected=self._selected)
+        self.edit, self.add_button = self.editor.edit, self.editor.add_button
+        self.remove_button = self.editor.remove_button
+        self.editor.inputs_changed.connect(lambda _inputs: self._refill())
+        self.editor.edited.connect(self.inputs_edited)
+        self.table.itemSelectionChanged.connect(self.editor.update_buttons)
+        lay.addWidget(self.editor)
         self.set_status("")
         self._refill()
 
     # -- the list ------------------------------------------------------------------------------
     def inputs(self) -> list[str]:
-        return list(self._inputs)
-
-    def set_inputs(self, inputs: list[str]) -> None:
-        self._inputs = list(inputs)
-        self._refill()
+        return self.editor.inputs()
 
     def pin(self, text: str) -> bool:
-        """Add an input (ignoring blanks and duplicates); True when the list changed."""
-        text = " ".join(text.split())
-        if not text:
-            return False
-        if text in self._inputs:
-            self.set_status(f"'{_short(text)}' is already pinned.")
-            return False
-        self._inputs.append(text)
-        self._refill()
-        self.inputs_edited.emit(list(self._inputs))
-        return True
+        """Add an input (see PinnedEditor.pin); True when the list changed."""
+        return self.editor.pin(text)
 
-    def _add_from_edit(self) -> None:
-        if self.pin(self.edit.text()):
-            self.edit.clear()
-
-    def _remove_selected(self) -> None:
-        gone = {i.data(Qt.ItemDataRole.UserRole) for i in self.table.selectedItems()}
-        keep = [x for x in self._inputs if x not in gone]
-        if keep != self._inputs:
-            self._inputs = keep
-            self._refill()
-            self.inputs_edited.emit(list(self._inputs))
+    def _selected(self) -> list[str]:
+        """The pinned inputs of the selected rows (answers of an earlier run's inputs aside)."""
+        keys = (i.data(Qt.ItemDataRole.UserRole) for i in self.table.selectedItems())
+        return list(dict.fromkeys(k for k in keys if k))
 
     # -- answers -------------------------------------------------------------------------------
     def clear_answers(self, status: str = "") -> None:
@@ -162,8 +127,9 @@ class PinnedPanel(QGroupBox):
 
     def _refill(self) -> None:
         """Two rows per input: the input across both columns, then the two answers."""
-        extra = [x for x in self._answers if x not in self._inputs]
-        rows = [(x, True) for x in self._inputs] + [(x, False) for x in extra]
+        inputs = self.editor.inputs()
+        extra = [x for x in self._answers if x not in inputs]
+        rows = [(x, True) for x in inputs] + [(x, False) for x in extra]
         self.table.clearSpans()
         self.table.setRowCount(2 * len(rows))
         for i, (text, in_list) in enumerate(rows):
@@ -193,12 +159,7 @@ class PinnedPanel(QGroupBox):
             self.table.setSpan(2 * i, 0, 1, 2)
         self.table.resizeRowsToContents()
         self.stack.setCurrentIndex(1 if rows else 0)
-        self._update_buttons()
-
-    def _update_buttons(self) -> None:
-        self.add_button.setEnabled(bool(self.edit.text().strip()))
-        self.remove_button.setEnabled(any(i.data(Qt.ItemDataRole.UserRole)
-                                          for i in self.table.selectedItems()))
+        self.editor.update_buttons()
 
 
 class _Table(QTableWidget):
@@ -207,6 +168,3 @@ class _Table(QTableWidget):
     def sizeHint(self) -> QSize:
         return QSize(300, 100)
 
-
-def _short(text: str, n: int = 40) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QSpinBox,
     QWidget,
 )
 
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.ui.widgets.binding import Binder
 from kdstudio.ui.widgets.common import named as _named
 
 HOLD_OUT = "Part of the training split"
@@ -36,9 +35,11 @@ def fill_combo(combo: QComboBox, first: tuple[str, str], names: list[str], curre
 
 
 class DataColumnsBox(QGroupBox):
-    """Text and label columns, training and evaluation splits, maximum length, row limit."""
+    """Text and label columns, training and evaluation splits, maximum length, row limit.
+    The sizes write ``ctx.config.data`` themselves and call ``on_edit`` after each edit."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, ctx: Any, on_edit: Callable[[], None] | None = None,
+                 parent: QWidget | None = None):
         super().__init__("Columns and splits", parent)
         self.setObjectName("dataColumnsBox")
         form = QFormLayout(self)
@@ -54,28 +55,25 @@ class DataColumnsBox(QGroupBox):
         self.eval_combo = _named(QComboBox(), "evalSplitCombo", "Evaluation split",
                                  "Where the student is measured: a separate split, or a share "
                                  "of the training split held back from training.")
-        self.fraction_spin = _named(QDoubleSpinBox(), "evalFractionSpin", "Share held out",
-                                    "The share of the training rows kept aside to measure the "
-                                    "student on (never trained on).")
-        self.fraction_spin.setRange(0, 90)
-        self.fraction_spin.setDecimals(0)
-        self.fraction_spin.setSingleStep(5)
-        self.fraction_spin.setSuffix(" %")
-        self.length_spin = _named(QSpinBox(), "maxLengthSpin", "Maximum length in tokens",
-                                  "Longer texts are cut to this many tokens. Longer means more "
-                                  "memory and slower steps.")
-        self.length_spin.setRange(4, 131072)
-        self.length_spin.setSingleStep(16)
-        self.length_spin.setSuffix(" tokens")
-        self.limit_spin = _named(QSpinBox(), "maxTrainSamplesSpin", "Training rows to use",
-                                 "Use only the first rows for a quick try (0 uses every row).")
-        self.limit_spin.setRange(0, 100_000_000)
-        self.limit_spin.setSingleStep(100)
-        self.limit_spin.setSpecialValueText("all rows")
-        self.limit_spin.setSuffix(" rows")
-        self.pack_check = _named(QCheckBox("Join short texts into full-length blocks"), "packCheck",
-                                 "Join short texts", "Language models: no compute is spent on "
-                                 "padding when short texts are joined into blocks.")
+        # The four size fields are bound from their metadata (widgets/binding.py).
+        self.binder = b = Binder(ctx, on_edit=on_edit)
+        self.fraction_spin = b.spin("data", "eval_fraction", "Share held out",
+                                    name="evalFractionSpin", decimals=0, step=5, scale=100,
+                                    suffix=" %", tracking=True, read=lambda v: round(v / 100, 4),
+                                    tip="The share of the training rows kept aside to measure "
+                                    "the student on (never trained on).")
+        self.length_spin = b.spin("data", "max_length", "Maximum length in tokens",
+                                  name="maxLengthSpin", hi=131072, step=16, suffix=" tokens",
+                                  tracking=True, tip="Longer texts are cut to this many tokens. "
+                                  "Longer means more memory and slower steps.")
+        self.limit_spin = b.spin("data", "max_train_samples", "Training rows to use",
+                                 name="maxTrainSamplesSpin", hi=100_000_000, step=100,
+                                 special="all rows", suffix=" rows", tracking=True,
+                                 tip="Use only the first rows for a quick try (0 uses every row).")
+        self.pack_check = b.check("data", "pack", "Join short texts",
+                                  "Join short texts into full-length blocks", name="packCheck",
+                                  tip="Language models: no compute is spent on padding when short "
+                                  "texts are joined into blocks.")
         self.fraction_label = QLabel("held out:")
         self.fraction_label.setObjectName("evalFractionLabel")
         measure = QHBoxLayout()
@@ -96,11 +94,8 @@ class DataColumnsBox(QGroupBox):
         """Fill every widget from a DataConfig and the latest preview (or None)."""
         self.fill_columns(d, preview)
         self.fill_splits(d, preview)
-        self.fraction_spin.setValue(d.eval_fraction * 100)
+        self.binder.refresh()
         self.enable_fraction(not d.eval_split)
-        self.length_spin.setValue(d.max_length)
-        self.limit_spin.setValue(d.max_train_samples)
-        self.pack_check.setChecked(d.pack)
         task = get_task(task)
         self.form.setRowVisible(self.label_combo, task.uses_labels)
         self.form.setRowVisible(self.pack_check, task.packs)

@@ -1,8 +1,7 @@
 """The Data page: choose the data, see its first rows and columns, and how much of it there is.
 
-It writes ``ctx.config.data``. Loading a preview and counting tokens run in ctx.jobs;
-each result carries the number of the request that asked for it, so a slow answer to an
-old question never overwrites a newer one.
+It writes ``ctx.config.data``. Loading a preview and counting tokens run in ctx.jobs
+through a LatestJob each, so a slow answer to an old question never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from kdstudio.core.catalog import BUILTIN_DATASETS
 from kdstudio.core.tasks import get_task
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_exception
+from kdstudio.ui.jobs import LatestJob
+from kdstudio.ui.pages.base import Page
 from kdstudio.ui.pages.data.columns import DataColumnsBox
 from kdstudio.ui.pages.data.preview import CountsBox, PreviewTable
 from kdstudio.ui.pages.data.source import DataSourceBox
@@ -36,18 +37,15 @@ PREVIEW_ROWS = 50
 EVAL_SPLIT_NAMES = ("validation", "valid", "eval", "test")
 
 
-class DataPage(QWidget):
+class DataPage(Page):
     title = "Data"
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("dataPage")
+        super().__init__(ctx, "data", parent)
         self.setAcceptDrops(True)
         self.preview: Any = None
-        self._preview_no = 0
-        self._count_no = 0
-        self._updating = False
+        self._preview_job = LatestJob(ctx.jobs)
+        self._count_job = LatestJob(ctx.jobs)
         self._stale = True           # the preview no longer matches the config
         self._fresh_source = False   # the user just picked new data: adopt its splits
         self._tokenizers: dict[tuple[str, str], Any] = {}
@@ -61,12 +59,6 @@ class DataPage(QWidget):
 
     # -- construction --------------------------------------------------------------------------
     def _build(self) -> None:
-        heading = QLabel("Data")
-        heading.setObjectName("dataHeading")
-        font = heading.font()
-        font.setPointSizeF(font.pointSizeF() * 1.5)
-        font.setBold(True)
-        heading.setFont(font)
         intro = QLabel("The texts the student learns from. On each text the student imitates the "
                        "teacher's answer, so choose text like what the student will meet in use. "
                        "You can also drop a file anywhere on this page.")
@@ -76,7 +68,7 @@ class DataPage(QWidget):
         self.source = DataSourceBox()
         self.source.chosen.connect(self._on_source_chosen)
 
-        cols = DataColumnsBox()
+        cols = DataColumnsBox(self.ctx, on_edit=self._recount)
         self.columns = cols
         self.text_combo, self.label_combo = cols.text_combo, cols.label_combo
         self.split_combo, self.eval_combo = cols.split_combo, cols.eval_combo
@@ -106,10 +98,7 @@ class DataPage(QWidget):
         inner.addLayout(top)
         inner.addWidget(self.table, 1)
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(18, 14, 18, 14)
-        lay.setSpacing(10)
-        lay.addWidget(heading)
+        lay = self.page_layout("Data", margins=(18, 14, 18, 14))
         lay.addWidget(intro)
         lay.addWidget(self.source)
         lay.addLayout(middle)
@@ -119,23 +108,14 @@ class DataPage(QWidget):
         self.label_combo.activated.connect(lambda _i: self._on_column("label_column", self.label_combo))
         self.split_combo.activated.connect(self._on_split)
         self.eval_combo.activated.connect(self._on_eval_split)
-        self.fraction_spin.valueChanged.connect(
-            lambda v: self._set("eval_fraction", round(v / 100, 4), recount=True))
-        self.length_spin.valueChanged.connect(lambda v: self._set("max_length", v, recount=True))
-        self.limit_spin.valueChanged.connect(lambda v: self._set("max_train_samples", v, recount=True))
-        self.pack_check.toggled.connect(lambda on: self._set("pack", on, recount=True))
         self.refresh_button.clicked.connect(lambda: self.load_preview(user=True))
 
     # -- config -> widgets ---------------------------------------------------------------------
     def refresh_from_config(self) -> None:
         """Show ctx.config's data settings in every widget."""
         d, task = self.ctx.config.data, self.ctx.config.task
-        self._updating = True
-        try:
-            self.source.set_source(d.dataset, d.config_name)
-            self.columns.show_config(d, task, self.preview)
-        finally:
-            self._updating = False
+        self.source.set_source(d.dataset, d.config_name)
+        self.columns.show_config(d, task, self.preview)
 
     def _on_config_replaced(self) -> None:
         self.preview = None
@@ -163,10 +143,14 @@ class DataPage(QWidget):
 
     # -- widgets -> config ---------------------------------------------------------------------
     def _set(self, key: str, value: Any, *, recount: bool = False) -> None:
-        if self._updating:
-            return
+        """A combo box's choice (their ``activated`` signals come only from the user)."""
         self.ctx.set_value("data", key, value)
-        if recount and self.preview is not None:
+        if recount:
+            self._recount()
+
+    def _recount(self) -> None:
+        """The data's size settings changed: count again shortly (once the edits settle)."""
+        if self.preview is not None:
             self._count_timer.start()
 
     def _on_source_chosen(self, dataset: str, config_name: str) -> None:
@@ -200,8 +184,6 @@ class DataPage(QWidget):
     def load_preview(self, *, user: bool) -> None:
         """Read the first rows in a job; errors become a dialog when the user asked for them."""
         self._stale = False
-        self._preview_no += 1
-        number = self._preview_no
         data_cfg, task = copy.deepcopy(self.ctx.config.data), self.ctx.config.task
 
         def job() -> Any:
@@ -213,25 +195,19 @@ class DataPage(QWidget):
         self._set_status("Reading the first rows\u2026" + (
             " (a Hub data set is downloaded on first use; this can take a while)" if hub else ""))
         self.refresh_button.setEnabled(False)
-        self.ctx.jobs.submit(job, lambda p: self._on_preview(number, p),
-                             lambda exc: self._on_preview_error(number, exc, user))
+        self._preview_job.submit(job, self._on_preview,
+                                 lambda exc: self._on_preview_error(exc, user))
 
-    def _on_preview(self, number: int, preview: Any) -> None:
-        if number != self._preview_no:
-            return
+    def _on_preview(self, preview: Any) -> None:
         self.refresh_button.setEnabled(True)
         self.preview = preview
         d = self.ctx.config.data
         if self._fresh_source:
             self._fresh_source = False
             self._adopt_splits(preview.splits)
-        self._updating = True
-        try:
-            self.columns.fill_columns(d, preview)
-            self.columns.fill_splits(d, preview)
-            self.columns.enable_fraction(not d.eval_split)
-        finally:
-            self._updating = False
+        self.columns.fill_columns(d, preview)
+        self.columns.fill_splits(d, preview)
+        self.columns.enable_fraction(not d.eval_split)
         self.table.show_rows(preview.columns, preview.rows)
         task = get_task(self.ctx.config.task)
         self.table.mark(preview.text_column, preview.label_column if task.uses_labels else None)
@@ -252,12 +228,10 @@ class DataPage(QWidget):
         evals = [s for s in EVAL_SPLIT_NAMES if s in splits and s != d.split]
         self.ctx.set_value("data", "eval_split", evals[0] if evals else "")
 
-    def _on_preview_error(self, number: int, exc: BaseException, user: bool) -> None:
-        if number != self._preview_no:
-            return
+    def _on_preview_error(self, exc: BaseException, user: bool) -> None:
         self.refresh_button.setEnabled(True)
         self.preview = None
-        self._count_no += 1  # any count still running belongs to the old data
+        self._count_job.forget()  # any count still running belongs to the old data
         self.table.show_rows([], [])
         self.counts.clear_counts("\u2013")
         self._set_status(f"The data could not be read: {exc}", error=True)
@@ -271,13 +245,12 @@ class DataPage(QWidget):
     # -- counts --------------------------------------------------------------------------------
     def _count(self) -> None:
         """Rows for training and evaluation, and tokens with the teacher's tokenizer, in a job."""
-        self._count_no += 1
-        number = self._count_no
         cfg = copy.deepcopy(self.ctx.config)
         key = (cfg.teacher.name, cfg.teacher.revision)
-        tokenizer = self._tokenizers.get(key)
+        tokenizers = self._tokenizers
+        tokenizer = tokenizers.get(key)
 
-        def job() -> tuple[Any, Any, str]:
+        def job() -> tuple[Any, str]:
             from kdstudio.core.plan.memory import estimate_tokens, teacher_tokenizer
 
             tok, note = tokenizer, ""
@@ -288,24 +261,18 @@ class DataPage(QWidget):
                     note = f"unknown: the teacher's tokenizer could not be loaded ({exc})"
             elif not key[0]:
                 note = "choose a teacher on the Models page to count tokens"
-            return estimate_tokens(cfg, tok), tok, note
+            if tok is not None:
+                tokenizers[key] = tok  # kept even when this count is stale
+            return estimate_tokens(cfg, tok), note
 
         self.counts.set_counting()
-        self.ctx.jobs.submit(job, lambda res: self._on_counts(number, key, cfg, res),
-                             lambda exc: self._on_count_error(number, exc))
+        self._count_job.submit(job, lambda res: self._on_counts(cfg, res),
+                               lambda exc: self.counts.set_count_error(str(exc)[:300]))
 
-    def _on_counts(self, number: int, key: tuple[str, str], cfg: Any, result: tuple) -> None:
-        est, tok, note = result
-        if tok is not None:
-            self._tokenizers[key] = tok
-        if number != self._count_no:
-            return
+    def _on_counts(self, cfg: Any, result: tuple) -> None:
+        est, note = result
         packed = get_task(cfg.task).packs and cfg.data.pack
         self.counts.set_counts(est, cfg.data.max_length, packed, note[:300])
-
-    def _on_count_error(self, number: int, exc: BaseException) -> None:
-        if number == self._count_no:
-            self.counts.set_count_error(str(exc)[:300])
 
     # -- drag and drop -------------------------------------------------------------------------
     @staticmethod

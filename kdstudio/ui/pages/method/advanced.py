@@ -1,36 +1,31 @@
 """The Method page's advanced settings, folded away: every weight, the loss details, the teacher.
 
-Each control is tied to one config field: it shows the field, writes it through
-``ctx.set_value`` and carries the field's help text as its tooltip. Rows the task cannot
+Each control is tied to one config field by the page's Binder (widgets/binding.py): it
+shows the field, writes it and carries the field's help text as its tooltip. Rows the task cannot
 use are hidden; rows the current choices do not use are disabled.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from kdstudio.core.config import MethodConfig, TeacherConfig
 from kdstudio.core.tasks import get_task
 from kdstudio.core.terms import modules as term_modules
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.method.text import (
+    BALANCE_TEXT,
     CACHE_TEXT,
     DTYPE_TEXT,
     HIDDEN_LOSS_TEXT,
@@ -39,9 +34,9 @@ from kdstudio.ui.pages.method.text import (
     format_pairs,
     parse_pairs,
 )
-from kdstudio.ui.widgets.common import show_value
+from kdstudio.ui.widgets.binding import Binder, field_help
 
-# (section, key) -> (label, minimum, maximum, step, decimals)
+# (section, key) -> (label, minimum, maximum, step, decimals); bounds within the field's own
 SPINS = {
     ("method", "logit_weight"): ("Teacher's probabilities", 0.0, 100.0, 0.1, 3),
     ("method", "hard_label_weight"): ("True labels", 0.0, 100.0, 0.1, 3),
@@ -53,14 +48,14 @@ SPINS = {
     ("teacher", "prepare_epochs"): ("Fine-tuning epochs", 0.01, 100.0, 0.5, 2),
     ("teacher", "prepare_learning_rate"): ("Fine-tuning learning rate", 0.0, 1.0, 1e-5, 6),
 }
+# (section, key) -> (label, the words for each of the field's choices)
 COMBOS = {
     ("method", "hidden_loss"): ("Compare hidden layers by", HIDDEN_LOSS_TEXT),
+    ("method", "balance"): ("Balance the losses", BALANCE_TEXT),
     ("teacher", "dtype"): ("Teacher precision", DTYPE_TEXT),
     ("teacher", "cache"): ("Teacher cache", CACHE_TEXT),
     ("teacher", "prepare"): ("Fine-tune the teacher first", PREPARE_TEXT),
 }
-HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
-HELP.update({("teacher", f.name): f.metadata["help"] for f in dataclasses.fields(TeacherConfig)})
 
 
 def _plugin_label(term: Any, name: str) -> str:
@@ -75,29 +70,17 @@ def _plugin_label(term: Any, name: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def plugin_control(name: str, tp: type, rules: dict) -> QWidget:
-    """A control for one plug-in setting, chosen from its type and rules: a combo box for
+def plugin_control(binder: Binder, name: str, tp: type, rules: dict, label: str) -> QWidget:
+    """A bound control for one plug-in setting, chosen from its type and rules: a combo box for
     choices, a check box for a switch, a spin box for a number (within min/max)."""
     if rules.get("choices"):
-        w: QWidget = QComboBox()
-        for value in rules["choices"]:
-            w.addItem(str(value), value)
-    elif tp is bool:
-        w = QCheckBox()
-    elif tp is int:
-        w = QSpinBox()
-        w.setRange(int(rules.get("min", 0) if rules.get("min") is not None else 0),
-                   int(rules["max"]) if rules.get("max") is not None else 1_000_000)
-        w.setKeyboardTracking(False)
-    else:
-        w = QDoubleSpinBox()
-        lo = rules.get("min")
-        w.setRange(float(lo) if lo is not None else -1e6,
-                   float(rules["max"]) if rules.get("max") is not None else 100.0)
-        w.setDecimals(4)
-        w.setSingleStep(0.05 if (rules.get("max") or 100.0) <= 1.0 else 0.1)
-        w.setKeyboardTracking(False)
-    return w
+        return binder.combo("method", name, label)
+    if tp is bool:
+        return binder.check("method", name, label)
+    if tp is int:
+        return binder.spin("method", name, label, lo=0, hi=1_000_000)
+    return binder.spin("method", name, label, decimals=4, hi=100.0,
+                       step=0.05 if (rules.get("max") or 100.0) <= 1.0 else 0.1)
 
 
 class AdvancedSettings(QWidget):
@@ -107,7 +90,7 @@ class AdvancedSettings(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.setObjectName("methodAdvanced")
-        self.controls: dict[tuple[str, str], QWidget] = {}
+        self.binder = Binder(ctx)
         self.rows: dict[tuple[str, str], tuple[QFormLayout, QWidget]] = {}
         self._pairs_seen = ""
 
@@ -126,7 +109,7 @@ class AdvancedSettings(QWidget):
         weights = QGroupBox("Loss weights: how much each lesson counts")
         weights.setObjectName("methodWeightsGroup")
         wform = self._form(weights, ["logit_weight", "hard_label_weight", "hidden_weight",
-                                     "embedding_weight"], "method")
+                                     "embedding_weight", "balance"], "method")
         trade = QLabel(WEIGHTS_TRADE)
         trade.setWordWrap(True)
         trade.setObjectName("methodWeightsNote")
@@ -138,7 +121,7 @@ class AdvancedSettings(QWidget):
         self.pairs.setObjectName("method_layer_pairs")
         self.pairs.setAccessibleName("Hidden layer pairs")
         self.pairs.setPlaceholderText("automatic (each student layer to its teacher layer)")
-        self.pairs.setToolTip(HELP[("method", "layer_pairs")] + " Type pairs as student:teacher, "
+        self.pairs.setToolTip(field_help("method", "layer_pairs") + " Type pairs as student:teacher, "
                               "separated by commas, e.g. 1:2, 2:4, 3:6.")
         self.pairs.editingFinished.connect(self._pairs_edited)
         self.pairs.setMinimumWidth(260)
@@ -168,6 +151,11 @@ class AdvancedSettings(QWidget):
         lay.addWidget(self.body)
         self.set_open(False)
 
+    @property
+    def controls(self) -> dict[tuple[str, str], QWidget]:
+        """Each field's control."""
+        return self.binder.controls
+
     # -- construction ----------------------------------------------------------------------
     def _form(self, box: QGroupBox, keys: list[str], section: str,
               form: QFormLayout | None = None) -> QFormLayout:
@@ -179,23 +167,11 @@ class AdvancedSettings(QWidget):
             field = (section, key)
             if field in SPINS:
                 label, lo, hi, step, decimals = SPINS[field]
-                w = QDoubleSpinBox()
-                w.setRange(lo, hi)
-                w.setSingleStep(step)
-                w.setDecimals(decimals)
-                w.setKeyboardTracking(False)
-                w.valueChanged.connect(lambda v, f=field, d=decimals:
-                                       self._write(f, int(v) if d == 0 else float(v)))
+                w: QWidget = self.binder.spin(section, key, label, lo=lo, hi=hi, step=step,
+                                              decimals=decimals)
             else:
-                label, choices = COMBOS[field]
-                w = QComboBox()
-                for value, text in choices.items():
-                    w.addItem(text, value)
-                w.activated.connect(lambda _i, f=field, c=w: self._write(f, c.currentData()))
-            w.setObjectName(f"{section}_{key}")
-            w.setAccessibleName(label)
-            w.setToolTip(HELP[field])
-            self.controls[field] = w
+                label, texts = COMBOS[field]
+                w = self.binder.combo(section, key, label, texts)
             self._add_row(form, field, label, w)
         return form
 
@@ -212,30 +188,16 @@ class AdvancedSettings(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         for term, fields in found:
-            for name, tp, _default, help_text, rules in fields:
+            for name, tp, _default, _help, rules in fields:
                 field = ("method", name)
-                w = plugin_control(name, tp, rules)
-                if isinstance(w, QComboBox):
-                    w.activated.connect(lambda _i, f=field, c=w: self._write(f, c.currentData()))
-                elif isinstance(w, QCheckBox):
-                    w.toggled.connect(lambda v, f=field: self._write(f, bool(v)))
-                elif isinstance(w, QSpinBox):
-                    w.valueChanged.connect(lambda v, f=field: self._write(f, int(v)))
-                else:
-                    w.valueChanged.connect(lambda v, f=field: self._write(f, float(v)))
-                label = _plugin_label(term, name)
-                w.setObjectName(f"method_{name}")
-                w.setAccessibleName(label)
-                w.setToolTip(help_text)
-                HELP.setdefault(field, help_text)
-                self.controls[field] = w
+                w = plugin_control(self.binder, name, tp, rules, _plugin_label(term, name))
                 self.plugin_terms[field] = term
-                self._add_row(form, field, label, w)
+                self._add_row(form, field, _plugin_label(term, name), w)
         return box
 
     def _add_row(self, form: QFormLayout, field: tuple[str, str], label: str, w: QWidget) -> None:
         name = QLabel(label + ":")
-        name.setToolTip(HELP[field])
+        name.setToolTip(field_help(*field))
         form.addRow(name, w)
         self.rows[field] = (form, w)
 
@@ -250,22 +212,12 @@ class AdvancedSettings(QWidget):
     def refresh(self) -> None:
         """Show the config's values; hide what the task cannot use, disable what is unused."""
         cfg = self.ctx.config
-        for (section, key), w in self.controls.items():
-            show_value(w, getattr(getattr(cfg, section), key))
+        self.binder.refresh()
         if not self.pairs.hasFocus():
             self.pairs.setText(format_pairs(cfg.method.layer_pairs))
             self._pairs_seen = self.pairs.text()
         task = get_task(cfg.task)
-        embedding = task.output == "embedding"
-        visible = {("method", "logit_weight"): not embedding,
-                   ("method", "hard_label_weight"): not embedding,
-                   ("method", "beta"): not embedding, ("method", "alpha"): not embedding,
-                   ("method", "embedding_weight"): embedding}
-        for f in (("teacher", "prepare"), ("teacher", "prepare_epochs"),
-                  ("teacher", "prepare_learning_rate")):
-            visible[f] = task.has_task_head
-        for f in (("teacher", "cache"), ("teacher", "cache_k")):
-            visible[f] = task.generative
+        visible = {f: task.shows_setting(*f) for f in self.rows}
         for field, term in self.plugin_terms.items():
             visible[field] = term is None or term.applies_to(task)
         if self.plugins is not None:
@@ -286,9 +238,6 @@ class AdvancedSettings(QWidget):
         prepares = cfg.teacher.prepare != "never"
         self.controls[("teacher", "prepare_epochs")].setEnabled(prepares)
         self.controls[("teacher", "prepare_learning_rate")].setEnabled(prepares)
-
-    def _write(self, field: tuple[str, str], value: Any) -> None:
-        self.ctx.set_value(field[0], field[1], value)
 
     def _pairs_edited(self) -> None:
         text = self.pairs.text()

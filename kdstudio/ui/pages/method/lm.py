@@ -3,19 +3,16 @@
 ``LanguageModelMethods`` (causal-lm only): sequence-level distillation, on-policy
 distillation (its share of batches), the cross-tokenizer loss weight and the [generation]
 settings the first two use. ``BaselineBox`` (every task): evaluation.baseline. Each control
-is tied to one config field, writes it through ``ctx.set_value`` and carries the field's help
+is tied to one config field by a Binder (widgets/binding.py) and carries the field's help
 text as its tooltip; a plain-language explanation sits beside it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -24,12 +21,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from kdstudio.core.config import EvaluationConfig, GenerationConfig, MethodConfig
 from kdstudio.ui.pages.method.text import (
     BASELINE,
     CROSS_TOKENIZER,
@@ -37,11 +32,8 @@ from kdstudio.ui.pages.method.text import (
     ON_POLICY,
     SEQUENCE_LEVEL,
 )
+from kdstudio.ui.widgets.binding import Binder, field_help
 from kdstudio.ui.widgets.common import named, show_value
-
-HELP = {("method", f.name): f.metadata["help"] for f in dataclasses.fields(MethodConfig)}
-HELP.update({("generation", f.name): f.metadata["help"] for f in dataclasses.fields(GenerationConfig)})
-HELP.update({("evaluation", f.name): f.metadata["help"] for f in dataclasses.fields(EvaluationConfig)})
 
 # key -> (label, minimum, maximum, step, decimals or None for whole numbers, special text at minimum)
 GEN_SPINS: dict[str, tuple[str, float, float, float, int | None, str]] = {
@@ -70,18 +62,16 @@ class LanguageModelMethods(QGroupBox):
         super().__init__("Language models: learning from generated text", parent)
         self.setObjectName("methodLmGroup")
         self.ctx = ctx
-        self.controls: dict[tuple[str, str], QWidget] = {}
+        self.binder = b = Binder(ctx)
 
-        self.sequence_level = named(QCheckBox("Learn from the teacher's own texts (sequence-level)"),
-                                    "method_sequence_level", "Sequence-level distillation",
-                                    HELP[("method", "sequence_level")])
-        self.sequence_level.toggled.connect(lambda on: self._write(("method", "sequence_level"), bool(on)))
-        self.on_policy = self._double(("method", "on_policy_share"), "Share of batches on the "
-                                      "student's own texts (on-policy lambda)", 0.0, 1.0, 0.1, 2)
-        self.on_policy.setSpecialValueText("0 (off)")
-        self.cross_tokenizer = self._double(("method", "cross_tokenizer_weight"),
-                                            "Cross-tokenizer loss weight", 0.0, 100.0, 0.1, 3)
-        self.cross_tokenizer.setSpecialValueText("0 (off)")
+        self.sequence_level = b.check("method", "sequence_level", "Sequence-level distillation",
+                                      "Learn from the teacher's own texts (sequence-level)")
+        self.on_policy = b.spin("method", "on_policy_share", "Share of batches on the student's "
+                                "own texts (on-policy lambda)", step=0.1, decimals=2,
+                                special="0 (off)")
+        self.cross_tokenizer = b.spin("method", "cross_tokenizer_weight",
+                                      "Cross-tokenizer loss weight", hi=100.0, step=0.1,
+                                      decimals=3, special="0 (off)")
         for w in (self.on_policy, self.cross_tokenizer):
             w.setMaximumWidth(140)
 
@@ -117,22 +107,18 @@ class LanguageModelMethods(QGroupBox):
         form.addRow(gen_text)
         self.gen_rows: dict[str, QWidget] = {}
         for key, (label, lo, hi, step, decimals, special) in GEN_SPINS.items():
-            field = ("generation", key)
-            if decimals is None:
-                w: QWidget = self._int(field, label, int(lo), int(hi), int(step))
-            else:
-                w = self._double(field, label, lo, hi, step, decimals)
-            if special:
-                w.setSpecialValueText(special)
+            w = b.spin("generation", key, label, lo=lo, hi=hi, step=step, decimals=decimals,
+                       special=special)
             name = QLabel(label + ":")
-            name.setToolTip(HELP[field])
+            name.setToolTip(w.toolTip())
             form.addRow(name, w)
             self.gen_rows[key] = w
-        self.reuse = named(QLineEdit(), "generation_reuse", "Reuse the generations of an earlier run",
-                           HELP[("generation", "reuse")])
+        self.reuse = QLineEdit()
+        b.bind(self.reuse, "generation", "reuse", self.reuse.editingFinished,
+               lambda: self.reuse.text().strip(), lambda v: show_value(self.reuse, v),
+               label="Reuse the generations of an earlier run")
         self.reuse.setPlaceholderText("empty: the teacher writes new continuations")
         self.reuse.setMinimumWidth(260)
-        self.reuse.editingFinished.connect(self._reuse_edited)
         self.reuse_button = named(QPushButton("Choose..."), "generation_reuse_choose",
                                   "Choose the generations to reuse",
                                   "Pick the generations.jsonl of an earlier sequence-level run.")
@@ -143,45 +129,25 @@ class LanguageModelMethods(QGroupBox):
         rl.addWidget(self.reuse, 1)
         rl.addWidget(self.reuse_button)
         reuse_label = QLabel("Reuse earlier texts:")
-        reuse_label.setToolTip(HELP[("generation", "reuse")])
+        reuse_label.setToolTip(field_help("generation", "reuse"))
         reuse_label.setBuddy(self.reuse)
         form.addRow(reuse_label, reuse_row)
-        self.controls[("generation", "reuse")] = self.reuse
-        self.controls[("method", "sequence_level")] = self.sequence_level
 
         lay = QVBoxLayout(self)
         lay.addLayout(grid)
         lay.addWidget(self.gen_box)
         self.refresh()
 
-    # -- construction ----------------------------------------------------------------------
-    def _double(self, field: tuple[str, str], label: str, lo: float, hi: float, step: float,
-                decimals: int) -> QDoubleSpinBox:
-        w = named(QDoubleSpinBox(), f"{field[0]}_{field[1]}", label, HELP[field])
-        w.setRange(lo, hi)
-        w.setSingleStep(step)
-        w.setDecimals(decimals)
-        w.setKeyboardTracking(False)
-        w.valueChanged.connect(lambda v, f=field: self._write(f, float(v)))
-        self.controls[field] = w
-        return w
-
-    def _int(self, field: tuple[str, str], label: str, lo: int, hi: int, step: int) -> QSpinBox:
-        w = named(QSpinBox(), f"{field[0]}_{field[1]}", label, HELP[field])
-        w.setRange(lo, hi)
-        w.setSingleStep(step)
-        w.setKeyboardTracking(False)
-        w.valueChanged.connect(lambda v, f=field: self._write(f, int(v)))
-        self.controls[field] = w
-        return w
+    @property
+    def controls(self) -> dict[tuple[str, str], QWidget]:
+        """Each field's control."""
+        return self.binder.controls
 
     # -- showing and writing ---------------------------------------------------------------
     def refresh(self) -> None:
         """Show the config's values; disable the generation settings nothing uses."""
-        cfg = self.ctx.config
-        for (section, key), w in self.controls.items():
-            show_value(w, getattr(getattr(cfg, section), key))
-        m = cfg.method
+        self.binder.refresh()
+        m = self.ctx.config.method
         generates = m.sequence_level or m.on_policy_share > 0
         self.gen_box.setEnabled(generates)
         self.gen_box.setToolTip("" if generates else "Used by sequence-level or on-policy "
@@ -191,19 +157,13 @@ class LanguageModelMethods(QGroupBox):
         self.reuse.setEnabled(m.sequence_level)
         self.reuse_button.setEnabled(m.sequence_level)
 
-    def _write(self, field: tuple[str, str], value: Any) -> None:
-        self.ctx.set_value(field[0], field[1], value)  # the page refreshes on config_changed
-
-    def _reuse_edited(self) -> None:
-        self._write(("generation", "reuse"), self.reuse.text().strip())
-
     def _choose_reuse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Generations to reuse", self.reuse.text(),
                                               "Generations (generations.jsonl);;JSON lines (*.jsonl);;"
                                               "All files (*)")
         if path:
             self.reuse.setText(path)
-            self._reuse_edited()
+            self.binder.write(("generation", "reuse"), path.strip())
 
 
 class BaselineBox(QGroupBox):
@@ -213,10 +173,10 @@ class BaselineBox(QGroupBox):
         super().__init__("Compare with plain training", parent)
         self.setObjectName("methodBaselineGroup")
         self.ctx = ctx
-        self.check = named(QCheckBox("Also train the same student without the teacher"),
-                           "evaluation_baseline", "Also train the same student without the teacher",
-                           HELP[("evaluation", "baseline")])
-        self.check.toggled.connect(lambda on: ctx.set_value("evaluation", "baseline", bool(on)))
+        self.binder = Binder(ctx)
+        self.check = self.binder.check("evaluation", "baseline",
+                                       "Also train the same student without the teacher",
+                                       "Also train the same student without the teacher")
         lay = QHBoxLayout(self)
         lay.setSpacing(16)
         lay.addWidget(self.check, 0, Qt.AlignmentFlag.AlignTop)
@@ -224,6 +184,4 @@ class BaselineBox(QGroupBox):
         self.refresh()
 
     def refresh(self) -> None:
-        self.check.blockSignals(True)
-        self.check.setChecked(self.ctx.config.evaluation.baseline)
-        self.check.blockSignals(False)
+        self.binder.refresh()

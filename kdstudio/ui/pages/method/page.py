@@ -14,8 +14,6 @@ import dataclasses
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
-    QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -23,7 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QRadioButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -32,7 +29,8 @@ from kdstudio.core.config import MethodConfig, default_config
 from kdstudio.core.errors import ConfigError
 from kdstudio.core.tasks import all_tasks, get_task
 from kdstudio.ui.context import AppContext
-from kdstudio.ui.pages.method.advanced import HELP, AdvancedSettings
+from kdstudio.ui.pages.base import Page
+from kdstudio.ui.pages.method.advanced import AdvancedSettings
 from kdstudio.ui.pages.method.lm import BaselineBox, LanguageModelMethods
 from kdstudio.ui.pages.method.text import (
     CAUTION,
@@ -47,27 +45,19 @@ from kdstudio.ui.pages.method.text import (
     presets_of,
 )
 from kdstudio.ui.pages.method.toml import TomlDialog
+from kdstudio.ui.widgets.binding import Binder
 
 MAX_PRESETS = max((len(p) for p in PRESETS.values()), default=0)
 
 
-class MethodPage(QWidget):
+class MethodPage(Page):
     title = "Method"
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("methodPage")
+        super().__init__(ctx, "method", parent)
         self.toml_dialog: TomlDialog | None = None
 
-        content = QWidget()
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(16, 12, 16, 12)
-        lay.setSpacing(12)
-        heading = QLabel("How the student learns")
-        heading.setObjectName("methodHeading")
-        heading.setStyleSheet("font-size: 16pt; font-weight: bold;")
-        lay.addWidget(heading)
+        lay = self.page_layout("How the student learns", scroll="methodScroll", spacing=12)
         lay.addWidget(self._task_group())
         row = QHBoxLayout()
         row.setSpacing(16)
@@ -96,16 +86,9 @@ class MethodPage(QWidget):
         bottom.addWidget(self.validity, 1)
         bottom.addWidget(self.toml_button, 0, Qt.AlignmentFlag.AlignTop)
 
-        scroll = QScrollArea()
-        scroll.setObjectName("methodScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 8)
-        outer.addWidget(scroll, 1)
+        self.outer.setContentsMargins(0, 0, 0, 8)
         bottom.setContentsMargins(16, 0, 16, 0)
-        outer.addLayout(bottom)
+        self.outer.addLayout(bottom)
 
         ctx.config_replaced.connect(self.refresh)
         ctx.config_changed.connect(self._config_changed)
@@ -192,37 +175,18 @@ class MethodPage(QWidget):
         box.setObjectName("basicSettingsGroup")
         form = QFormLayout(box)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setObjectName("method_temperature")
-        self.temperature.setAccessibleName("Temperature")
-        self.temperature.setRange(0.05, 20.0)
-        self.temperature.setSingleStep(0.5)
-        self.temperature.setDecimals(2)
-        self.temperature.setKeyboardTracking(False)
-        self.temperature.setToolTip(HELP[("method", "temperature")])
-        self.temperature.valueChanged.connect(
-            lambda v: self.ctx.set_value("method", "temperature", float(v)))
+        self.binder = b = Binder(self.ctx)
+        self.temperature = b.spin("method", "temperature", "Temperature", lo=0.05, hi=20.0,
+                                  step=0.5, decimals=2)
         temp_text = QLabel(TEMPERATURE)
         temp_text.setWordWrap(True)
         temp_row = QHBoxLayout()
         temp_row.addWidget(self.temperature, 0, Qt.AlignmentFlag.AlignTop)
         temp_row.addWidget(temp_text, 1)
-        self.logit_loss = QComboBox()
-        self.logit_loss.setObjectName("method_logit_loss")
-        self.logit_loss.setAccessibleName("How the difference in probabilities is measured")
-        self.logit_loss.setToolTip(HELP[("method", "logit_loss")])
-        for value, text in LOGIT_LOSS_TEXT.items():
-            self.logit_loss.addItem(text, value)
-        self.logit_loss.activated.connect(
-            lambda _i: self.ctx.set_value("method", "logit_loss", self.logit_loss.currentData()))
-        self.embedding_loss = QComboBox()
-        self.embedding_loss.setObjectName("method_embedding_loss")
-        self.embedding_loss.setAccessibleName("How sentence embeddings are compared")
-        self.embedding_loss.setToolTip(HELP[("method", "embedding_loss")])
-        for value, text in EMBEDDING_LOSS_TEXT.items():
-            self.embedding_loss.addItem(text, value)
-        self.embedding_loss.activated.connect(lambda _i: self.ctx.set_value(
-            "method", "embedding_loss", self.embedding_loss.currentData()))
+        self.logit_loss = b.combo("method", "logit_loss",
+                                  "How the difference in probabilities is measured", LOGIT_LOSS_TEXT)
+        self.embedding_loss = b.combo("method", "embedding_loss",
+                                      "How sentence embeddings are compared", EMBEDDING_LOSS_TEXT)
         self.no_logits = QLabel(NO_LOGITS)
         self.no_logits.setObjectName("methodNoLogits")
         self.no_logits.setWordWrap(True)
@@ -260,20 +224,16 @@ class MethodPage(QWidget):
         self.custom_button.setVisible(current is None)
         self.custom_button.blockSignals(False)
         self.explain.setText(current.explanation if current else CUSTOM_TEXT)
-        logits = task.output == "logits"
+        logits = task.shows_setting("method", "temperature")
         self.settings_form.setRowVisible(self.temp_row, logits)
-        self.settings_form.setRowVisible(self.logit_loss, logits)
+        self.settings_form.setRowVisible(self.logit_loss, task.shows_setting("method", "logit_loss"))
         self.settings_form.setRowVisible(self.no_logits, not logits)
-        self.settings_form.setRowVisible(self.embedding_loss, not logits)
-        self.embedding_loss.setCurrentIndex(
-            max(0, self.embedding_loss.findData(cfg.method.embedding_loss)))
+        self.settings_form.setRowVisible(self.embedding_loss,
+                                         task.shows_setting("method", "embedding_loss"))
+        self.binder.refresh()
         self.embedding_loss.setEnabled(cfg.method.embedding_weight > 0)
-        self.temperature.blockSignals(True)
-        self.temperature.setValue(cfg.method.temperature)
-        self.temperature.blockSignals(False)
-        self.logit_loss.setCurrentIndex(max(0, self.logit_loss.findData(cfg.method.logit_loss)))
         self.advanced.refresh()
-        self.lm.setVisible(task.generative)
+        self.lm.setVisible(task.generation_applies)
         self.lm.refresh()
         self.baseline.refresh()
         self._update_validity()

@@ -11,35 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdstudio.core.tasks import CAUSAL_LM, CLASSIFICATION, Task, get_task
-from kdstudio.core.tasks import EMBEDDING as EMBEDDING_TASK
+from kdstudio.core.objective import all_terms
+from kdstudio.core.tasks import Task, all_tasks, get_task
+from kdstudio.core.tasks.words import (  # noqa: F401  (re-exported)
+    CROSS_TOKENIZER,
+    EMBEDDING,
+    HIDDEN,
+    LABELS,
+    LOGIT,
+    TASK_SPECIFIC,
+)
 
-WEIGHTS = ("logit_weight", "hard_label_weight", "hidden_weight", "embedding_weight",
-           "cross_tokenizer_weight")
+# Every loss term's weight key: the built-in terms' and the plug-ins' (core/terms).
+WEIGHTS = tuple(t.weight_key for t in all_terms())
 
-LOGIT = ("<b>Logit distillation</b>: the student learns to give the same probabilities as the "
-         "teacher, not only which answer is right but how likely the teacher finds every "
-         "alternative. That extra information is why distilling is cheaper than training the "
-         "small model from scratch. It is the simplest method, and it needs teacher and student "
-         "to share a vocabulary.")
-LABELS = ("<b>True labels</b> are the ordinary lesson from the data (the real next word, or the "
-          "real class). Mixing them in keeps the student anchored where the teacher is wrong.")
-HIDDEN = ("<b>Intermediate-layer distillation</b>: the student's hidden layers are also pulled "
-          "toward the teacher's, so it imitates how the teacher works an answer out, not only "
-          "the answer. Extra guidance that helps small students; it costs a little more compute.")
-TASK_SPECIFIC = ("<b>Task-specific distillation</b>: a teacher tuned for one task teaches that "
-                 "task. You need a strong teacher first: if the teacher has no trained head for "
-                 "your classes, KD Studio first fine-tunes it on your labelled data (the "
-                 "'prepare teacher' stage, saved and reused by later runs).")
-EMBEDDING = ("<b>Embedding distillation</b>: the student learns to produce the same sentence "
-             "vectors as the teacher, so search and similarity give the same answers with a "
-             "smaller, faster model.")
-CROSS_TOKENIZER = ("<b>Cross-tokenizer distillation</b>: when the teacher and the student split "
-                   "text into different tokens, their probabilities cannot be compared word for "
-                   "word. This loss sorts each model's probabilities from most to least likely "
-                   "and compares the sorted lists, so the two vocabularies need not match. It "
-                   "teaches the student how sure the teacher is rather than which word it "
-                   "prefers, so it is used beside the true next words.")
 SEQUENCE_LEVEL = ("<b>Sequence-level distillation</b>: the teacher first writes its own "
                   "continuations of the training texts, and the student then trains on the "
                   "teacher's own texts instead of the originals. It works even when the "
@@ -93,6 +78,8 @@ DTYPE_TEXT = {"auto": "Automatic (half precision on a GPU, full on the CPU)",
 CACHE_TEXT = {"auto": "Read a cache if one exists (sweeps write one)",
               "always": "Always: write one teacher pass to disk, then read it",
               "never": "Never: run the teacher at every step"}
+BALANCE_TEXT = {"none": "No: each loss counts as computed, times its weight",
+                "auto": "Yes: scale each loss to its usual size first"}
 PREPARE_TEXT = {"auto": "When it has no trained head for the classes",
                 "always": "Always fine-tune it first", "never": "Never (use it as it is)"}
 
@@ -107,7 +94,8 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)  # temperature, logit_loss
 
     def values(self) -> dict[str, Any]:
-        """Every weight (those not named are 0) plus the extra settings."""
+        """Every loss term's weight (those not named are 0, plug-in terms too) plus the
+        extra settings."""
         return {**{w: 0.0 for w in WEIGHTS}, **self.weights, **self.extra}
 
     def matches(self, method: Any) -> bool:
@@ -115,54 +103,12 @@ class Preset:
                    if w in WEIGHTS)
 
 
-# Each task family's presets; a family without any shows only custom weights.
+# Each task family's presets (the family's own module names them); a family without any
+# shows only custom weights.
 PRESETS: dict[Task, list[Preset]] = {
-    CAUSAL_LM: [
-        Preset("logit", "Imitate the teacher's probabilities",
-               "Logit distillation: the simplest, and usually the best start.",
-               LOGIT, {"logit_weight": 1.0}, {"temperature": 1.0, "logit_loss": "forward_kl"}),
-        Preset("logit_labels", "Probabilities and the true next words",
-               "Logit distillation mixed with the ordinary next-word loss.",
-               LOGIT + "<br><br>" + LABELS, {"logit_weight": 1.0, "hard_label_weight": 0.5},
-               {"temperature": 1.0, "logit_loss": "forward_kl"}),
-        Preset("logit_hidden", "Probabilities and hidden layers",
-               "Adds intermediate-layer distillation: more guidance for small students.",
-               LOGIT + "<br><br>" + HIDDEN, {"logit_weight": 1.0, "hidden_weight": 1.0},
-               {"temperature": 1.0, "logit_loss": "forward_kl"}),
-        Preset("cross_tokenizer", "A teacher with a different vocabulary",
-               "Cross-tokenizer distillation with the true next words.",
-               CROSS_TOKENIZER + "<br><br>" + LABELS,
-               {"cross_tokenizer_weight": 1.0, "hard_label_weight": 1.0},
-               {"temperature": 1.0}),
-    ],
-    CLASSIFICATION: [
-        Preset("task", "Task-specific: class probabilities and true labels",
-               "The teacher's class probabilities plus the real labels.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("logit", "Class probabilities only",
-               "Learn only from the teacher, without the labels.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT, {"logit_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("task_hidden", "Task-specific with hidden layers",
-               "Class probabilities, true labels and the teacher's hidden layers.",
-               TASK_SPECIFIC + "<br><br>" + HIDDEN,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-    ],
-    EMBEDDING_TASK: [
-        Preset("embedding", "Imitate the sentence embeddings",
-               "The student's sentence vectors are pulled onto the teacher's.",
-               EMBEDDING, {"embedding_weight": 1.0}),
-        Preset("embedding_hidden", "Embeddings and hidden layers",
-               "Adds intermediate-layer distillation for extra guidance.",
-               EMBEDDING + "<br><br>" + HIDDEN, {"embedding_weight": 1.0, "hidden_weight": 1.0}),
-        Preset("hidden", "Hidden layers only",
-               "Intermediate-layer distillation alone.",
-               HIDDEN, {"hidden_weight": 1.0}),
-    ],
-}
+    task: [Preset(p.key, p.title, p.summary, p.explanation, dict(p.weights), dict(p.extra))
+           for p in task.presets]
+    for task in all_tasks()}
 
 CUSTOM_TEXT = ("<b>Custom weights</b>, set under Advanced settings. " + WEIGHTS_TRADE)
 

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from kdstudio.core.events import Progress
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
+from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.pages.models.sources import (
     MODE_LABELS,
     MODE_TIPS,
@@ -61,8 +62,7 @@ class ModelChooser(QGroupBox):
         self.setObjectName(f"{role}Chooser")
         self.catalog: dict[str, tuple] = {}
         self.aliases: dict[str, str] = {}
-        self._handle: Any = None
-        self._generation = 0
+        self._load = LatestJob(ctx.jobs)
         self._user_load = False
         self.loaded_name: str | None = None  # the name the shown inspection belongs to
 
@@ -324,8 +324,7 @@ class ModelChooser(QGroupBox):
     def load(self, name: str, revision: str = "", *, user: bool = False) -> None:
         """Inspect ``name`` for the config's task in a job; stale results are dropped."""
         self.cancel(quiet=True)
-        self._generation += 1
-        gen, task, role = self._generation, self.ctx.config.task, self.role
+        task, role = self.ctx.config.task, self.role
         trust = self.trust.isChecked()
         self._user_load = user
 
@@ -336,10 +335,8 @@ class ModelChooser(QGroupBox):
                                  on_event=report, stop=cancel, role=role)
 
         self._set_busy(True, f"Loading {name}...")
-        self._handle = self.ctx.jobs.submit(
-            job, lambda insp: self._done(gen, name, revision, insp),
-            lambda exc: self._error(gen, name, exc),
-            on_progress=lambda e: gen == self._generation and self._progress(e))
+        self._load.submit(job, lambda insp: self._done(name, revision, insp),
+                          lambda exc: self._error(name, exc), on_progress=self._progress)
 
     def _progress(self, event: Any) -> None:
         if not isinstance(event, Progress):
@@ -351,9 +348,7 @@ class ModelChooser(QGroupBox):
         else:
             self.progress.setRange(0, 0)
 
-    def _done(self, gen: int, name: str, revision: str, insp: Any) -> None:
-        if gen != self._generation:
-            return
+    def _done(self, name: str, revision: str, insp: Any) -> None:
         self._set_busy(False, "")
         self.loaded_name = name
         self.ctx.set_value(self.role, "name", name)
@@ -363,9 +358,7 @@ class ModelChooser(QGroupBox):
         self.status.setText(f"Loaded {short_name(name)} for {insp.info['task']}.")
         self.inspected.emit(insp)
 
-    def _error(self, gen: int, name: str, exc: BaseException) -> None:
-        if gen != self._generation:
-            return
+    def _error(self, name: str, exc: BaseException) -> None:
         from kdstudio.core.errors import KDStudioError, StoppedError
 
         self._set_busy(False, "")
@@ -404,14 +397,11 @@ class ModelChooser(QGroupBox):
                 show_exception(self, exc)
 
     def cancel(self, quiet: bool = False) -> None:
-        if self._handle is not None and not self._handle.finished:
-            self._handle.cancel()
-            self._generation += 1  # whatever it returns now is stale
+        if self._load.cancel():  # whatever it returns now is stale
             self._set_busy(False, "" if quiet else "Cancelled.")
-        self._handle = None
 
     def is_busy(self) -> bool:
-        return self._handle is not None and not self._handle.finished
+        return self._load.busy()
 
     def _set_busy(self, busy: bool, text: str) -> None:
         self.progress_box.setVisible(busy)

@@ -17,12 +17,13 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.pages.base import Page
+from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.pages.models.card import CompatLight, ModelCard
 from kdstudio.ui.pages.models.chooser import ModelChooser
 from kdstudio.ui.pages.models.layers import LayerPicker
@@ -44,19 +45,17 @@ TIPS = ("<ul style='margin-left: -20px'>"
         "The weights load when a run starts.</li></ul>")
 
 
-class ModelsPage(QWidget):
+class ModelsPage(Page):
     title = "Models"
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("modelsPage")
+        super().__init__(ctx, "models", parent)
         self.setAcceptDrops(True)
         self.ready = False
         self.teacher_insp: Any = None
         self.student_insp: Any = None
-        self._estimate_gen = 0
-        self._compat_gen = 0
+        self._estimate = LatestJob(ctx.jobs)
+        self._compat = LatestJob(ctx.jobs)
 
         self.teacher_chooser = ModelChooser(ctx, "teacher")
         self.student_chooser = ModelChooser(ctx, "student")
@@ -89,25 +88,10 @@ class ModelsPage(QWidget):
         columns.addWidget(self.teacher_col, 1)
         columns.addWidget(self.student_col, 1)
 
-        content = QWidget()
-        lay = QVBoxLayout(content)
-        lay.setContentsMargins(16, 12, 16, 12)
-        lay.setSpacing(12)
-        heading = QLabel("Teacher and student")
-        heading.setObjectName("modelsHeading")
-        heading.setStyleSheet("font-size: 16pt; font-weight: bold;")
-        lay.addWidget(heading)
+        lay = self.page_layout("Teacher and student", scroll="modelsScroll", spacing=12)
         lay.addWidget(intro)
         lay.addLayout(columns, 1)
         lay.addWidget(self.compat)
-        scroll = QScrollArea()
-        scroll.setObjectName("modelsScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
 
         self.teacher_card.show_message("Getting ready...")
         self.student_card.show_message("")
@@ -274,7 +258,7 @@ class ModelsPage(QWidget):
 
     def _update_student_estimate(self) -> None:
         """The derived student's size and speed-up: arithmetic at once, a narrower one in a job."""
-        self._estimate_gen += 1
+        self._estimate.forget()
         if self.teacher_insp is None:
             self.student_card.show_message(
                 "Waiting for the teacher to load..." if self.teacher_chooser.is_busy() else
@@ -292,7 +276,7 @@ class ModelsPage(QWidget):
 
             self.student_card.show_derived(derived_estimate(info, kept), info)
             return
-        gen, insp, hidden = self._estimate_gen, self.teacher_insp, s.hidden_size
+        insp, hidden = self.teacher_insp, s.hidden_size
         self.student_card.show_message("Working out the narrower student's size...")
 
         def job() -> dict:
@@ -300,19 +284,13 @@ class ModelsPage(QWidget):
 
             return derived_student_estimate(insp, layer_indices=kept, hidden=hidden)
 
-        def done(est: dict) -> None:
-            if gen == self._estimate_gen:
-                self.student_card.show_derived(est, info)
-
-        def failed(exc: BaseException) -> None:
-            if gen == self._estimate_gen:
-                self.student_card.show_message(f"This width does not work: {exc}")
-
-        self.ctx.jobs.submit(job, done, failed)
+        self._estimate.submit(job, lambda est: self.student_card.show_derived(est, info),
+                              lambda exc: self.student_card.show_message(
+                                  f"This width does not work: {exc}"))
 
     # -- compatibility ---------------------------------------------------------------------
     def _schedule_compat(self) -> None:
-        self._compat_gen += 1  # any check still running is now stale
+        self._compat.forget()  # any check still running is now stale
         self._compat_timer.start()
 
     def _check_compat(self) -> None:
@@ -325,8 +303,6 @@ class ModelsPage(QWidget):
         if not derived and (s is None or s.info["task"] != cfg.task):
             self.compat.set_state("unknown", "Load the student to check that the two fit together.")
             return
-        self._compat_gen += 1
-        gen = self._compat_gen
         task, method, student_cfg = cfg.task, copy.deepcopy(cfg.method), copy.deepcopy(cfg.student)
         self.compat.set_state("unknown", "Checking...")
 
@@ -335,15 +311,8 @@ class ModelsPage(QWidget):
 
             return check_pair(task, method, t, None if derived else s, student_cfg)
 
-        def done(comp: Any) -> None:
-            if gen == self._compat_gen:
-                self.compat.set_state(comp.level, comp.message)
-
-        def failed(exc: BaseException) -> None:
-            if gen == self._compat_gen:
-                self.compat.set_state("error", str(exc))
-
-        self.ctx.jobs.submit(job, done, failed)
+        self._compat.submit(job, lambda comp: self.compat.set_state(comp.level, comp.message),
+                            lambda exc: self.compat.set_state("error", str(exc)))
 
     # -- drag and drop of model folders ----------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
-    QSplitter,
     QStackedWidget,
     QTableView,
     QToolButton,
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 from kdstudio.core.events import Started
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error
+from kdstudio.ui.pages.base import Page
 from kdstudio.ui.pages.runs.actions import RunActionsMixin
 from kdstudio.ui.pages.runs.details import RunDetailsPanel, load_details
 from kdstudio.ui.pages.runs.model import (
@@ -52,7 +52,7 @@ EMPTY_TEXT = ("<p style='font-size: 13pt;'><b>No runs yet</b></p>"
               "from the menu.</p>")
 
 
-class RunsPage(RunActionsMixin, QWidget):
+class RunsPage(RunActionsMixin, Page):
     """Past runs: a sortable table, the selected runs' figures and curves, and actions on them."""
 
     title = "Runs"
@@ -63,9 +63,7 @@ class RunsPage(RunActionsMixin, QWidget):
     runs_deleted = Signal(list)      # these run folders were deleted
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("runsPage")
+        super().__init__(ctx, "runs", parent)
         self.model = RunsTableModel(self)
         self.proxy = RunsSortProxy(self)
         self.proxy.setSourceModel(self.model)
@@ -130,8 +128,7 @@ class RunsPage(RunActionsMixin, QWidget):
     def _build(self) -> None:
         from kdstudio.core.runs import runs_dir
 
-        heading = QLabel("<span style='font-size: 15pt; font-weight: 600;'>Runs</span>")
-        heading.setObjectName("runsHeading")
+        heading = self.heading("Runs")
         self.where_label = QLabel(f"Every distillation run on this computer, kept in {runs_dir()}")
         self.where_label.setObjectName("runsWhere")
         self.where_label.setStyleSheet("color: #666666;")
@@ -186,14 +183,8 @@ class RunsPage(RunActionsMixin, QWidget):
             head.setSectionResizeMode(i, mode)
 
         self.details = RunDetailsPanel()
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setObjectName("runsSplitter")
-        split.setChildrenCollapsible(False)
-        split.addWidget(self.table)
-        split.addWidget(self.details)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
-        split.setSizes([260, 420])
+        split = self.make_splitter(Qt.Orientation.Vertical, "runsSplitter", [self.table, self.details],
+                                   stretch=(2, 3), sizes=(260, 420))
 
         self.empty = QWidget()
         self.empty.setObjectName("runsEmpty")
@@ -233,9 +224,7 @@ class RunsPage(RunActionsMixin, QWidget):
         bottom.addWidget(self.message, 1)
         bottom.addWidget(self.export_progress, 0, Qt.AlignmentFlag.AlignVCenter)
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(16, 12, 16, 10)
-        lay.setSpacing(8)
+        lay = self.page_layout(None, margins=(16, 12, 16, 10), spacing=8)
         lay.addLayout(top)
         lay.addWidget(self.action_bar)
         lay.addWidget(self.body, 1)

@@ -21,8 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMessageBox,
     QPushButton,
-    QScrollArea,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -31,6 +29,7 @@ from kdstudio.core.errors import KDStudioError
 from kdstudio.core.sweep.queue import Sweep
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception
+from kdstudio.ui.pages.base import Page
 from kdstudio.ui.pages.tradeoff.banner import ResumeBanner
 from kdstudio.ui.pages.tradeoff.budget import BudgetBox, advise
 from kdstudio.ui.pages.tradeoff.chooser import SweepChooser
@@ -43,7 +42,7 @@ from kdstudio.ui.pages.tradeoff.teacher import TeacherShape
 from kdstudio.ui.widgets.common import named
 
 
-class TradeoffPage(QWidget):
+class TradeoffPage(Page):
     title = "Tradeoff"
 
     sweeps_loaded = Signal()         # the list of sweeps was read from disk
@@ -53,9 +52,7 @@ class TradeoffPage(QWidget):
     unfinished_found = Signal(str)   # at start-up: a sentence about sweeps left unfinished
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("tradeoffPage")
+        super().__init__(ctx, "tradeoff", parent)
         self.current: Sweep | None = None
         self.confirm_dialog: QMessageBox | None = None
         self._started_up = False
@@ -92,8 +89,6 @@ class TradeoffPage(QWidget):
         return b
 
     def _build(self) -> None:
-        heading = QLabel("<span style='font-size: 15pt; font-weight: 600;'>Size and quality</span>")
-        heading.setObjectName("tradeoffHeading")
         intro = QLabel("How small can the student get before it stops being good enough? Distill "
                        "several students of one teacher and see the quality each keeps against "
                        "its size and speed.")
@@ -137,13 +132,7 @@ class TradeoffPage(QWidget):
         llay.addWidget(QLabel("<b>Queue</b>"))
         llay.addWidget(self.queue_table, 1)
         llay.addWidget(self.budget)
-        scroll = QScrollArea()
-        scroll.setObjectName("tradeoffControlsScroll")
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(450)
+        scroll = self.scroll_area(left, "tradeoffControlsScroll", min_width=450)
 
         self.chooser = SweepChooser()
         self.chooser.picked.connect(self.show_sweep)
@@ -154,22 +143,13 @@ class TradeoffPage(QWidget):
         rlay.addWidget(self.chooser)
         rlay.addWidget(self.results, 1)
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.setObjectName("tradeoffSplit")
-        split.setChildrenCollapsible(False)
-        split.addWidget(scroll)
-        split.addWidget(right)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
-        split.setSizes([470, 900])
+        split = self.make_splitter(Qt.Orientation.Horizontal, "tradeoffSplit", [scroll, right],
+                                   stretch=(0, 1), sizes=(470, 900))
         self.message = QLabel()
         self.message.setObjectName("tradeoffMessage")
         self.message.setWordWrap(True)
         self.message.setStyleSheet("color: #444444;")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(16, 12, 16, 10)
-        lay.setSpacing(8)
-        lay.addWidget(heading)
+        lay = self.page_layout("Size and quality", margins=(16, 12, 16, 10), spacing=8)
         lay.addWidget(intro)
         lay.addWidget(self.banner)
         lay.addWidget(split, 1)

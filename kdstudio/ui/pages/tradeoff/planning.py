@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
 
 from kdstudio.core.errors import KDStudioError
 from kdstudio.core.sweep.queue import Sweep
+from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.pages.tradeoff.setup import SweepSetup
 
 
@@ -40,13 +41,12 @@ class PlanLine(QLabel):
         self.setObjectName("sweepPlanLabel")
         self.setWordWrap(True)
         self.setStyleSheet("font-weight: 600;")
-        self._plan_no = 0
+        self._plan = LatestJob()
 
     def update_plan(self, jobs: Any, students: Callable[[], Any],
                     make_job: Callable[[], Callable[[], Any]]) -> None:
         """The number of runs and their time, on the label (newest answer only)."""
-        self._plan_no += 1
-        number = self._plan_no
+        self._plan.forget()
         if not students():
             self.setText("Tick at least one student (or add another model).")
             return
@@ -57,15 +57,9 @@ class PlanLine(QLabel):
             return
         self.setText("Working out the plan\u2026")
 
-        def done(result: Any) -> None:
-            if number == self._plan_no:
-                self.setText(result[1].text[0].upper() + result[1].text[1:])
-
-        def failed(exc: BaseException) -> None:
-            if number == self._plan_no:
-                self.setText(f"<span style='color:#c62828'>{exc}</span>")
-
-        jobs.submit(job, done, failed)
+        self._plan.submit(job, lambda result: self.setText(result[1].text[0].upper() + result[1].text[1:]),
+                          lambda exc: self.setText(f"<span style='color:#c62828'>{exc}</span>"),
+                          runner=jobs)
 
 
 def confirm_box(plan: Sweep, est: Any, parent: QWidget) -> QMessageBox:

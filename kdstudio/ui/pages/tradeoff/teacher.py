@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.jobs import LatestJob
 
 
 class TeacherShape(QObject):
@@ -22,6 +23,7 @@ class TeacherShape(QObject):
         self.ctx = ctx
         self._shape: tuple[tuple[str, str], Any] | None = None
         self._shape_key: tuple[str, str] | None = None
+        self._read = LatestJob(ctx.jobs)
 
     def refresh(self, config: Any) -> None:
         """Count the teacher's layers from its config files (in a job)."""
@@ -37,16 +39,14 @@ class TeacherShape(QObject):
             return teacher_shape_for(cfg)
 
         def done(shape: Any) -> None:
-            if self._shape_key == key:
-                self._shape = (key, shape)
-                self.read.emit(shape)
+            self._shape = (key, shape)
+            self.read.emit(shape)
 
         def failed(exc: BaseException) -> None:
-            if self._shape_key == key:
-                self._shape = None
-                self.failed.emit(exc)
+            self._shape = None
+            self.failed.emit(exc)
 
-        self.ctx.jobs.submit(job, done, failed)
+        self._read.submit(job, done, failed)
 
     def shape_for(self, config: Any) -> Any:
         """The shape read for this config's teacher and task, or None (not read, or failed)."""

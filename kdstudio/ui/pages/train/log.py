@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
-from kdstudio.core.events import Checkpoint, Eval, Failed, Finished, Log, Stage, Started
+from kdstudio.core.events import Checkpoint, Eval, Failed, Finished, Health, Log, Stage, Started
 
 MAX_LINES = 5000
 COLOURS = {"warning": "#8a5a00", "error": "#b3261e", "done": "#1b6e2d"}
@@ -68,6 +68,8 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
         return f"Finished.{kept}", "done"
     if isinstance(e, Failed):
         return f"{e.title}: {e.message}", "error"
+    if isinstance(e, Health):
+        return f"{e.message} {e.advice}".strip(), "error" if e.level == "error" else "warning"
     return None
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from kdstudio.ui.jobs import LatestJob
+
 STYLES = {
     "ok": "QFrame#memoryFrame { background: #eef7ee; border: 1px solid #9ccc9c; border-radius: 4px; }",
     "warning": "QFrame#memoryFrame { background: #fff4d6; border: 1px solid #e0a800; border-radius: 4px; }",
@@ -40,7 +42,7 @@ class MemoryLine(QFrame):
         lay.addWidget(self.label)
         lay.addWidget(self.apply_button, 0, Qt.AlignmentFlag.AlignRight)
         self.changes: dict[str, Any] = {}
-        self._number = 0
+        self._latest = LatestJob()
         self.apply_button.clicked.connect(lambda: self.apply_requested.emit(dict(self.changes)))
         self._level("unknown")
 
@@ -54,8 +56,6 @@ class MemoryLine(QFrame):
 
     def estimate(self, jobs: Any, config: Any, teacher_info: dict | None) -> None:
         """Estimate ``config`` in a job; an answer to an older request is dropped."""
-        self._number += 1
-        number = self._number
         cfg = copy.deepcopy(config)
 
         def job() -> Any:
@@ -64,8 +64,7 @@ class MemoryLine(QFrame):
             return estimate_for_config(cfg, teacher_info)
 
         self.set_busy()
-        jobs.submit(job, lambda est: self.set_estimate(est) if number == self._number else None,
-                    lambda exc: self.set_error(str(exc)) if number == self._number else None)
+        self._latest.submit(job, self.set_estimate, lambda exc: self.set_error(str(exc)), runner=jobs)
 
     def set_busy(self) -> None:
         self.label.setText("Memory: estimating\u2026")

@@ -1,4 +1,5 @@
-"""The Train page: hyperparameters, a memory check, run controls, live plots, log and answers.
+"""The Train page: hyperparameters, a memory check, run controls, live plots, run health,
+log and answers.
 
 Engine events arrive through ctx.run_event; each one only appends to the plots' buffers,
 which redraw a few times a second (see plots.py), so a fast run never floods
@@ -18,17 +19,18 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QScrollArea,
-    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from kdstudio.core.events import Eval, Finished, Progress, Stage, Started, Step
+from kdstudio.core.events import Eval, Finished, Health, Progress, Stage, Started, Step
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.jobs import LatestJob
+from kdstudio.ui.pages.base import Page
 from kdstudio.ui.pages.train.controls import RunControls
 from kdstudio.ui.pages.train.gpus import gpu_control
+from kdstudio.ui.pages.train.health import HealthPanel
 from kdstudio.ui.pages.train.history import metric_label, read_history
 from kdstudio.ui.pages.train.log import LogPane, describe, format_duration
 from kdstudio.ui.pages.train.memory import MemoryLine
@@ -41,18 +43,16 @@ ESTIMATE_SECTIONS = {"task", "teacher", "student", "method", "data", "training"}
 RESUMABLE = ("stopped", "interrupted")
 
 
-class TrainPage(QWidget):
+class TrainPage(Page):
     title = "Train"
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.ctx = ctx
-        self.setObjectName("trainPage")
+        super().__init__(ctx, "train", parent)
         self.metric = ""               # the headline metric of the run on show
         self.last_step: Any = None
         self._estimate_stale = True
         self._teacher_info: tuple[str, dict] | None = None
-        self._history_no = 0
+        self._history = LatestJob(ctx.jobs)  # past curves: only the newest request draws
         self._live_plot_events: list[Any] | None = None  # held while a resumed run's past loads
         self._build()
         self._estimate_timer = QTimer(self, singleShot=True, interval=500)
@@ -71,13 +71,6 @@ class TrainPage(QWidget):
 
     # -- construction --------------------------------------------------------------------------
     def _build(self) -> None:
-        heading = QLabel("Train")
-        heading.setObjectName("trainHeading")
-        font = heading.font()
-        font.setPointSizeF(font.pointSizeF() * 1.5)
-        font.setBold(True)
-        heading.setFont(font)
-
         self.settings = TrainSettings(self.ctx)
         self.memory = MemoryLine()
         self.memory.apply_requested.connect(self._apply_suggestion)
@@ -98,14 +91,7 @@ class TrainPage(QWidget):
         llay.addWidget(self.gpus)
         llay.addWidget(self.controls)
         llay.addWidget(self.pinned, 1)
-        scroll = QScrollArea()
-        scroll.setObjectName("trainControlsScroll")
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(340)
-        scroll.setMaximumWidth(400)
+        scroll = self.scroll_area(left, "trainControlsScroll", min_width=340, max_width=400)
 
         self.progress = QProgressBar()
         self.progress.setObjectName("trainProgress")
@@ -128,6 +114,8 @@ class TrainPage(QWidget):
         self.status = QLabel("Ready. Press Start training when the settings look right.")
         self.status.setObjectName("trainStatus")
         self.status.setWordWrap(True)
+        self.health = HealthPanel()  # the run's alarms; each opens the setting it names
+        self.health.setting_requested.connect(self.ctx.show_setting)
 
         self.plots = TrainPlots()
         self.plots.redrawn.connect(self._show_progress)
@@ -137,27 +125,20 @@ class TrainPage(QWidget):
         self.tabs.setObjectName("trainTabs")
         self.tabs.addTab(self.log, "Log")
         self.tabs.addTab(self.answers, "Student's answers")
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.setObjectName("trainSplitter")
-        split.addWidget(self.plots)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        split.setChildrenCollapsible(False)
+        split = self.make_splitter(Qt.Orientation.Vertical, "trainSplitter", [self.plots, self.tabs],
+                                   stretch=(3, 1))
 
         right = QVBoxLayout()
         right.setSpacing(6)
         right.addLayout(prow)
         right.addWidget(self.status)
+        right.addWidget(self.health)
         right.addWidget(split, 1)
         body = QHBoxLayout()
         body.setSpacing(14)
         body.addWidget(scroll)
         body.addLayout(right, 1)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(18, 14, 18, 14)
-        lay.setSpacing(10)
-        lay.addWidget(heading)
+        lay = self.page_layout("Train", margins=(18, 14, 18, 14))
         lay.addLayout(body, 1)
 
     # -- run controls --------------------------------------------------------------------------
@@ -175,7 +156,7 @@ class TrainPage(QWidget):
             self.status.setText("Paused. Press Continue to go on." if paused else "Training\u2026")
 
     def _on_run_started(self) -> None:
-        self._history_no += 1  # a past run still loading must not draw over this one
+        self._history.forget()  # a past run still loading must not draw over this one
         self._clear()
         self.progress.setRange(0, 0)  # busy until the engine says how many steps
         self.progress.setFormat("Preparing\u2026")
@@ -213,6 +194,7 @@ class TrainPage(QWidget):
         self.plots.reset()
         self.log.clear()
         self.answers.clear()
+        self.health.clear()
         self.metric = ""
         self.last_step = None
         self._live_plot_events = None
@@ -227,6 +209,8 @@ class TrainPage(QWidget):
             self._on_step(e)
         elif isinstance(e, Eval):
             self._on_eval(e)
+        elif isinstance(e, Health):
+            self.health.add(e)
         elif isinstance(e, Stage) and live:
             self.status.setText(f"{e.name.capitalize()}\u2026 {e.detail}".strip())
         elif isinstance(e, Progress) and live:
@@ -281,10 +265,9 @@ class TrainPage(QWidget):
     def _load_past_curves(self, run_dir: str, start_step: int) -> None:
         """A resumed run: draw the steps before the checkpoint too, read in a job."""
         self._live_plot_events = []
-        number = self._history_no
 
         def done(history: dict[str, Any]) -> None:
-            if number != self._history_no or self._live_plot_events is None:
+            if self._live_plot_events is None:
                 return
             live, self._live_plot_events = self._live_plot_events, None
             starts = [i for i, e in enumerate(history["events"]) if isinstance(e, Started)]
@@ -298,7 +281,7 @@ class TrainPage(QWidget):
                 self._plot_only(e)
             self.plots.flush()
 
-        self.ctx.jobs.submit(lambda: read_history(run_dir), done, lambda _exc: None)
+        self._history.submit(lambda: read_history(run_dir), done, lambda _exc: None)
 
     def _plot_only(self, e: Any) -> None:
         if isinstance(e, Step):
@@ -311,15 +294,14 @@ class TrainPage(QWidget):
         """Draw a past run's curves (ignored while a run is in progress)."""
         if self.ctx.training.is_running():
             return
-        self._history_no += 1
-        number = self._history_no
         self.status.setText(f"Loading the run {Path(run_dir).name}\u2026")
-        self.ctx.jobs.submit(lambda: read_history(run_dir),
-                             lambda h: self._show_history(number, run_dir, h),
-                             lambda exc: self._history_failed(number, run_dir, exc))
+        self._history.submit(lambda: read_history(run_dir),
+                             lambda h: self._show_history(run_dir, h),
+                             lambda exc: self.status.setText(
+                                 f"The run {Path(run_dir).name} could not be read: {exc}"))
 
-    def _show_history(self, number: int, run_dir: str, history: dict[str, Any]) -> None:
-        if number != self._history_no or self.ctx.training.is_running():
+    def _show_history(self, run_dir: str, history: dict[str, Any]) -> None:
+        if self.ctx.training.is_running():
             return
         self._clear()
         self.metric = history["metric"]
@@ -333,10 +315,6 @@ class TrainPage(QWidget):
         status = history["status"]
         self.status.setText(f"Showing the run {Path(run_dir).name} ({status}).")
         self.controls.offer_resume(run_dir, status in RESUMABLE and history["resumable"])
-
-    def _history_failed(self, number: int, run_dir: str, exc: BaseException) -> None:
-        if number == self._history_no:
-            self.status.setText(f"The run {Path(run_dir).name} could not be read: {exc}")
 
     # -- memory estimate -----------------------------------------------------------------------
     def _on_teacher_info(self, info: Any) -> None:

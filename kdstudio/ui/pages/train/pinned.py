@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPainter, QPalette
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
     QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -24,10 +21,10 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.widgets.pinned import PinnedEditor
 
-MAX_PINNED = 20
-EMPTY = ("No inputs yet. Add a sentence or a prompt above; during training the student's "
-         "answers appear in the \u201cStudent's answers\u201d tab.")
+EMPTY = ("No inputs yet. Type a sentence or a prompt below and press Pin; during training the "
+         "student's answers appear in the \u201cStudent's answers\u201d tab.")
 
 
 class _PinnedList(QListWidget):
@@ -43,13 +40,13 @@ class _PinnedList(QListWidget):
 
 
 class PinnedInputs(QGroupBox):
-    """A small editable list written to ctx.config.evaluation.pinned_inputs."""
+    """The pinned inputs as an editable list (double-click one to change it); the shared
+    editor (``self.editor``) adds, removes and writes ctx.config.evaluation.pinned_inputs."""
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
         super().__init__("Inputs to watch", parent)
         self.setObjectName("pinnedBox")
         self.ctx = ctx
-        self._updating = False
         about = QLabel("The student answers these at every evaluation, so you can watch its "
                        "answers approach the teacher's.")
         about.setObjectName("pinnedAbout")
@@ -59,90 +56,54 @@ class PinnedInputs(QGroupBox):
         self.list.setAccessibleName("Inputs to watch")
         self.list.setToolTip("Double-click an input to edit it.")
         self.list.setMinimumHeight(60)
-        self.edit = QLineEdit()
-        self.edit.setObjectName("pinnedInputEdit")
-        self.edit.setAccessibleName("New input to watch")
-        self.edit.setPlaceholderText("Type an input and press Enter")
-        self.edit.setToolTip("A prompt or sentence the student should answer during training.")
-        self.add_button = QPushButton("Add")
-        self.add_button.setObjectName("addPinnedButton")
-        self.add_button.setAccessibleName("Add the input")
-        self.add_button.setToolTip("Add this input to the list.")
-        self.remove_button = QPushButton("Remove selected")
-        self.remove_button.setObjectName("removePinnedButton")
-        self.remove_button.setAccessibleName("Remove the selected input")
-        self.remove_button.setToolTip("Remove the selected input from the list.")
-        row = QHBoxLayout()
-        row.setSpacing(6)
-        row.addWidget(self.edit, 1)
-        row.addWidget(self.add_button)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.editor = PinnedEditor(ctx, selected=lambda: [i.text() for i in self.list.selectedItems()],
+                                   narrow=True)
+        self.edit, self.add_button = self.editor.edit, self.editor.add_button
+        self.remove_button = self.editor.remove_button
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 10)
         lay.setSpacing(6)
         lay.addWidget(about)
-        lay.addLayout(row)
         lay.addWidget(self.list, 1)
-        lay.addWidget(self.remove_button, 0, Qt.AlignmentFlag.AlignRight)
+        lay.addWidget(self.editor)
 
-        self.edit.returnPressed.connect(self.add_current)
-        self.add_button.clicked.connect(self.add_current)
-        self.remove_button.clicked.connect(self.remove_selected)
-        self.list.itemChanged.connect(lambda _item: self._write())
-        self.list.itemSelectionChanged.connect(self._update_buttons)
-        self.edit.textChanged.connect(self._update_buttons)
-        ctx.config_changed.connect(lambda s: self.refresh() if s == "evaluation" and not self._updating else None)
-        self.refresh()
+        self.editor.inputs_changed.connect(self._show)
+        self.list.itemChanged.connect(self._item_edited)
+        self.list.itemSelectionChanged.connect(self.editor.update_buttons)
+        self._show(self.editor.inputs())
 
     def inputs(self) -> list[str]:
-        items = (self.list.item(i).text().strip() for i in range(self.list.count()))
-        return [t for t in items if t]
+        return self.editor.inputs()
 
     def refresh(self) -> None:
-        self._updating = True
+        self.editor.refresh()
+        self._show(self.editor.inputs())
+
+    def _show(self, inputs: list[str]) -> None:
+        if [self.list.item(i).text() for i in range(self.list.count())] == inputs:
+            return
+        self.list.blockSignals(True)
         try:
             self.list.clear()
-            for text in self.ctx.config.evaluation.pinned_inputs:
-                self._append(text)
+            for text in inputs:
+                item = QListWidgetItem(text)
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                self.list.addItem(item)
         finally:
-            self._updating = False
-        self._update_buttons()
+            self.list.blockSignals(False)
+        self.editor.update_buttons()
 
-    def _append(self, text: str) -> None:
-        item = QListWidgetItem(text)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-        self.list.addItem(item)
+    def _item_edited(self, item: QListWidgetItem) -> None:
+        # Applied after the edit is committed: the list may be rebuilt, which must not happen
+        # while the item is still being written.
+        row, text = self.list.row(item), item.text()
 
-    def add_current(self) -> None:
-        text = self.edit.text().strip()
-        if not text or text in self.inputs() or self.list.count() >= MAX_PINNED:
-            return
-        self._updating = True
-        try:
-            self._append(text)
-        finally:
-            self._updating = False
-        self.edit.clear()
-        self._write()
+        def apply() -> None:
+            self.editor.replace(row, text)
+            self._show(self.editor.inputs())  # a refused edit shows the old text again
 
-    def remove_selected(self) -> None:
-        for item in self.list.selectedItems():
-            self.list.takeItem(self.list.row(item))
-        self._write()
-
-    def _write(self) -> None:
-        if self._updating:
-            return
-        self._updating = True
-        try:
-            self.ctx.set_value("evaluation", "pinned_inputs", self.inputs())
-        finally:
-            self._updating = False
-        self._update_buttons()
-
-    def _update_buttons(self) -> None:
-        text = self.edit.text().strip()
-        self.add_button.setEnabled(bool(text) and self.list.count() < MAX_PINNED)
-        self.remove_button.setEnabled(bool(self.list.selectedItems()))
+        QTimer.singleShot(0, self, apply)
 
 
 class AnswersTable(QWidget):

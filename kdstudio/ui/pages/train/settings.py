@@ -14,20 +14,21 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QSizePolicy,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from kdstudio.ui.context import AppContext
+from kdstudio.ui.widgets.binding import Binder
 from kdstudio.ui.widgets.common import named as _named
 
-PRECISIONS = [("auto", "Automatic"), ("fp32", "Full (fp32)"), ("bf16", "Half, bfloat16"),
-              ("fp16", "Half, float16")]
-SCHEDULERS = [("linear", "Linear decay"), ("cosine", "Cosine decay"), ("constant", "Constant"),
-              ("constant_with_warmup", "Constant after warm-up")]
-DEVICES = ["auto", "cpu", "cuda", "mps"]
+# The words shown for each value; the values themselves are the config's choices.
+PRECISION_TEXT = {"auto": "Automatic", "fp32": "Full (fp32)", "bf16": "Half, bfloat16",
+                  "fp16": "Half, float16"}
+SCHEDULER_TEXT = {"linear": "Linear decay", "cosine": "Cosine decay", "constant": "Constant",
+                  "constant_with_warmup": "Constant after warm-up"}
+DEVICES = ["auto", "cpu", "cuda", "mps"]  # suggestions; any device name may be typed
 LR_MANTISSAS = (1.0, 2.0, 3.0, 5.0)  # the values people actually pick: 1e-4, 2e-4, 3e-4, 5e-4
 
 
@@ -110,18 +111,6 @@ class Collapsible(QWidget):
         self.body.setVisible(on)
 
 
-def _spin(name: str, accessible: str, tip: str, lo: int, hi: int, *, suffix: str = "",
-          special: str = "", step: int = 1) -> QSpinBox:
-    s = _named(QSpinBox(), name, accessible, tip)
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    if suffix:
-        s.setSuffix(suffix)
-    if special:
-        s.setSpecialValueText(special)
-    return s
-
-
 class TrainSettings(QWidget):
     """Edits ctx.config.training; ``edited`` after each change the user makes."""
 
@@ -130,7 +119,7 @@ class TrainSettings(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
         super().__init__(parent)
         self.ctx = ctx
-        self._updating = False
+        self.binder = b = Binder(ctx, on_edit=self.edited.emit)
 
         basic = QGroupBox("How long and how fast")
         basic.setObjectName("trainBasicBox")
@@ -142,23 +131,27 @@ class TrainSettings(QWidget):
                                  "(epochs).")
         self.unit_combo.addItem("steps", "steps")
         self.unit_combo.addItem("epochs", "epochs")
-        self.steps_spin = _spin("maxStepsSpin", "Training steps", "How many times the student's "
-                                "weights are updated.", 1, 10_000_000, step=50)
-        self.epochs_spin = _named(QDoubleSpinBox(), "epochsSpin", "Training epochs",
-                                  "How many times to go through the whole training data.")
-        self.epochs_spin.setRange(0.01, 10_000)
-        self.epochs_spin.setDecimals(2)
-        self.epochs_spin.setSingleStep(0.5)
+        self.steps_spin = b.spin("training", "max_steps", "Training steps", name="maxStepsSpin",
+                                 tip="How many times the student's weights are updated.", lo=1,
+                                 hi=10_000_000, step=50, tracking=True,
+                                 show=lambda v: v or max(self.steps_spin.value(), 100))
+        self.epochs_spin = b.spin("training", "epochs", "Training epochs", name="epochsSpin",
+                                  tip="How many times to go through the whole training data.",
+                                  lo=0.01, hi=10_000, decimals=2, step=0.5, tracking=True,
+                                  read=lambda v: round(v, 4))
         length = QHBoxLayout()
         length.setSpacing(6)
         length.addWidget(self.steps_spin, 1)
         length.addWidget(self.epochs_spin, 1)
         length.addWidget(self.unit_combo)
-        self.batch_spin = _spin("batchSizeSpin", "Batch size", "Examples the student sees at once. "
-                                "Larger is faster per example but needs more memory.", 1, 65536)
-        self.lr_spin = _named(LearningRateSpinBox(), "learningRateSpin", "Learning rate",
-                              "How big each update is. Too high and training is unstable; too "
-                              "low and the student learns slowly. 1e-4 to 5e-4 is usual.")
+        self.batch_spin = b.spin("training", "batch_size", "Batch size", name="batchSizeSpin",
+                                 tip="Examples the student sees at once. Larger is faster per "
+                                 "example but needs more memory.", hi=65536, tracking=True)
+        self.lr_spin = b.spin("training", "learning_rate", "Learning rate", name="learningRateSpin",
+                              tip="How big each update is. Too high and training is unstable; too "
+                              "low and the student learns slowly. 1e-4 to 5e-4 is usual.",
+                              widget=LearningRateSpinBox(), hi=1.0, step=1e-5, tracking=True,
+                              read=lambda v: float(f"{v:.6g}"))
         form.addRow("Train for:", length)
         form.addRow("Batch size:", self.batch_spin)
         form.addRow("Learning rate:", self.lr_spin)
@@ -168,48 +161,48 @@ class TrainSettings(QWidget):
         aform = QFormLayout(adv)
         aform.setContentsMargins(12, 4, 12, 8)
         aform.setVerticalSpacing(8)
-        self.precision_combo = _named(QComboBox(), "precisionCombo", "Precision",
-                                      "Number format for training. Automatic picks half precision "
-                                      "(faster, less memory) on GPUs and full precision on the "
-                                      "CPU.")
-        for key, text in PRECISIONS:
-            self.precision_combo.addItem(text, key)
-        self.accum_spin = _spin("gradAccumSpin", "Gradient accumulation", "Add up this many "
-                                "batches before each update: a larger effective batch without "
-                                "more memory.", 1, 4096)
-        self.scheduler_combo = _named(QComboBox(), "schedulerCombo", "Learning-rate schedule",
-                                      "How the learning rate changes after the warm-up.")
-        for key, text in SCHEDULERS:
-            self.scheduler_combo.addItem(text, key)
-        self.warmup_spin = _named(QDoubleSpinBox(), "warmupSpin", "Warm-up share",
-                                  "Share of the steps spent raising the learning rate from zero.")
-        self.warmup_spin.setRange(0, 100)
-        self.warmup_spin.setDecimals(1)
-        self.warmup_spin.setSuffix(" % of steps")
-        self.decay_spin = _named(QDoubleSpinBox(), "weightDecaySpin", "Weight decay",
-                                 "Pulls weights gently towards zero (AdamW's weight decay).")
-        self.decay_spin.setRange(0, 10)
-        self.decay_spin.setDecimals(3)
-        self.decay_spin.setSingleStep(0.01)
-        self.clip_spin = _named(QDoubleSpinBox(), "maxGradNormSpin", "Gradient clipping",
-                                "Caps the size of each update's gradient (0 = no clipping).")
-        self.clip_spin.setRange(0, 1000)
-        self.clip_spin.setDecimals(2)
-        self.clip_spin.setSpecialValueText("no clipping")
-        self.eval_spin = _spin("evalEverySpin", "Evaluate every", "Measure the student every N "
-                               "steps (0 = only at the end).", 0, 10_000_000, suffix=" steps",
-                               special="only at the end", step=10)
-        self.save_spin = _spin("saveEverySpin", "Checkpoint every", "Save a checkpoint every N "
-                               "steps, to resume from (0 = only at the end or on stop).",
-                               0, 10_000_000, suffix=" steps", special="only at the end", step=50)
-        self.seed_spin = _spin("seedSpin", "Random seed", "The same seed and settings give the "
-                               "same run.", -2_147_483_647, 2_147_483_647)
-        self.device_combo = _named(QComboBox(), "deviceCombo", "Device",
-                                   "Where to train: 'auto' picks the GPU when there is one. "
-                                   "You can also type e.g. cuda:1.")
+        self.precision_combo = b.combo("training", "precision", "Precision", PRECISION_TEXT,
+                                       name="precisionCombo", tip="Number format for training. "
+                                       "Automatic picks half precision (faster, less memory) on "
+                                       "GPUs and full precision on the CPU.")
+        self.accum_spin = b.spin("training", "grad_accum_steps", "Gradient accumulation",
+                                 name="gradAccumSpin", tip="Add up this many batches before each "
+                                 "update: a larger effective batch without more memory.",
+                                 hi=4096, tracking=True)
+        self.scheduler_combo = b.combo("training", "scheduler", "Learning-rate schedule",
+                                       SCHEDULER_TEXT, name="schedulerCombo",
+                                       tip="How the learning rate changes after the warm-up.")
+        self.warmup_spin = b.spin("training", "warmup_ratio", "Warm-up share", name="warmupSpin",
+                                  tip="Share of the steps spent raising the learning rate from "
+                                  "zero.", decimals=1, scale=100, suffix=" % of steps",
+                                  tracking=True, read=lambda v: round(v / 100, 4))
+        self.decay_spin = b.spin("training", "weight_decay", "Weight decay", name="weightDecaySpin",
+                                 tip="Pulls weights gently towards zero (AdamW's weight decay).",
+                                 hi=10, decimals=3, step=0.01, tracking=True,
+                                 read=lambda v: round(v, 6))
+        self.clip_spin = b.spin("training", "max_grad_norm", "Gradient clipping",
+                                name="maxGradNormSpin", tip="Caps the size of each update's "
+                                "gradient (0 = no clipping).", hi=1000, decimals=2,
+                                special="no clipping", tracking=True, read=lambda v: round(v, 4))
+        self.eval_spin = b.spin("training", "eval_every", "Evaluate every", name="evalEverySpin",
+                                tip="Measure the student every N steps (0 = only at the end).",
+                                hi=10_000_000, suffix=" steps", special="only at the end",
+                                step=10, tracking=True)
+        self.save_spin = b.spin("training", "save_every", "Checkpoint every", name="saveEverySpin",
+                                tip="Save a checkpoint every N steps, to resume from (0 = only at "
+                                "the end or on stop).", hi=10_000_000, suffix=" steps",
+                                special="only at the end", step=50, tracking=True)
+        self.seed_spin = b.spin("training", "seed", "Random seed", name="seedSpin",
+                                tip="The same seed and settings give the same run.",
+                                lo=-2_147_483_647, hi=2_147_483_647, tracking=True)
+        self.device_combo = QComboBox()
         self.device_combo.setEditable(True)
         self.device_combo.addItems(DEVICES)
         self.device_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        b.bind(self.device_combo, "training", "device", self.device_combo.currentTextChanged,
+               lambda t: t.strip() or "auto", self._show_device, label="Device", name="deviceCombo",
+               tip="Where to train: 'auto' picks the GPU when there is one. You can also type "
+               "e.g. cuda:1.")
         aform.addRow("Device:", self.device_combo)
         aform.addRow("Precision:", self.precision_combo)
         aform.addRow("Gradient accumulation:", self.accum_spin)
@@ -233,42 +226,18 @@ class TrainSettings(QWidget):
         lay.addWidget(self.advanced)
 
         self.unit_combo.activated.connect(self._on_unit)
-        self.steps_spin.valueChanged.connect(lambda v: self._write("max_steps", v))
-        self.epochs_spin.valueChanged.connect(lambda v: self._write("epochs", round(v, 4)))
-        self.batch_spin.valueChanged.connect(lambda v: self._write("batch_size", v))
-        self.lr_spin.valueChanged.connect(lambda v: self._write("learning_rate", float(f"{v:.6g}")))
-        self.precision_combo.activated.connect(
-            lambda _i: self._write("precision", self.precision_combo.currentData()))
-        self.accum_spin.valueChanged.connect(lambda v: self._write("grad_accum_steps", v))
-        self.scheduler_combo.activated.connect(
-            lambda _i: self._write("scheduler", self.scheduler_combo.currentData()))
-        self.warmup_spin.valueChanged.connect(lambda v: self._write("warmup_ratio", round(v / 100, 4)))
-        self.decay_spin.valueChanged.connect(lambda v: self._write("weight_decay", round(v, 6)))
-        self.clip_spin.valueChanged.connect(lambda v: self._write("max_grad_norm", round(v, 4)))
-        self.eval_spin.valueChanged.connect(lambda v: self._write("eval_every", v))
-        self.save_spin.valueChanged.connect(lambda v: self._write("save_every", v))
-        self.seed_spin.valueChanged.connect(lambda v: self._write("seed", v))
-        self.device_combo.currentTextChanged.connect(
-            lambda t: self._write("device", t.strip() or "auto"))
         ctx.config_changed.connect(self._on_config_changed)
         self.refresh()
 
-    def _write(self, key: str, value: Any) -> None:
-        if self._updating:
-            return
-        self._updating = True  # our own write must not refresh the widget being typed in
-        try:
-            self.ctx.set_value("training", key, value)
-        finally:
-            self._updating = False
-        self.edited.emit()
+    def _show_device(self, device: str) -> None:
+        if self.device_combo.currentText() != device:
+            self.device_combo.blockSignals(True)
+            self.device_combo.setCurrentText(device)
+            self.device_combo.blockSignals(False)
 
     def _on_unit(self, _index: int) -> None:
         epochs = self.unit_combo.currentData() == "epochs"
-        if epochs:
-            self._write("max_steps", 0)
-        else:
-            self._write("max_steps", self.steps_spin.value())
+        self.binder.write(("training", "max_steps"), 0 if epochs else self.steps_spin.value())
         self._show_unit(epochs)
 
     def _show_unit(self, epochs: bool) -> None:
@@ -276,31 +245,12 @@ class TrainSettings(QWidget):
         self.epochs_spin.setVisible(epochs)
 
     def _on_config_changed(self, section: str) -> None:
-        if section == "training" and not self._updating:
+        if section == "training":
             self.refresh()  # e.g. the memory suggestion was applied
 
     def refresh(self) -> None:
         """Show ctx.config.training in every widget."""
-        t = self.ctx.config.training
-        self._updating = True
-        try:
-            epochs = t.max_steps == 0
-            self.unit_combo.setCurrentIndex(1 if epochs else 0)
-            self._show_unit(epochs)
-            self.steps_spin.setValue(t.max_steps or max(self.steps_spin.value(), 100))
-            self.epochs_spin.setValue(t.epochs)
-            self.batch_spin.setValue(t.batch_size)
-            self.lr_spin.setValue(t.learning_rate)
-            self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(t.precision)))
-            self.accum_spin.setValue(t.grad_accum_steps)
-            self.scheduler_combo.setCurrentIndex(max(0, self.scheduler_combo.findData(t.scheduler)))
-            self.warmup_spin.setValue(t.warmup_ratio * 100)
-            self.decay_spin.setValue(t.weight_decay)
-            self.clip_spin.setValue(t.max_grad_norm)
-            self.eval_spin.setValue(t.eval_every)
-            self.save_spin.setValue(t.save_every)
-            self.seed_spin.setValue(t.seed)
-            if self.device_combo.currentText() != t.device:
-                self.device_combo.setCurrentText(t.device)
-        finally:
-            self._updating = False
+        epochs = self.ctx.config.training.max_steps == 0
+        self.unit_combo.setCurrentIndex(1 if epochs else 0)
+        self._show_unit(epochs)
+        self.binder.refresh()

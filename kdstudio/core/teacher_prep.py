@@ -22,7 +22,27 @@ from kdstudio.core.evaluation import EvalSet, Evaluator
 from kdstudio.core.events import Log, Progress
 from kdstudio.core.models import LoadedModel
 from kdstudio.core.runs import atomic_write_json, home_dir
-from kdstudio.core.tasks import get_task
+from kdstudio.core.tasks import Task, get_task
+
+
+def prepared_teacher(cfg: Any, task: Task, teacher: LoadedModel, data: TextData, ctx: Any) -> LoadedModel:
+    """A teacher that is good at the task: the one given, unless its task head is new (or
+    teacher.prepare is 'always'), then the one fine-tuned here (teacher.prepare)."""
+    from kdstudio.core.events import Stage
+    from kdstudio.core.models import load_model
+
+    if not task.has_task_head:
+        return teacher
+    mode = cfg.teacher.prepare
+    if mode == "always" or (mode == "auto" and teacher.new_head):
+        ctx.emit(Stage("prepare teacher", "fine-tuning the teacher on the labelled data"))
+        folder = prepare_teacher(cfg, teacher, data, ctx)
+        return load_model(str(folder), task, label_names=data.label_names, role="teacher")
+    if teacher.new_head:
+        ctx.emit(Log("The teacher has no trained head for these classes and teacher.prepare "
+                     "is 'never': its predictions are random, so the student learns little.",
+                     "warning"))
+    return teacher
 
 
 def prepared_key(cfg: Any, data: TextData) -> str:
@@ -77,8 +97,8 @@ def prepare_teacher(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any) ->
                                 "(KDSTUDIO_HOME on a shared file system).")
     if info_path.exists():
         info = json.loads(info_path.read_text(encoding="utf-8"))
-        emit(Log(f"Reusing the prepared teacher in {folder} (eval accuracy "
-                 f"{info['metrics'].get('accuracy', 0):.1%})."))
+        emit(Log(f"Reusing the prepared teacher in {folder} "
+                 f"({_headline_words(cfg, data, info['metrics'])})."))
         emit(Progress(stage="prepare teacher", current=1, total=1, metrics=info["metrics"]))
         return folder
     return _prepare(cfg, teacher, data, ctx, folder)
@@ -132,7 +152,17 @@ def _prepare(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any, folder: P
         "seconds": round(time.perf_counter() - t0, 1)})
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    emit(Log(f"Prepared teacher: {total} fine-tuning steps, eval accuracy {metrics['accuracy']:.1%}; "
+    emit(Log(f"Prepared teacher: {total} fine-tuning steps, {_headline_words(cfg, data, metrics)}; "
              f"saved to {folder} and reused by later runs."))
     emit(Progress(stage="prepare teacher", current=total, total=total, metrics=metrics))
     return folder
+
+
+def _headline_words(cfg: Any, data: TextData, metrics: dict[str, float]) -> str:
+    """'eval accuracy 91.2%': the task's headline figure of the prepared teacher."""
+    from kdstudio.core.metrics import PERCENT_METRICS
+
+    name, _ = get_task(cfg.task).headline(data.eval_labels is not None)
+    value = metrics.get(name, 0.0)
+    shown = f"{value:.1%}" if name in PERCENT_METRICS else f"{value:.3f}"
+    return f"eval {name.replace('_', ' ')} {shown}"

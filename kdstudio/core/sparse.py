@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kdstudio.core.losses import divergence
-from kdstudio.core.teacher_cache.keys import SPARSE_LOSSES
+from kdstudio.core.loss_kinds import SPARSE_LOSSES
 
 # ---------------------------------------------------------------- the sparse loss
 

@@ -1,0 +1,28 @@
+"""Plain words on the methods, shared by the task families' presets and the app's Method page.
+
+They carry the product's founding points: what each kind of distillation does, and why.
+"""
+
+LOGIT = ("<b>Logit distillation</b>: the student learns to give the same probabilities as the "
+         "teacher, not only which answer is right but how likely the teacher finds every "
+         "alternative. That extra information is why distilling is cheaper than training the "
+         "small model from scratch. It is the simplest method, and it needs teacher and student "
+         "to share a vocabulary.")
+LABELS = ("<b>True labels</b> are the ordinary lesson from the data (the real next word, or the "
+          "real class). Mixing them in keeps the student anchored where the teacher is wrong.")
+HIDDEN = ("<b>Intermediate-layer distillation</b>: the student's hidden layers are also pulled "
+          "toward the teacher's, so it imitates how the teacher works an answer out, not only "
+          "the answer. Extra guidance that helps small students; it costs a little more compute.")
+TASK_SPECIFIC = ("<b>Task-specific distillation</b>: a teacher tuned for one task teaches that "
+                 "task. You need a strong teacher first: if the teacher has no trained head for "
+                 "your classes, KD Studio first fine-tunes it on your labelled data (the "
+                 "'prepare teacher' stage, saved and reused by later runs).")
+EMBEDDING = ("<b>Embedding distillation</b>: the student learns to produce the same sentence "
+             "vectors as the teacher, so search and similarity give the same answers with a "
+             "smaller, faster model.")
+CROSS_TOKENIZER = ("<b>Cross-tokenizer distillation</b>: when the teacher and the student split "
+                   "text into different tokens, their probabilities cannot be compared word for "
+                   "word. This loss sorts each model's probabilities from most to least likely "
+                   "and compares the sorted lists, so the two vocabularies need not match. It "
+                   "teaches the student how sure the teacher is rather than which word it "
+                   "prefers, so it is used beside the true next words.")
