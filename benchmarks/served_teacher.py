@@ -26,7 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def demo_config(steps: int, k: int, endpoint: str = "", temperature: float | None = None):
+def demo_config(steps: int, k: int, endpoint: str = "", temperature: float | None = None,
+                eval_samples: int = 0):
     from kdstudio.core.config import load_config
 
     cfg = load_config(ROOT / "resources" / "demos" / "causal-lm.toml")
@@ -39,6 +40,7 @@ def demo_config(steps: int, k: int, endpoint: str = "", temperature: float | Non
     cfg.teacher.endpoint = endpoint
     if temperature is not None:
         cfg.method.temperature = temperature
+    cfg.evaluation.max_samples = eval_samples
     return cfg
 
 
@@ -68,6 +70,49 @@ def timed_run(cfg):
     return result.summary, marks.get("end", 0) - marks.get("start", 0), wall
 
 
+def fill_only(k: int, protocol: str, concurrency: int) -> None:
+    """Only the cache fill, on the demo's training rows: a local teacher pass against the
+    served pass, each into a fresh home, in this process."""
+    import contextlib
+
+    from kdstudio.core.config import load_config
+    from kdstudio.core.data import load_text_data
+    from kdstudio.core.tasks import get_task
+    from kdstudio.core.teacher_serve import TeacherServer, write_served_cache
+    from kdstudio.core.teacher_source import key_parts, write_cache
+    from tests.serve_server import FakeServe
+
+    cfg = load_config(ROOT / "resources" / "demos" / "causal-lm.toml")
+    task = get_task(cfg.task)
+    data = load_text_data(cfg.data, task, seed=cfg.training.seed)
+    with FakeServe(protocol=protocol) as server:
+        tok = server.tokenizer
+        n, make_batch = task.batch_maker(data.train_texts, None, student_tok=tok, teacher_tok=tok,
+                                         same_tok=True, max_length=cfg.data.max_length,
+                                         pack=cfg.data.pack, device="cpu")
+        rows, vocab = make_batch.cache_rows, len(tok)
+        bs = cfg.training.batch_size
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["KDSTUDIO_HOME"] = home
+            t0 = time.perf_counter()
+            write_cache(key_parts(cfg, "local", tok, rows, "float32", k), rows, make_batch,
+                        server.model, task, vocab, batch_size=bs, autocast=contextlib.nullcontext,
+                        emit=lambda e: None, stop=None)
+            local = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["KDSTUDIO_HOME"] = home
+            with TeacherServer(server.endpoint, server.name, concurrency=concurrency) as c:
+                c.connect()
+                t0 = time.perf_counter()
+                write_served_cache(key_parts(cfg, "served", tok, rows, "served", k), n,
+                                   make_batch, c, vocab, batch_size=bs, emit=lambda e: None,
+                                   stop=None, concurrency=concurrency)
+                served = time.perf_counter() - t0
+    print(f"   cache fill, {n} rows of {cfg.data.max_length} tokens, k = {k}: local teacher pass "
+          f"{local:.1f} s, served ({protocol}, {concurrency} at once) {served:.1f} s, "
+          f"ratio {served / local:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
@@ -75,8 +120,17 @@ def main() -> None:
     ap.add_argument("--protocol", choices=("vllm", "sglang"), default="vllm")
     ap.add_argument("--temperature", type=float, default=None,
                     help="method.temperature of both runs (default: the demo's, 2)")
+    ap.add_argument("--eval-samples", type=int, default=0,
+                    help="evaluation.max_samples of both runs (0: all 340 held-out sentences)")
+    ap.add_argument("--fill-only", action="store_true", help="time only the cache fill")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (fill-only)")
     args = ap.parse_args()
     import torch
+
+    if args.fill_only:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+        fill_only(args.k, args.protocol, args.concurrency)
+        return
 
     from tests.serve_server import FakeServe
 
@@ -85,9 +139,10 @@ def main() -> None:
           f"{args.temperature or 'the demo default'}")
     with FakeServe(protocol=args.protocol) as server:
         served, served_fill, served_wall = timed_run(
-            demo_config(args.steps, args.k, server.endpoint, args.temperature))
+            demo_config(args.steps, args.k, server.endpoint, args.temperature, args.eval_samples))
     local, local_fill, local_wall = timed_run(demo_config(args.steps, args.k,
-                                                          temperature=args.temperature))
+                                                          temperature=args.temperature,
+                                                          eval_samples=args.eval_samples))
     a, b = local["student_metrics"], served["student_metrics"]
     print(f"   {'':22}{'local cache':>14}{'served cache':>14}{'ratio':>9}")
     for key, label in (("perplexity", "perplexity"), ("top1_agreement", "top-1 agreement"),

@@ -134,6 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):  # a client that gave up or stopped
+            pass
+
     def _json(self, status: int, obj: object) -> None:
         body = json.dumps(obj).encode()
         self.send_response(status)

@@ -156,9 +156,10 @@ def cmd_demo(args: argparse.Namespace, console: Any) -> int:
         sets.append(f"training.device={args.device}")
     if sets:
         cfg = cfg.with_overrides(sets)
+    corpus = str(cfg.data.dataset).removeprefix("builtin:")
     console.print(f"[bold]KD Studio demo[/] - {args.task}: distilling {get_task(args.task).demo_intro}, "
                   f"[cyan]{cfg.teacher.name}[/], into a smaller student on the built-in "
-                  "everyday-topics corpus.")
+                  f"{corpus} corpus.")
     if cfg.evaluation.baseline:
         console.print("The same student is also trained for the same steps without the teacher "
                       "(plain training), so the table shows what the teacher adds.")
@@ -375,9 +376,14 @@ def _train_and_report(cfg: Any, console: Any, resume: Path | None = None,
 def _quality_note(s: dict[str, Any], console: Any) -> None:
     """Under a table whose quality retained is above 100%: what that means."""
     from kdstudio.core.metrics import quality_note
+    from kdstudio.core.objective import has_plain_loss
 
     base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
-    note = quality_note(s.get("quality_retained"), base.get("quality_retained"))
+    try:  # recommend the plain-training baseline only where the task can train one
+        plain = has_plain_loss(s["task"]) if s.get("task") else True
+    except Exception:  # an unknown task name from an old run
+        plain = True
+    note = quality_note(s.get("quality_retained"), base.get("quality_retained"), baseline=plain)
     if note:
         console.print(f"[yellow]{note}[/]")
 

@@ -108,7 +108,8 @@ class StudentConfig:
     vocabulary: str = _f("teacher", "Derived students of encoder teachers (BERT family): "
                          "'teacher' keeps the whole vocabulary, 'data' only the tokens the "
                          "training data uses plus the special tokens (a much smaller embedding "
-                         "table; words outside it become unknown).", choices=VOCABULARIES)
+                         "table; held-out words outside it are split into other pieces or become "
+                         "unknown, and the run says how many).", choices=VOCABULARIES)
     target_size: float = _f(0.0, "Derived students: the student's size as a share of the "
                             "teacher's parameters (e.g. 0.5), 0 for none. The planner picks "
                             "the layers, heads, neurons and width for student.shape, overriding "

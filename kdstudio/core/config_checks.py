@@ -102,6 +102,13 @@ def validate_config(cfg: "RunConfig") -> "RunConfig":
                 f"{owner.name} task, not '{task.name}'.",
                 hint=f"Set it to {str(off).lower()}, or set task = \"{owner.name}\".")
     check_terms(task, m)
+    endpoint = cfg.teacher.endpoint.strip()
+    if endpoint and not (endpoint.startswith(("http://", "https://")) and task.caches_teacher):
+        raise ConfigError(
+            f"teacher.endpoint is {endpoint!r}, but a served teacher is an http(s) address of "
+            f"a language-model server, for the causal-lm task (this run's is '{task.name}').",
+            hint="Give e.g. 'http://127.0.0.1:8000/v1', or leave it empty to run the teacher "
+                 "here.")
     if m.on_policy_share > 0 and m.logit_weight == 0 and m.cross_tokenizer_weight == 0:
         raise ConfigError(
             f"method.on_policy_share is {m.on_policy_share}, but the teacher scores the "

@@ -101,3 +101,23 @@ def announce_run_dir(run_dir: Path) -> None:
         tmp = Path(target + ".tmp")
         tmp.write_text(str(run_dir), encoding="utf-8")
         os.replace(tmp, target)
+
+
+def main_process_does(group: Any, work: Any, stopped: str) -> Any:
+    """In a multi-process run, something made once for every process (a prepared teacher,
+    the teacher's importance): the main process runs work() and then tells the others it is
+    saved, or that it was stopped; the others wait for that word. Returns work()'s result on
+    the main process, None on the others (they read what it saved)."""
+    from kdstudio.core.errors import StoppedError
+
+    if group.is_main:
+        try:
+            result = work()
+        except StoppedError:
+            group.broadcast("stopped")
+            raise
+        group.broadcast("saved")
+        return result
+    if group.broadcast(None) == "stopped":
+        raise StoppedError(stopped)
+    return None

@@ -43,8 +43,9 @@ class Distiller(nn.Module):
         self.teacher = [teacher]  # a list so the teacher is not registered as a trainable child
         tw, sw = hidden_size(teacher), hidden_size(student)
         self.pairs: list[tuple[int, int]] = []
-        # Terms that compare hidden states pair each student layer with a teacher layer.
-        if any(t.needs.hidden_states for t in self.terms):
+        # Terms that compare hidden states layer by layer pair each student layer with a
+        # teacher layer (and learn a projection when the widths differ).
+        if any(t.needs.layer_pairs for t in self.terms):
             ns, nt = num_layers(student), num_layers(teacher)
             self.pairs = ([tuple(p) for p in method.layer_pairs] if method.layer_pairs
                           else default_layer_pairs(ns, nt, kept_layers))

@@ -78,6 +78,13 @@ class ServeError(KDStudioError):
     title = "Served teacher problem"
 
 
+class DivergedError(RunError):
+    """The training loss stopped being a number: the run stops, keeping its last good
+    checkpoint."""
+
+    title = "Training went wrong"
+
+
 class StoppedError(KDStudioError):
     """Raised inside long preparation stages when the user asked to stop."""
 

@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdstudio.core.events import Eval, Event, Finished, Health, Step
+from kdstudio.core.metrics import PERCENT_METRICS
 
 # How far a figure must move before the watch calls it a change: evaluation figures on a
 # few hundred texts move by about a point between evaluations on their own.
 _RELATIVE_NOISE = 0.01
 _UNBALANCED_SHARE = 0.01
+# A loss that moved less than this share between the first and the latest evaluation
+# interval has not moved (different batches alone move an interval's mean by a few percent).
+_STUCK = 0.05
 
 
 @dataclass
@@ -61,8 +65,12 @@ class HealthWatch:
     """Feed it every event of a run (``watch(event)``); it returns the Health events to
     report. ``stopping`` is set once an alarm means the run must stop."""
 
-    def __init__(self, *, headline: tuple[str, bool], terms: list[TermInfo], total_steps: int):
+    def __init__(self, *, headline: tuple[str, bool], terms: list[TermInfo], total_steps: int,
+                 eval_samples: int = 0):
         self.headline, self.higher = headline
+        # A share (accuracy, agreement) measured on this many evaluation texts moves by its
+        # own sampling noise between two evaluations; 0: unknown.
+        self.eval_samples = eval_samples
         self.terms = {t.name: t for t in terms}
         self.total_steps = max(1, total_steps)
         self.raised: dict[str, Health] = {}
@@ -155,8 +163,13 @@ class HealthWatch:
         return out
 
     def _better(self, a: float, b: float) -> bool:
-        """a is better than b by more than the noise."""
+        """a is better than b by more than the noise: for a share measured on n texts, the
+        95% interval of the difference of two such shares (1.96 * sqrt(2 p (1 - p) / n));
+        otherwise 1%."""
         margin = _RELATIVE_NOISE * max(abs(a), abs(b), 1e-12)
+        if self.headline in PERCENT_METRICS and self.eval_samples > 0:
+            p = min(max((a + b) / 2, 0.0), 1.0)
+            margin = max(margin, 1.96 * math.sqrt(2 * p * (1 - p) / self.eval_samples))
         return a > b + margin if self.higher else a < b - margin
 
     def _rising(self, step: int) -> list[Health]:
@@ -180,8 +193,8 @@ class HealthWatch:
             "quality_falling", step,
             f"The student's {self.headline.replace('_', ' ')} peaked at step {best_step} "
             f"({best:.4g}) and has fallen since ({q[-1][1]:.4g}): more steps make it worse.",
-            "Keep the best student (training.keep = \"best\"), or train for fewer steps or "
-            "with a lower learning rate.", "training.keep")
+            "Train for fewer steps (about as many as it took to reach the peak), or with a "
+            "lower learning rate.", "training.max_steps")
 
     def _collapse(self, e: Eval) -> list[Health]:
         out: list[Health] = []
@@ -227,9 +240,9 @@ class HealthWatch:
     def _stuck(self, step: int) -> list[Health]:
         if step < self.total_steps / 3 or len(self._intervals) < 2 or not self._quality:
             return []
-        first, last = self._first_losses[0] if self._first_losses else self._intervals[0], \
-            self._intervals[-1]
-        moved = abs(first - last) > 0.02 * max(abs(first), 1e-12)
+        # Interval means, each over several batches: one batch's loss alone wobbles.
+        first, last = self._intervals[0], self._intervals[-1]
+        moved = abs(first - last) > _STUCK * max(abs(first), 1e-12)
         start = self._quality[0][1]
         improved = any(self._better(v, start) for _, v in self._quality[1:])
         if moved or improved:
@@ -261,12 +274,52 @@ class HealthWatch:
             "the true labels (method.hard_label_weight).", "method.hard_label_weight")
 
 
-def watch_for(task: Any, method: Any, headline: tuple[str, bool], total_steps: int) -> HealthWatch:
+def watch_for(task: Any, method: Any, headline: str, total_steps: int,
+              eval_samples: int = 0) -> HealthWatch:
     """The watch for a run of this task with these loss terms. The collapse checks look at
     what the evaluations report (continuations, entropy, the embeddings' spread), so they
     apply to whichever task reports it."""
     from kdstudio.core.objective import active_terms
 
-    terms = [TermInfo(t.name, t.weight(method), t.weight_key, t.label)
-             for t in active_terms(task, method)]
-    return HealthWatch(headline=headline, terms=terms, total_steps=total_steps)
+    # With method.balance = "auto" the distiller rescales the terms itself: none is out of
+    # balance, and the watch leaves them be.
+    balanced = getattr(method, "balance", "none") == "auto"
+    terms = [] if balanced else [TermInfo(t.name, t.weight(method), t.weight_key, t.label)
+                                 for t in active_terms(task, method)]
+    # The task says whether higher is better for its headline (with labels or without).
+    higher = dict([task.headline(True), task.headline(False)]).get(headline, True)
+    return HealthWatch(headline=(headline, higher), terms=terms, total_steps=total_steps,
+                       eval_samples=eval_samples)
+
+
+def watched(emit: Any, watch: HealthWatch, last_saved: Any = None) -> Any:
+    """A sink that passes every event on, then the Health events the watch raises for it.
+    An alarm that stops the run (a loss that is not a number) raises DivergedError right
+    after it is reported, inside the step's report: no checkpoint of the broken weights is
+    written after it. last_saved() names the step of the last good checkpoint, for the
+    message."""
+    from kdstudio.core.errors import DivergedError
+
+    def sink(event: Event) -> None:
+        emit(event)
+        if isinstance(event, Finished):
+            return  # the end's alarms are checked before the run's summary is written
+        for h in watch(event):
+            emit(h)
+            if h.level == "error":
+                step = last_saved() if last_saved is not None else None
+                kept = (f" The last good checkpoint (step {step}) is kept: 'kdstudio resume' "
+                        "continues from it once the setting is changed." if step else "")
+                raise DivergedError(h.message + kept, hint=h.advice)
+    return sink
+
+
+def conclude(watch: HealthWatch, summary: dict[str, Any], emit: Any, update: Any) -> dict[str, Any]:
+    """At the end of a finished run: the alarms only its summary can raise (worse than plain
+    training), reported; then every alarm of the run recorded in the summary (update is
+    Run.update_summary). Returns the summary."""
+    for h in watch(Finished(status="finished", run_dir="", summary=summary)):
+        emit(h)
+    if not watch.raised:
+        return summary
+    return update(health=[h.to_dict() for h in watch.raised.values()])

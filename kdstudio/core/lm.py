@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from kdstudio.core.errors import ConfigError, ModelError, StoppedError
+from kdstudio.core.errors import ConfigError, StoppedError
 from kdstudio.core.batch import Batch, align_by_text, text_batch  # noqa: F401  (re-exported)
 
 

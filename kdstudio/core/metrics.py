@@ -38,8 +38,10 @@ SELF_AGREEMENT = ("cosine_to_teacher", "neighbour_agreement", "spearman", "top1_
 ABOVE_TEACHER = ("Above 100% means the student scored better than its teacher on the evaluation "
                  "texts. A good teacher is rarely beaten, so first check the teacher's own "
                  "figure: a weak teacher (one without a trained head for the task, or trained on "
-                 "other data) makes any student look good. The plain-training baseline "
-                 "(evaluation.baseline) shows what the teacher adds.")
+                 "other data) makes any student look good.")
+# Only where the task can train a plain-training baseline (objective.has_plain_loss).
+ABOVE_TEACHER_BASELINE = (" The plain-training baseline (evaluation.baseline) shows what the "
+                          "teacher adds.")
 
 
 def format_quality(q: Any, digits: int = 1) -> str:
@@ -51,11 +53,15 @@ def format_quality(q: Any, digits: int = 1) -> str:
     return f"{text} (above the teacher)" if q > 1.0 and text != f"{1:.{digits}%}" else text
 
 
-def quality_note(*values: Any) -> str:
-    """ABOVE_TEACHER when any quality-retained figure shown is above 100%, else ''."""
+def quality_note(*values: Any, baseline: bool = True) -> str:
+    """ABOVE_TEACHER when any quality-retained figure shown is above 100%, else ''. It
+    recommends the plain-training baseline only with ``baseline`` (pass False for a task
+    without a plain loss, where the baseline cannot run)."""
     above = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 1.0
                 for v in values)
-    return ABOVE_TEACHER if above else ""
+    if not above:
+        return ""
+    return ABOVE_TEACHER + (ABOVE_TEACHER_BASELINE if baseline else "")
 
 
 def headline_for(task: Any, has_labels: bool) -> tuple[str, bool]:

@@ -375,7 +375,7 @@ def check_compatibility(task: Any, method: Any, teacher: nn.Module, student: nn.
     active = active_terms(task, method)
     wanted = [t.name for t in active]
     blocked = [w for w in wanted if w not in working]
-    if tw != sw and any(t.needs.hidden_states for t in active):
+    if tw != sw and any(t.needs.layer_pairs for t in active):
         notes.append(f"Widths differ (teacher {tw}, student {sw}): a learned linear projection "
                      "maps student hidden states to the teacher's width.")
     if tw != sw and task.projects_output and any(t.needs.teacher and t.needs.output for t in active):

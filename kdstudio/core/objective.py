@@ -103,7 +103,8 @@ _BUILTIN: tuple[LossTerm, ...] = (
              order=40),
     LossTerm("hidden", "hidden_weight", _any_task,
              "hidden-state distillation", _hidden,
-             needs=Needs(output=False, hidden_states=True, same_tokens=True), order=50),
+             needs=Needs(output=False, hidden_states=True, same_tokens=True, layer_pairs=True),
+             order=50),
 )
 
 

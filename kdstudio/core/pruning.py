@@ -246,6 +246,11 @@ def check_student_fields(s: Any, config: Any) -> None:
         raise ConfigError(f"student.vocabulary is 'data', but the teacher is a {fam.name} "
                           "model; only encoder (BERT-family) vocabularies are cut to the data.",
                           hint="Set student.vocabulary = \"teacher\" (allowed: teacher, data).")
+    if s.vocabulary == "data" and getattr(config, "model_type", "") not in ("bert", "electra"):
+        raise ConfigError(f"student.vocabulary is 'data', but the teacher is a "
+                          f"'{config.model_type}' model, whose tokenizer is not WordPiece; only "
+                          "WordPiece vocabularies (BERT, MiniLM, ELECTRA) are cut to the data.",
+                          hint="Set student.vocabulary = \"teacher\" (allowed: teacher, data).")
     check_shape(config, heads=s.attention_heads, hidden=s.hidden_size, inter=s.intermediate_size)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
+from kdstudio.core.dist_control import main_process_does
 from kdstudio.core.data import TextData
-from kdstudio.core.errors import ConfigError, StoppedError
+from kdstudio.core.errors import ConfigError
 from kdstudio.core.events import Log, Progress, Stage
 from kdstudio.core.models import LoadedModel, count_params, derive_student
 from kdstudio.core.preflight import check_layer_choice
@@ -145,16 +146,10 @@ def teacher_importance(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any)
     if group is not None and getattr(group, "multi", False):
         # Several processes: the main one measures (or reads) and saves; the others wait, then
         # read the same file, so every process prunes the same student.
+        imp = main_process_does(group, lambda: _importance(cfg, teacher, data, ctx, folder),
+                                "Stopped while measuring the teacher's importance.")
         if group.is_main:
-            try:
-                imp = _importance(cfg, teacher, data, ctx, folder)
-            except StoppedError:
-                group.broadcast("stopped")
-                raise
-            group.broadcast("saved")
             return imp
-        if group.broadcast(None) == "stopped":
-            raise StoppedError("Stopped while measuring the teacher's importance.")
         return Importance.from_dict(torch.load(folder / "importance.pt", weights_only=True))
     return _importance(cfg, teacher, data, ctx, folder)
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdstudio.core.dist_control import main_process_does
 from kdstudio.core.data import BatchOrder, TextData
 from kdstudio.core.errors import StoppedError
 from kdstudio.core.evaluation import EvalSet, Evaluator
@@ -78,16 +79,10 @@ def prepare_teacher(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any) ->
     group = getattr(ctx, "group", None)
     multi = group is not None and group.multi
     if multi and not group.broadcast(info_path.exists()):
+        done = main_process_does(group, lambda: _prepare(cfg, teacher, data, ctx, folder),
+                                 "Stopped while preparing the teacher; nothing was saved.")
         if group.is_main:
-            try:
-                folder = _prepare(cfg, teacher, data, ctx, folder)
-            except StoppedError:
-                group.broadcast("stopped")
-                raise
-            group.broadcast("saved")
-            return folder
-        if group.broadcast(None) == "stopped":
-            raise StoppedError("Stopped while preparing the teacher; nothing was saved.")
+            return done
         if not info_path.exists():
             from kdstudio.core.errors import RunError
 

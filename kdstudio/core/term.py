@@ -35,6 +35,10 @@ class Needs:
     # unless it pairs positions across tokenizers itself (aligns_tokens).
     same_tokens: bool = False
     aligns_tokens: bool = False
+    # Pairs each student layer with a teacher layer (method.layer_pairs) and compares their
+    # hidden states through a learned projection when the widths differ: the distiller
+    # builds the pairs and the projections for it.
+    layer_pairs: bool = False
 
     @property
     def features(self) -> frozenset[str]:

@@ -33,6 +33,7 @@ from kdstudio.core.events import (
     Stage,
     ignore,
 )
+from kdstudio.core.health import conclude, watch_for, watched
 from kdstudio.core.loop import train_steps
 from kdstudio.core.run_group import follow_steps
 from kdstudio.core.run_measure import (
@@ -184,6 +185,11 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         stopped = follow_steps(cfg, su, model, wrapped, group, shared, start_step, micro_batch)
         return RunResult("stopped" if stopped else "finished", Path(), {})
     announce(cfg, su, run, ctx, share, start_step)
+    # From here every event also passes the run-health watch (health.py), which answers
+    # with alarms in plain words, and stops the run if the loss stops being a number.
+    watch = watch_for(su.task, cfg.method, su.evaluation.headline, total_steps,
+                      len(evaluator.eval_set.texts))
+    ctx.emit = emit = watched(emit, watch, lambda: after_step.last_saved)
 
     # -- where we start from -------------------------------------------------------------------
     emit(Stage("evaluate", "teacher and student before distillation"))
@@ -221,6 +227,7 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     else:
         summary = final_measurement(cfg, su, run, ctx, wrapped, teacher_metrics, step,
                                     after_step.t_start)
+        summary = conclude(watch, summary, emit, run.update_summary)
         artifacts.write_model_card(run, summary)
     emit(Finished(status=status, run_dir=str(run.path), summary=summary))
     return RunResult(status, run.path, summary)

@@ -199,6 +199,8 @@ def test_bad_shapes_are_refused_with_the_allowed_values():
     gpt = tiny("gpt2").config
     with pytest.raises(ConfigError, match="student.vocabulary is 'data'.*allowed: teacher, data"):
         check_student_fields(StudentConfig(vocabulary="data"), gpt)
+    with pytest.raises(ConfigError, match="not WordPiece"):
+        check_student_fields(StudentConfig(vocabulary="data"), tiny("roberta").config)
     # The run's config refuses a vocabulary cut on a causal LM before anything loads.
     with pytest.raises(ConfigError, match="student.vocabulary is 'data'"):
         config_from_dict({"task": "causal-lm", "teacher": {"name": "everyday-gpt"},
@@ -327,3 +329,19 @@ def test_sweep_over_sizes_and_shapes_makes_a_series_per_shape(tmp_path, monkeypa
         _plan(argparse.Namespace(**{**vars(args), "shapes": "layers,deep"}))
     with pytest.raises(SweepError, match="between 0 and 1"):
         _plan(argparse.Namespace(**{**vars(args), "sizes": "1.5"}))
+
+
+def test_a_width_pruned_student_projects_back_onto_the_channels_it_kept():
+    from kdstudio.core.config import default_config
+    from kdstudio.core.distiller import Distiller
+
+    teacher = tiny("bert").eval()
+    imp = measure_importance(teacher, random_batches(40))
+    student = prune_model(teacher, PruneShape([0, 1, 2, 3], hidden=16), imp)
+    kept = student.pruned_channels
+    assert len(kept) == 16 and kept == sorted(kept)
+    dist = Distiller("sentence-embedding", default_config("sentence-embedding").method, teacher,
+                     student)
+    w = dist.embed_proj.weight
+    assert w.shape == (32, 16) and torch.equal(w[kept, torch.arange(16)], torch.ones(16))
+    assert w.sum() == 16  # a pure selection: each kept channel back in its place

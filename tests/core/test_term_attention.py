@@ -279,3 +279,17 @@ def test_the_term_module_is_the_whole_method():
     assert "`method.attention_relation_heads`" in config_reference_markdown()
     with pytest.raises(ConfigError, match="method.attention_relation_heads"):
         config_from_dict({"task": "sentence-embedding", "method": {"attention_relation_heads": 0}})
+
+
+def test_the_term_alone_learns_no_layer_projections_for_a_narrower_student():
+    """It reads hidden states but pairs no layers: the distiller builds no hidden-state
+    projections for it (they would get no gradient, and DDP would wait for one)."""
+    from kdstudio.core.config import default_config
+    from kdstudio.core.distiller import Distiller
+    from kdstudio.core.tasks import EMBEDDING
+
+    m = default_config("sentence-embedding").method
+    m.embedding_weight, m.attention_weight, m.attention_relation_heads = 0.0, 1.0, 2
+    d = Distiller(EMBEDDING, m, _bert(hidden=32), _bert(hidden=16, layers=2, heads=1))
+    assert [t.name for t in d.terms] == ["attention"]
+    assert d.pairs == [] and len(d.hidden_proj) == 0

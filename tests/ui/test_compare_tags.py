@@ -8,7 +8,7 @@ import torch
 
 from kdstudio.core.compare import Comparison, ModelAnswer, Predictor
 from kdstudio.ui.pages.compare.answer import AnswerView, verdict
-from kdstudio.ui.pages.compare.tags import TagView, colour_of
+from kdstudio.ui.pages.compare.tags import TagView, colour_of, label_colour
 from tests.conftest import minilm_folder
 
 NAMES = ["O", "B-PLACE", "I-PLACE", "B-TIME"]
@@ -54,7 +54,8 @@ def test_entities_are_highlighted_and_named_once(qtbot):
     assert tags.entities() == [("New York", "PLACE"), ("Friday", "TIME")]
     html = tags.text()
     # One highlighted span per word of an entity, the type named once after the entity.
-    assert html.count(colour_of("PLACE")) == 3 and html.count(">PLACE<") == 1
+    assert html.count(colour_of("PLACE")) == 2 and html.count(">PLACE<") == 1
+    assert html.count(label_colour("PLACE")) == 1
     assert html.count(">TIME<") == 1 and "again" in html
     assert tags.accessibleDescription() == "New York (PLACE); Friday (TIME)"
     assert "York: I-PLACE (60%)" in tags.toolTip()

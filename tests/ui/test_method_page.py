@@ -2,11 +2,13 @@
 
 import dataclasses
 
-import pytest
 import tomllib
+
+import pytest
 from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox
 
 from kdstudio.core.config import TASKS, config_from_dict, default_config, load_config
+from kdstudio.core.tasks import get_task
 from kdstudio.ui.pages.method.text import presets_of
 from tests.ui.conftest import open_window
 
@@ -81,7 +83,8 @@ def test_task_switch_and_presets_give_valid_configs(window, page, qtbot, task):
     assert emb_form.isRowVisible(emb) == (task == "sentence-embedding")
     assert logit_form.isRowVisible(logit) == (task != "sentence-embedding")
     prep_form, prep = rows[("teacher", "prepare")]
-    assert prep_form.isRowVisible(prep) == (task == "sequence-classification")
+    # Teacher preparation is for the families whose teacher needs a trained task head.
+    assert prep_form.isRowVisible(prep) == get_task(task).has_task_head
     assert page.temperature.isVisible() == (task != "sentence-embedding")
 
 
@@ -299,5 +302,7 @@ def test_plug_in_terms_get_controls_from_their_fields(window, page):
     kind.setCurrentIndex(kind.findData("mse"))
     kind.activated.emit(kind.currentIndex())
     assert window.ctx.config.method.similarity_loss == "mse"
-    page.task_buttons["sequence-classification"].click()
-    assert not page.advanced.plugins.isVisible() and not weight.isVisible()
+    # A family the similarity term does not serve hides its controls (the plug-in group
+    # stays for the terms that do serve it).
+    page.task_buttons["causal-lm"].click()
+    assert not weight.isVisible()

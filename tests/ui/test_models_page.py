@@ -94,15 +94,26 @@ def test_load_a_teacher_folder_and_the_derived_student_count(window, page, qtbot
     speed = page.student_card.values["speedup"].text()
     assert f"{4 / len(picks):.1f}x" in speed and "estimate" in speed
 
-    # A narrower width: a fresh start, counted on the student's real shape.
+    # A narrower width of a BERT teacher: pruned from its most important channels (not a
+    # fresh start), counted on the pruned student's shape.
+    assert "fresh start" not in picker.width.itemText(picker.width.findData(16))
     picker.width.setCurrentIndex(picker.width.findData(16))
     picker.width.activated.emit(picker.width.currentIndex())
     assert window.ctx.config.student.hidden_size == 16
     assert picker.width_note.isVisible()
-    narrow = derive_student(real, layer_indices=picks, hidden=16).model
-    qtbot.waitUntil(lambda: f"{count_params(narrow):,}" in
+    assert "most important channels" in picker.width_note.text()
+    from transformers import AutoConfig
+
+    from kdstudio.core.plan.pruned import pruned_estimate
+
+    pruned = pruned_estimate(window.ctx.config.student, AutoConfig.from_pretrained(
+        str(tiny["bert"])), "sentence-embedding")["parameters"]
+    assert pruned != count_params(derive_student(real, layers=1.0).model)
+    qtbot.waitUntil(lambda: f"{pruned:,}" in
                     page.student_card.values["parameters"].text(), timeout=30000)
-    assert "fresh start" in page.student_card.values["hidden_size"].text()
+    width = page.student_card.values["hidden_size"].text()
+    assert width.startswith("16") and "fresh start" not in width
+    assert "initialised from the teacher's most important channels" in width
 
 
 def test_compatibility_red_for_another_tokenizer_green_when_derived(window, page, qtbot, tiny):

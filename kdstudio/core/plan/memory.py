@@ -149,7 +149,8 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                    if _reads_teacher_inside(config) else 0)) / MB,
     }
     if cached:  # the batch's cached answers: k ids (int64) and log-probs (fp32) per position
-        parts["teacher cache batch"] = tokens * (config.teacher.cache_k or 1024) * 12 / MB
+        k = config.teacher.cache_k or (64 if getattr(config.teacher, "endpoint", "") else 1024)
+        parts["teacher cache batch"] = tokens * k * 12 / MB
     task = get_task(config.task)
     if task.scores_vocabulary and vocab:
         # A row over the vocabulary per position: teacher and student logits, both softmaxes
@@ -169,7 +170,9 @@ def _reads_cache(config: Any) -> bool:
     ('auto' counts as live: a cache may not exist yet)."""
     from kdstudio.core.teacher_source import CACHE, plan_teacher
 
-    return config.teacher.cache == "always" and plan_teacher(config, exists=True).mode == CACHE
+    # A served teacher (teacher.endpoint) is always read through the cache.
+    return (config.teacher.cache == "always" or bool(getattr(config.teacher, "endpoint", ""))) \
+        and plan_teacher(config, exists=True).mode == CACHE
 
 
 def _auto_chunk(vocab: int, free_mb: float | None) -> int:

@@ -159,12 +159,20 @@ def inspect_model(name: str, task: str, *, revision: str = "", trust_remote_code
         weights_half_mb=info["weights_mb"] / 2,
         weights_on_disk_mb=sum(f.stat().st_size for f in files if f.suffix != ".json") / 2**20,
         valid_widths=_valid_widths(config, info["hidden_size"]),
+        # A narrower student of a family KD Studio prunes keeps the teacher's best channels.
+        prunable=_prunable(config),
         has_task_head=head,
         num_labels=getattr(config, "num_labels", 0) if family.has_task_head else 0,
         trust_remote_code=trust_remote_code,
         notes=notes,
     )
     return ModelInspection(info=info, model=model, tokenizer=tokenizer, config=config)
+
+
+def _prunable(config: Any) -> bool:
+    from kdstudio.core.pruning import family_of
+
+    return family_of(config) is not None
 
 
 def derived_estimate(info: dict[str, Any], kept_layers: list[int], *,

@@ -162,7 +162,15 @@ class ComparePage(Page):
             buttons.addWidget(b)
         lay.addWidget(heading)
         lay.addSpacing(8)
-        lay.addWidget(text, 0, Qt.AlignmentFlag.AlignHCenter)
+        # In a row between stretches, not with AlignHCenter: an aligned word-wrapped label
+        # gets its size hint's narrow width without the height that width needs, and its
+        # last line was cut off ("Run one of the built-in demos first (Run ▸").
+        text.setObjectName("compareEmptyText")
+        text_row = QHBoxLayout()
+        text_row.addStretch(1)
+        text_row.addWidget(text, 100)
+        text_row.addStretch(1)
+        lay.addLayout(text_row)
         lay.addSpacing(12)
         row = QHBoxLayout()
         row.addStretch(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 # Soft background colours for entity types, picked by the type's name so that a type keeps
@@ -30,6 +31,11 @@ def _starts(tag: str, prev: str) -> bool:
 
 def colour_of(kind: str) -> str:
     return COLOURS[sum(map(ord, kind)) % len(COLOURS)]
+
+
+def label_colour(kind: str) -> str:
+    """The type's colour, darkened so that its name reads on a light or a mid background."""
+    return QColor(colour_of(kind)).darker(230).name()
 
 
 class TagView(QLabel):
@@ -74,8 +80,8 @@ class TagView(QLabel):
                 text = (f"<span style='background-color: {colour_of(kind)}; color: #1a1a1a'>"
                         f"&nbsp;{text}&nbsp;</span>")
                 if ends:
-                    text += (f"<sup style='color: {colour_of(kind)}'><b>{html.escape(kind)}"
-                             "</b></sup>")
+                    text += (f"<sup style='color: {label_colour(kind)}'><b>"
+                             f"{html.escape(kind)}</b></sup>")
             elif not tag:
                 text = f"<span style='color: palette(placeholder-text)'>{text}</span>"
             parts.append(text)

@@ -29,6 +29,7 @@ from kdstudio.ui.pages.method.text import (
     BASELINE,
     CROSS_TOKENIZER,
     GENERATION,
+    NO_BASELINE,
     ON_POLICY,
     SEQUENCE_LEVEL,
 )
@@ -184,4 +185,12 @@ class BaselineBox(QGroupBox):
         self.refresh()
 
     def refresh(self) -> None:
+        """Off, and unavailable, for a task whose student cannot learn without a teacher."""
+        from kdstudio.core.objective import has_plain_loss
+
+        possible = has_plain_loss(self.ctx.config.task)
+        if not possible and self.ctx.config.evaluation.baseline:
+            self.ctx.set_value("evaluation", "baseline", False)  # e.g. the task just changed
         self.binder.refresh()
+        self.check.setEnabled(possible)
+        self.check.setToolTip(field_help("evaluation", "baseline") if possible else NO_BASELINE)

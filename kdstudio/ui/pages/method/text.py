@@ -42,6 +42,9 @@ BASELINE = ("<b>Compare with plain training</b>: also train the very same studen
             "number of steps on the ordinary loss alone, without the teacher. The results then "
             "show what the teacher adds over plain training, not only how far the student got. "
             "It doubles the training time.")
+NO_BASELINE = ("Not available for this task. Its student learns only by copying the teacher "
+               "(sentence vectors have no right answers of their own to learn from), so there "
+               "is no plain training without the teacher to compare with.")
 WHY = ("Why distill at all: the student is smaller, so it needs less memory and compute. It "
        "answers faster and more cheaply, and runs on a local GPU, on-premises hardware, phones "
        "and embedded devices instead of large cloud machines.")

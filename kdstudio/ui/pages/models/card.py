@@ -118,8 +118,13 @@ class ModelCard(QGroupBox):
         kept = ", ".join(map(str, est["kept_layers"]))
         v["layers"].setText(f"{est['layers']} of {teacher['layers']} (teacher layers {kept})")
         width = est.get("hidden_size") or teacher["hidden_size"]
-        fresh = "  (narrower: fresh start)" if est.get("fresh_init") else ""
-        v["hidden_size"].setText(f"{width}{fresh}")
+        if est.get("fresh_init"):
+            how = "  (narrower: fresh start)"
+        elif width != teacher["hidden_size"]:
+            how = "  (narrower: initialised from the teacher's most important channels)"
+        else:
+            how = ""
+        v["hidden_size"].setText(f"{width}{how}")
         v["vocab_size"].setText(f"{teacher['vocab_size']:,} tokens (the teacher's tokenizer)")
         v["weights_mb"].setText(fmt_mb(est["weights_mb"]))
         v["train_memory_mb"].setText(fmt_mb(est["train_memory_mb"]))

@@ -24,6 +24,16 @@ from PySide6.QtWidgets import (
 )
 
 BOXES_PER_ROW = 12
+FRESH_NOTE = ("A narrower width cannot start from the teacher's weights: the student begins "
+              "from random values (fresh initialisation) and needs much more training and data "
+              "to catch up.")
+PRUNED_NOTE = ("A narrower student is initialised from the teacher's most important channels "
+               "(measured on the training data when the run starts), so it starts ahead, but "
+               "it keeps less of the teacher's quality than the full width.")
+FRESH_TIP = ("A narrower student is smaller and faster still, but it cannot reuse the "
+             "teacher's weights: it starts from random weights.")
+PRUNED_TIP = ("A narrower student is smaller and faster still; it keeps the teacher's most "
+              "important channels and heads.")
 
 
 def kept_layers(n_teacher: int, layers: float, layer_indices: list[int]) -> list[int]:
@@ -99,13 +109,10 @@ class LayerPicker(QGroupBox):
         self.width = QComboBox()
         self.width.setObjectName("studentWidthCombo")
         self.width.setAccessibleName("Student width (hidden size)")
-        self.width.setToolTip("A narrower student is smaller and faster still, but it cannot "
-                              "reuse the teacher's weights: it starts from random weights.")
+        self.width.setToolTip(FRESH_TIP)
         self.width.activated.connect(self._width_changed)
         form.addRow("Width:", self.width)
-        self.width_note = QLabel("A narrower width cannot start from the teacher's weights: the "
-                                 "student begins from random values (fresh initialisation) and "
-                                 "needs much more training and data to catch up.")
+        self.width_note = QLabel(FRESH_NOTE)
         self.width_note.setObjectName("studentWidthNote")
         self.width_note.setWordWrap(True)
         self.width_note.setStyleSheet("color: #a86b00;")
@@ -150,9 +157,14 @@ class LayerPicker(QGroupBox):
         self.width.clear()
         hidden = info["hidden_size"]
         self.width.addItem(f"{hidden}, the teacher's (starts from its weights)", 0)
+        pruned = bool(info.get("prunable"))
+        narrower = "narrower: the teacher's best channels" if pruned else "narrower: fresh start"
         for w in sorted(info.get("valid_widths", []), reverse=True):
             if w < hidden:
-                self.width.addItem(f"{w} (narrower: fresh start)", w)
+                self.width.addItem(f"{w} ({narrower})", w)
+        self.width_note.setText(PRUNED_NOTE if pruned else FRESH_NOTE)
+        self.width_note.setStyleSheet("" if pruned else "color: #a86b00;")
+        self.width.setToolTip(PRUNED_TIP if pruned else FRESH_TIP)
         self.refresh()
 
     def refresh(self) -> None:
@@ -184,7 +196,12 @@ class LayerPicker(QGroupBox):
             text = (f"Evenly spaced: teacher layers {', '.join(map(str, kept))}, plus the "
                     "teacher's embeddings and output head.")
         self.pick_label.setText(text)
-        self.even_button.setEnabled(bool(s.layer_indices))
+        if s.target_size:  # the size control's planner picks the layers (models/size.py)
+            self.pick_label.setText("The target size below picks the layers; set it to Off "
+                                    "to choose them here.")
+        for w in (self.count, self.grid_host, self.width):
+            w.setEnabled(not s.target_size)
+        self.even_button.setEnabled(bool(s.layer_indices) and not s.target_size)
         narrow = s.hidden_size not in (0, self.teacher["hidden_size"])
         self.form.setRowVisible(self.form.rowCount() - 1, narrow)
 

@@ -27,6 +27,8 @@ from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.pages.models.card import CompatLight, ModelCard
 from kdstudio.ui.pages.models.chooser import ModelChooser
 from kdstudio.ui.pages.models.layers import LayerPicker
+from kdstudio.ui.pages.models.served import ServedTeacherBox
+from kdstudio.ui.pages.models.size import SizeControl
 from kdstudio.ui.pages.models.sources import folder_from_drop
 
 INTRO = ("The <b>teacher</b> is a large model that already does the job well; the <b>student</b> "
@@ -73,6 +75,7 @@ class ModelsPage(Page):
         col.setContentsMargins(0, 0, 0, 0)
         col.addWidget(self.teacher_chooser)
         col.addWidget(self.teacher_card)
+        col.addWidget(ServedTeacherBox(ctx))  # teacher.endpoint, with a connection test
         col.addWidget(_tips())
         col.addStretch(1)
         self.student_col = QWidget()
@@ -81,6 +84,7 @@ class ModelsPage(Page):
         col.setContentsMargins(0, 0, 0, 0)
         col.addWidget(self.student_chooser)
         col.addWidget(self.layer_picker)
+        col.addWidget(SizeControl(ctx, lambda: self.teacher_insp))  # student.target_size etc.
         col.addWidget(self.student_card)
         col.addStretch(1)
         columns = QHBoxLayout()
@@ -271,6 +275,9 @@ class ModelsPage(Page):
             return
         s = self.ctx.config.student
         kept = self.layer_picker.kept()
+        if s.target_size or s.attention_heads or s.intermediate_size:
+            self._pruned_estimate(copy.deepcopy(s), info)  # the size control's fields
+            return
         if s.hidden_size in (0, info["hidden_size"]):
             from kdstudio.core.plan.shapes import derived_estimate
 
@@ -287,6 +294,24 @@ class ModelsPage(Page):
         self._estimate.submit(job, lambda est: self.student_card.show_derived(est, info),
                               lambda exc: self.student_card.show_message(
                                   f"This width does not work: {exc}"))
+
+    def _pruned_estimate(self, student: Any, info: dict[str, Any]) -> None:
+        """A student the planner or the size control's fields shape (models/size.py)."""
+        config = self.teacher_insp.config
+        self.student_card.show_message("Working out the pruned student's size...")
+
+        def job() -> dict:
+            from kdstudio.core.plan.pruned import pruned_estimate
+            from kdstudio.core.plan.shapes import derived_estimate
+
+            p = pruned_estimate(student, config, info["task"])
+            est = derived_estimate(info, p["layers"], student_params=p["parameters"])
+            est.update(speedup=p["speedup"], fresh_init=False, hidden_size=p["hidden_size"])
+            return est
+
+        self._estimate.submit(job, lambda est: self.student_card.show_derived(est, info),
+                              lambda exc: self.student_card.show_message(
+                                  f"This size does not work: {exc}"))
 
     # -- compatibility ---------------------------------------------------------------------
     def _schedule_compat(self) -> None:

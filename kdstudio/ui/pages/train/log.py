@@ -64,13 +64,24 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
             from kdstudio.core.metrics import format_quality, quality_note
 
             kept = f" The student keeps {format_quality(q, 0)} of the teacher's quality."
-            kept += f" {quality_note(q)}" if quality_note(q) else ""
+            note = quality_note(q, baseline=_baseline_possible(e.summary.get("task")))
+            kept += f" {note}" if note else ""
         return f"Finished.{kept}", "done"
     if isinstance(e, Failed):
         return f"{e.title}: {e.message}", "error"
     if isinstance(e, Health):
         return f"{e.message} {e.advice}".strip(), "error" if e.level == "error" else "warning"
     return None
+
+
+def _baseline_possible(task: Any) -> bool:
+    """Whether the run's task can train the plain-training baseline (True when unknown)."""
+    from kdstudio.core.objective import has_plain_loss
+
+    try:
+        return has_plain_loss(task) if task else True
+    except Exception:  # an unknown task name from an old run
+        return True
 
 
 class LogPane(QPlainTextEdit):

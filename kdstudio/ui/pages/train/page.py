@@ -54,6 +54,10 @@ class TrainPage(Page):
         self._teacher_info: tuple[str, dict] | None = None
         self._history = LatestJob(ctx.jobs)  # past curves: only the newest request draws
         self._live_plot_events: list[Any] | None = None  # held while a resumed run's past loads
+        # The status line follows the live steps ("Training: step N of M") once training
+        # runs, until a stage, a pause, a stop or the end says something else.
+        self._status_follows_steps = False
+        self._stopping = False
         self._build()
         self._estimate_timer = QTimer(self, singleShot=True, interval=500)
         self._estimate_timer.timeout.connect(self.estimate_memory)
@@ -143,6 +147,7 @@ class TrainPage(Page):
 
     # -- run controls --------------------------------------------------------------------------
     def _on_stopping(self) -> None:
+        self._stopping = True
         self.status.setText("Stopping after the current step and saving a checkpoint\u2026")
 
     def _on_running_changed(self, running: bool) -> None:
@@ -158,12 +163,14 @@ class TrainPage(Page):
     def _on_run_started(self) -> None:
         self._history.forget()  # a past run still loading must not draw over this one
         self._clear()
+        self._stopping = False
         self.progress.setRange(0, 0)  # busy until the engine says how many steps
         self.progress.setFormat("Preparing\u2026")
         self.status.setText("Preparing the run\u2026")
 
     def _on_run_finished(self, result: Any) -> None:
         self.plots.flush()
+        self._status_follows_steps = False
         status = getattr(result, "status", None)
         if status == "finished":
             self.progress.setRange(0, max(1, self.progress.maximum()))
@@ -197,6 +204,7 @@ class TrainPage(Page):
         self.health.clear()
         self.metric = ""
         self.last_step = None
+        self._status_follows_steps = False
         self._live_plot_events = None
         self.elapsed_label.setText("Elapsed \u2013")
         self.eta_label.setText("Left \u2013")
@@ -207,13 +215,16 @@ class TrainPage(Page):
             self._on_started(e, live)
         elif isinstance(e, Step):
             self._on_step(e)
+            self._status_follows_steps = live and not self._stopping
         elif isinstance(e, Eval):
             self._on_eval(e)
         elif isinstance(e, Health):
             self.health.add(e)
         elif isinstance(e, Stage) and live:
+            self._status_follows_steps = False
             self.status.setText(f"{e.name.capitalize()}\u2026 {e.detail}".strip())
         elif isinstance(e, Progress) and live:
+            self._status_follows_steps = False
             total = f" of {e.total:,.0f}" if e.total else ""
             self.status.setText(f"{e.stage.capitalize()}: {e.current:,.0f}{total} {e.unit}".strip())
         elif isinstance(e, Finished) and not live:
@@ -250,6 +261,8 @@ class TrainPage(Page):
             self.progress.setRange(0, max(1, e.total_steps))
             self.progress.setFormat("Step %v of %m")
         self.progress.setValue(e.step)
+        if self._status_follows_steps and not self._stopping and not self.ctx.training.is_paused():
+            self.status.setText(f"Training: step {e.step:,} of {e.total_steps:,}")
         self.elapsed_label.setText(f"Elapsed {format_duration(e.elapsed_s)}")
         self.eta_label.setText(f"Left {format_duration(e.eta_s)}")
 
@@ -322,6 +335,7 @@ class TrainPage(Page):
         self._schedule_estimate()
 
     def _on_config_replaced(self) -> None:
+        self.settings.forget_suggestion()  # a new config: no suggestion of ours is in force
         self.settings.refresh()
         self.pinned.refresh()
         self._schedule_estimate()
@@ -347,9 +361,14 @@ class TrainPage(Page):
         self.teacher_line.show_plan(self.ctx.config)
 
     def _apply_suggestion(self, changes: dict[str, Any]) -> None:
+        before = {}
+        for dotted in changes:
+            section, key = dotted.split(".", 1)
+            before[dotted] = getattr(getattr(self.ctx.config, section), key)
         for dotted, value in changes.items():
             section, key = dotted.split(".", 1)
             self.ctx.set_value(section, key, value)
         self.settings.refresh()
+        self.settings.remember_suggestion(before)
         done = ", ".join(f"{k.split('.', 1)[1].replace('_', ' ')} {v}" for k, v in changes.items())
         self.log.add(f"Applied the memory suggestion: {done}.")

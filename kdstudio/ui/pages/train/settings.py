@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QSizePolicy,
     QToolButton,
     QVBoxLayout,
@@ -154,6 +155,17 @@ class TrainSettings(QWidget):
                               read=lambda v: float(f"{v:.6g}"))
         form.addRow("Train for:", length)
         form.addRow("Batch size:", self.batch_spin)
+        # What an applied memory suggestion changed (accumulation is folded away below).
+        self.suggestion_note = QLabel()
+        self.suggestion_note.setObjectName("suggestionNote")
+        self.suggestion_note.setAccessibleName("What the memory suggestion changed")
+        self.suggestion_note.setWordWrap(True)
+        self.suggestion_note.setTextInteractionFlags(
+            Qt.TextInteractionFlag.LinksAccessibleByMouse
+            | Qt.TextInteractionFlag.LinksAccessibleByKeyboard)
+        self.suggestion_note.setVisible(False)
+        self.suggestion_note.linkActivated.connect(lambda _link: self.undo_suggestion())
+        form.addRow(self.suggestion_note)
         form.addRow("Learning rate:", self.lr_spin)
 
         adv = QFrame()
@@ -226,8 +238,76 @@ class TrainSettings(QWidget):
         lay.addWidget(self.advanced)
 
         self.unit_combo.activated.connect(self._on_unit)
+        # After the binder's own write (connected first): keep the examples per step.
+        self.batch_spin.valueChanged.connect(self._batch_edited)
+        self.accum_spin.valueChanged.connect(lambda _v: self.forget_suggestion())
         ctx.config_changed.connect(self._on_config_changed)
+        # The values an applied memory suggestion replaced ({"training.batch_size": 32, ...});
+        # None when no suggestion is in force.
+        self._before: dict[str, Any] | None = None
         self.refresh()
+
+    # -- the memory suggestion ----------------------------------------------------------------
+    # Applying it lowers the batch and raises gradient accumulation so that each step still
+    # learns from as many examples. While it is in force the page says so under the batch
+    # size, and changing the batch size keeps the examples per step the user had chosen
+    # (accumulation follows: 32 examples at batch 8 is 4 accumulation steps); back at the
+    # batch size from before the suggestion, accumulation is back to its value from before
+    # and the suggestion is gone. Editing accumulation by hand ends it too; "Undo" restores
+    # every setting it changed.
+    def remember_suggestion(self, before: dict[str, Any]) -> None:
+        """A memory suggestion was applied; ``before`` holds the values it replaced."""
+        self._before = dict(before) if {"training.batch_size",
+                                         "training.grad_accum_steps"} <= set(before) else None
+        self._show_suggestion()
+
+    def forget_suggestion(self) -> None:
+        self._before = None
+        self._show_suggestion()
+
+    def undo_suggestion(self) -> None:
+        """Put back every setting the suggestion changed."""
+        before, self._before = self._before, None
+        for dotted, value in (before or {}).items():
+            section, key = dotted.split(".", 1)
+            self.ctx.set_value(section, key, value)
+        self.refresh()
+        self._show_suggestion()
+
+    def _target(self) -> int:
+        """The examples per step the user chose before the suggestion."""
+        b = self._before or {}
+        return int(b.get("training.batch_size", 1)) * int(b.get("training.grad_accum_steps", 1))
+
+    def _batch_edited(self, batch: int) -> None:
+        if self._before is None or batch < 1:
+            return
+        accum = max(1, math.ceil(self._target() / batch))
+        self.binder.write(("training", "grad_accum_steps"), accum)
+        only_batch = set(self._before) == {"training.batch_size", "training.grad_accum_steps"}
+        if only_batch and batch >= self._before["training.batch_size"]:
+            self._before = None  # back where the user was: the suggestion is undone
+        self.refresh()
+        self._show_suggestion()
+
+    def _show_suggestion(self) -> None:
+        if self._before is None:
+            self.suggestion_note.setVisible(False)
+            self.suggestion_note.clear()
+            return
+        t = self.ctx.config.training
+        per_step, target = t.batch_size * t.grad_accum_steps, self._target()
+        same = (f"the same {per_step} examples per step as before" if per_step == target else
+                f"{per_step} examples per step (you had {target})")
+        self.suggestion_note.setText(
+            f"Memory suggestion applied: batch {t.batch_size} × {t.grad_accum_steps} "
+            f"accumulation steps, {same}. Changing the batch size keeps {target} examples per "
+            f"step; gradient accumulation is under Advanced settings. "
+            f"<a href='undo'>Undo</a>")
+        self.suggestion_note.setToolTip(
+            "Gradient accumulation adds up several batches before each update, so a smaller "
+            "batch needs less memory at once but learns from as many examples per step.")
+        self.suggestion_note.setVisible(True)
 
     def _show_device(self, device: str) -> None:
         if self.device_combo.currentText() != device:
