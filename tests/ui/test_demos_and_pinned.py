@@ -20,13 +20,14 @@ def visible_error(widget):
     return boxes[0] if boxes else None
 
 
-def test_the_run_menu_offers_the_three_demos(qtbot):
+def test_the_run_menu_offers_the_four_demos(qtbot):
     w = open_window(qtbot, "models", demo=True)
     menu = w.demo_menu
     run_menu = next(a.menu() for a in w.menuBar().actions() if a.text().replace("&", "") == "Run")
     assert menu.menuAction() in run_menu.actions()
     tasks = [a.objectName() for a in menu.actions()]
-    assert tasks == ["demo_sentence-embedding", "demo_sequence-classification", "demo_causal-lm"]
+    assert tasks == ["demo_sentence-embedding", "demo_sequence-classification", "demo_causal-lm",
+                     "demo_token-classification"]
     assert [t.name for t in DEMOS] == ["sentence-embedding", "sequence-classification", "causal-lm",
                                        "token-classification"]
     assert [a.text() for a in menu.actions()] == [t.demo_menu for t in DEMOS]
