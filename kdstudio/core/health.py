@@ -144,8 +144,8 @@ class HealthWatch:
             f"The loss terms are out of balance: {b.label} is about {ratio:,.0f} times "
             f"larger than {s.label}, so {s.label} has almost no say in what the student "
             "learns.",
-            f"Let KD Studio balance the terms (method.balance = \"auto\"), or raise "
-            f"method.{s.weight_key} about {ratio / 10:,.0f}-fold.", "method.balance")
+            f"Let KD Studio balance the terms (automatic balance of the losses), or give "
+            f"{s.label} about {ratio / 10:,.0f} times its weight.", "method.balance")
 
     def _eval(self, e: Eval) -> list[Health]:
         out: list[Health] = []
@@ -211,8 +211,8 @@ class HealthWatch:
                     f"The student's answers to the pinned prompts repeat themselves "
                     f"({mean_s:.0%} of their word triples are repeats; the teacher's "
                     f"{mean_t:.0%}): it is collapsing into loops.",
-                    "Mix in the true next words (raise method.hard_label_weight), lower the "
-                    "learning rate, or raise the temperature.", "method.hard_label_weight")
+                    "Give the true next words more weight, lower the learning rate, or raise "
+                    "the temperature.", "method.hard_label_weight")
         s_ent, t_ent = e.metrics.get("entropy"), self._teacher.get("entropy")
         if isinstance(s_ent, (int, float)) \
                 and isinstance(t_ent, (int, float)) and t_ent > 0 and s_ent < 0.5 * t_ent:
@@ -221,8 +221,8 @@ class HealthWatch:
                 f"The student has become far surer of its next words than the teacher "
                 f"(entropy {s_ent:.3g} against the teacher's {t_ent:.3g}): it is collapsing "
                 "onto a few answers.",
-                "Use forward KL (method.logit_loss = \"forward_kl\"), which covers every answer "
-                "the teacher finds likely, or raise the temperature.", "method.logit_loss")
+                "Use forward KL as the logit loss, which covers every answer the teacher finds "
+                "likely, or raise the temperature.", "method.logit_loss")
         spread = e.metrics.get("embedding_spread")
         t_spread = self._teacher.get("embedding_spread")
         if isinstance(spread, (int, float)) and spread < 0.05 \
@@ -232,8 +232,8 @@ class HealthWatch:
                 "The student's sentence vectors have become nearly all alike (their average "
                 f"distance from each other is {spread:.3f}), so it can no longer tell "
                 "sentences apart.",
-                "Lower the learning rate, or add the similarity-structure loss "
-                "(method.similarity_weight), which keeps sentences apart as the teacher does.",
+                "Lower the learning rate, or give the similarity-structure loss a weight: it "
+                "keeps sentences apart as the teacher does.",
                 "method.similarity_weight")
         return out
 
@@ -270,8 +270,8 @@ class HealthWatch:
             f"The distilled student ended worse than the same student trained without the "
             f"teacher ({self.headline.replace('_', ' ')} {d:.4g} against {p:.4g}): the "
             "teacher is holding it back.",
-            "Check the teacher's own figures first; then lower the teacher's weight or mix in "
-            "the true labels (method.hard_label_weight).", "method.hard_label_weight")
+            "Check the teacher's own figures first; then give the teacher's loss less weight "
+            "or the true labels more.", "method.hard_label_weight")
 
 
 def watch_for(task: Any, method: Any, headline: str, total_steps: int,

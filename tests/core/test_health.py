@@ -72,7 +72,8 @@ def test_terms_out_of_balance_name_the_small_one_and_the_setting():
     assert [h.alarm for h in out] == ["unbalanced"]
     assert "logit distillation" in out[0].message and "hard-label" in out[0].message
     assert out[0].setting == "method.balance"
-    assert "method.logit_weight" in out[0].advice
+    # Plain words for the app; the setting travels apart (the command line prints it).
+    assert "logit distillation" in out[0].advice and "method." not in out[0].advice
 
 
 def test_terms_within_a_hundredfold_are_not_out_of_balance():
@@ -177,3 +178,27 @@ def test_a_fall_within_the_evaluations_own_noise_is_not_called_a_fall():
     assert run(340) == []
     assert [h.alarm for h in run(10_000)] == ["quality_falling"]
 
+
+
+def test_alarms_speak_plain_words_and_carry_the_setting_apart():
+    """The app shows message and advice as they are: no config syntax in them; the setting
+    (config syntax, for the command line and the app's button) travels in its own field."""
+    loop = "the cat sat on the mat " * 6
+    streams = [
+        [_step(1, float("nan"), logit=float("nan"), hard_label=1.0)],
+        [_step(i, 100.0, logit=0.001, hard_label=200.0) for i in range(1, 21)],
+        [Eval(step=10, metrics={}, samples=[{"input": "p", "student": loop, "teacher": "x"}])],
+        [Eval(step=0, metrics={"entropy": 3.0}, teacher_metrics={"entropy": 3.2}),
+         Eval(step=10, metrics={"entropy": 1.0})],
+        [Eval(step=10, metrics={"embedding_spread": 0.01})],
+        [Finished(status="finished", run_dir="", summary={
+            "student_metrics": {"accuracy": 0.5}, "baseline_metrics": {"accuracy": 0.9}})],
+    ]
+    seen = []
+    for events in streams:
+        seen += _feed(_watch(), events)
+    assert len({h.alarm for h in seen}) == 6
+    for h in seen:
+        for text in (h.message, h.advice):
+            assert "method." not in text and "training." not in text and " = " not in text, text
+        assert h.setting.split(".")[0] in ("method", "training")
