@@ -42,6 +42,26 @@ def engine_step_times(cfg) -> list[float]:
     return times
 
 
+def health_watch_seconds(cfg, steps: int = 2000) -> float:
+    """Seconds the run-health watch (core/health.py) spends on one step's event, on average:
+    what run health adds to a step (it runs in the event sink, after the step)."""
+    from kdstudio.core.health import watch_for
+    from kdstudio.core.objective import active_terms
+    from kdstudio.core.tasks import get_task
+
+    task = get_task(cfg.task)
+    names = [t.name for t in active_terms(task, cfg.method)]
+    watch = watch_for(task, cfg.method, task.headline(True)[0], steps, 340)
+    events = [Step(step=i, total_steps=steps, lr=1e-4, samples_per_s=1.0, tokens_per_s=1.0,
+                   memory_mb=0.0, elapsed_s=0.0, eta_s=0.0,
+                   losses={**{n: 1.0 / i for n in names}, "total": 1.0 / i})
+              for i in range(1, steps + 1)]
+    t0 = time.perf_counter()
+    for e in events:
+        watch(e)
+    return (time.perf_counter() - t0) / steps
+
+
 def hand_loop_times(cfg, steps: int, device: torch.device) -> list[float]:
     """The smallest honest loop: teacher under no_grad, student forward, loss, backward, step."""
     task = cfg.task
@@ -131,9 +151,11 @@ def main() -> None:
             hand = hand_loop_times(cfg, args.steps, device)[3:]
             engine = engine_step_times(cfg)[3:]
             h, e = statistics.median(hand), statistics.median(engine)
+            w = health_watch_seconds(cfg)
             print(f"{name}\n  hand-written loop: {h * 1000:8.1f} ms/step (median)\n"
                   f"  KD Studio engine:  {e * 1000:8.1f} ms/step (median)\n"
-                  f"  ratio engine/hand: {e / h:8.3f}\n")
+                  f"  ratio engine/hand: {e / h:8.3f}\n"
+                  f"  run-health watch:  {w * 1e6:8.1f} us/step ({w / e:.4%} of the step)\n")
 
 
 if __name__ == "__main__":
