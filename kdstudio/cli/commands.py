@@ -339,6 +339,25 @@ COMMANDS = {"demo": cmd_demo, "run": cmd_run, "resume": cmd_resume, "runs": cmd_
 
 def _train_and_report(cfg: Any, console: Any, resume: Path | None = None,
                       checkpoint: str = "") -> int:
+    from kdstudio.core.distributed import env_world_size
+
+    code = _train_and_report_here(cfg, console, resume, checkpoint)
+    if env_world_size() > 1:
+        # One process of a launch whose work is done and written (summary and checkpoints
+        # by atomic renames, metrics line by line) and which has left its process group:
+        # it exits at once. Torn down by the interpreter instead, gloo's and FSDP's threads
+        # can still abort it ("terminate called without an active exception", SIGABRT),
+        # and the launcher then fails a run that finished.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _train_and_report_here(cfg: Any, console: Any, resume: Path | None = None,
+                           checkpoint: str = "") -> int:
     from kdstudio.core.distributed import env_world_size, is_main_process
     from kdstudio.core.trainer import run_training
 
