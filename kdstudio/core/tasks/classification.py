@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdstudio.core.tasks.base import KeptOutputsCheck, OutputCheck, Preset, Task
-from kdstudio.core.tasks.words import HIDDEN, LABELS, LOGIT, TASK_SPECIFIC
+from kdstudio.core.tasks.base import KeptOutputsCheck, OutputCheck, Task
+from kdstudio.core.tasks.words import task_specific_presets
 
 
 class Classification(Task):
@@ -30,22 +30,7 @@ class Classification(Task):
     demo_menu = "&Text classifier: topics of everyday sentences"
     demo_rank = 2
     headline_metric = ("accuracy", True)
-    presets = (
-        Preset("task", "Task-specific: class probabilities and true labels",
-               "The teacher's class probabilities plus the real labels.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("logit", "Class probabilities only",
-               "Learn only from the teacher, without the labels.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT, {"logit_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("task_hidden", "Task-specific with hidden layers",
-               "Class probabilities, true labels and the teacher's hidden layers.",
-               TASK_SPECIFIC + "<br><br>" + HIDDEN,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-    )
+    presets = task_specific_presets("class", "labels")
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
 
     # -- engine hooks ---------------------------------------------------------------------------

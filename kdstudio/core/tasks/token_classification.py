@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdstudio.core.tasks.base import Examples, OutputCheck, Preset, Task
-from kdstudio.core.tasks.words import HIDDEN, LABELS, LOGIT, TASK_SPECIFIC
+from kdstudio.core.tasks.base import Examples, OutputCheck, Task
+from kdstudio.core.tasks.words import task_specific_presets
 
 # The model's own inputs: an eval batch also holds the word tags ("labels").
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -43,22 +43,7 @@ class TokenClassification(Task):
     demo_menu = "&Entity tagger: places, times, people and food"
     demo_rank = 4
     headline_metric = ("entity_f1", True)
-    presets = (
-        Preset("task", "Task-specific: tag probabilities and true tags",
-               "The teacher's tag probabilities for every word, plus the real tags.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("logit", "Tag probabilities only",
-               "Learn only from the teacher, without the tags.",
-               TASK_SPECIFIC + "<br><br>" + LOGIT, {"logit_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-        Preset("task_hidden", "Task-specific with hidden layers",
-               "Tag probabilities, true tags and the teacher's hidden layers.",
-               TASK_SPECIFIC + "<br><br>" + HIDDEN,
-               {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0},
-               {"temperature": 2.0, "logit_loss": "forward_kl"}),
-    )
+    presets = task_specific_presets("tag", "tags", " for every word,")
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
     data_defaults = {"dataset": "builtin:everyday-entities", "max_length": 64}
 

@@ -26,3 +26,27 @@ CROSS_TOKENIZER = ("<b>Cross-tokenizer distillation</b>: when the teacher and th
                    "and compares the sorted lists, so the two vocabularies need not match. It "
                    "teaches the student how sure the teacher is rather than which word it "
                    "prefers, so it is used beside the true next words.")
+
+
+def task_specific_presets(noun: str, truth: str, per: str = "") -> tuple:
+    """The three presets of a task-specific family whose teacher gives probabilities over
+    the task's own answers (classes, tags): those with the true answers, those alone, and
+    with the hidden layers. noun names the answers ("class"), truth the true ones
+    ("labels"), per where the answers are given (" for every word,")."""
+    from kdstudio.core.tasks.base import Preset
+
+    kind = {"temperature": 2.0, "logit_loss": "forward_kl"}
+    return (
+        Preset("task", f"Task-specific: {noun} probabilities and true {truth}",
+               f"The teacher's {noun} probabilities{per} plus the real {truth}.",
+               TASK_SPECIFIC + "<br><br>" + LOGIT + "<br><br>" + LABELS,
+               {"logit_weight": 1.0, "hard_label_weight": 0.5}, dict(kind)),
+        Preset("logit", f"{noun.capitalize()} probabilities only",
+               f"Learn only from the teacher, without the {truth}.",
+               TASK_SPECIFIC + "<br><br>" + LOGIT, {"logit_weight": 1.0}, dict(kind)),
+        Preset("task_hidden", "Task-specific with hidden layers",
+               f"{noun.capitalize()} probabilities, true {truth} and the teacher's hidden layers.",
+               TASK_SPECIFIC + "<br><br>" + HIDDEN,
+               {"logit_weight": 1.0, "hard_label_weight": 0.5, "hidden_weight": 1.0}, dict(kind)),
+    )
+
