@@ -395,14 +395,12 @@ def _train_and_report_here(cfg: Any, console: Any, resume: Path | None = None,
 def _quality_note(s: dict[str, Any], console: Any) -> None:
     """Under a table whose quality retained is above 100%: what that means."""
     from kdstudio.core.metrics import quality_note
-    from kdstudio.core.objective import has_plain_loss
+    from kdstudio.core.objective import baseline_possible
 
     base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
-    try:  # recommend the plain-training baseline only where the task can train one
-        plain = has_plain_loss(s["task"]) if s.get("task") else True
-    except Exception:  # an unknown task name from an old run
-        plain = True
-    note = quality_note(s.get("quality_retained"), base.get("quality_retained"), baseline=plain)
+    # The plain-training baseline is recommended only where the task can train one.
+    note = quality_note(s.get("quality_retained"), base.get("quality_retained"),
+                        baseline=baseline_possible(s.get("task")))
     if note:
         console.print(f"[yellow]{note}[/]")
 

@@ -196,6 +196,16 @@ def has_plain_loss(task: Task | str) -> bool:
     return bool(plain_terms(task))
 
 
+def baseline_possible(task: Any) -> bool:
+    """Whether a run of this task (a task object or name, as a run's summary records it) can
+    train the plain-training baseline; True for none given or a name this version does not
+    know (an old run's), so the words about the baseline stay as they were."""
+    try:
+        return has_plain_loss(task) if task else True
+    except ConfigError:
+        return True
+
+
 def plain_method(method: Any, task: Task | str) -> Any:
     """The same method with every teacher term switched off and the plain terms at weight 1."""
     import dataclasses

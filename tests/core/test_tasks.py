@@ -125,3 +125,13 @@ def test_language_model_evaluation_is_the_same_chunked_or_from_full_logits(monke
     for k in ("perplexity", "top1_agreement", "kl_to_teacher"):
         assert chunked[k] == pytest.approx(full[k], rel=1e-5), k
     assert chunked["top1_agreement"] < 1 and chunked["kl_to_teacher"] > 0
+
+
+def test_the_baseline_is_offered_only_where_the_task_can_train_one():
+    from kdstudio.core.objective import baseline_possible
+
+    assert baseline_possible("causal-lm") and baseline_possible(CLASSIFICATION)
+    assert not baseline_possible("sentence-embedding")
+    # A run's summary without a task, or with one this version does not know, keeps the words.
+    assert baseline_possible("") and baseline_possible(None) and baseline_possible("no-such-task")
+

@@ -225,8 +225,10 @@ class RunsTableModel(QAbstractTableModel):
                 return str(r.path)
             if key == "quality_retained":
                 from kdstudio.core.metrics import quality_note
+                from kdstudio.core.objective import baseline_possible
 
-                return quality_note(r.quality_retained) or None
+                return quality_note(r.quality_retained,
+                                    baseline=baseline_possible(r.task)) or None
             return None
         if role == Qt.ItemDataRole.ForegroundRole and key == "status":
             return QBrush(QColor(STATUS_COLORS.get(r.status, STATUS_COLORS["unknown"])))

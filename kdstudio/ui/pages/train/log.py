@@ -62,9 +62,10 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
         kept = ""
         if isinstance(q, (int, float)):
             from kdstudio.core.metrics import format_quality, quality_note
+            from kdstudio.core.objective import baseline_possible
 
             kept = f" The student keeps {format_quality(q, 0)} of the teacher's quality."
-            note = quality_note(q, baseline=_baseline_possible(e.summary.get("task")))
+            note = quality_note(q, baseline=baseline_possible(e.summary.get("task")))
             kept += f" {note}" if note else ""
         return f"Finished.{kept}", "done"
     if isinstance(e, Failed):
@@ -72,16 +73,6 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
     if isinstance(e, Health):
         return f"{e.message} {e.advice}".strip(), "error" if e.level == "error" else "warning"
     return None
-
-
-def _baseline_possible(task: Any) -> bool:
-    """Whether the run's task can train the plain-training baseline (True when unknown)."""
-    from kdstudio.core.objective import has_plain_loss
-
-    try:
-        return has_plain_loss(task) if task else True
-    except Exception:  # an unknown task name from an old run
-        return True
 
 
 class LogPane(QPlainTextEdit):
