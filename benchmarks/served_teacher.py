@@ -28,15 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def demo_config(steps: int, k: int, endpoint: str = "", temperature: float | None = None,
                 eval_samples: int = 0):
-    from kdstudio.core.config import load_config
+    """teacher_cache_runs.py's LM-demo config (cache 'always' at k), served from endpoint."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from teacher_cache_runs import demo_config as cached_demo_config
 
-    cfg = load_config(ROOT / "resources" / "demos" / "causal-lm.toml")
-    cfg.training.max_steps = steps
-    cfg.training.eval_every = 0
-    cfg.evaluation.baseline = False
-    cfg.evaluation.latency_repeats = 1
-    cfg.evaluation.pinned_inputs = []
-    cfg.teacher.cache, cfg.teacher.cache_k = "always", k
+    cfg = cached_demo_config(steps, "always", k)
     cfg.teacher.endpoint = endpoint
     if temperature is not None:
         cfg.method.temperature = temperature

@@ -299,6 +299,16 @@ class KeptOutputsCheck(OutputCheck):
         raise NotImplementedError
 
 
+def same_answers_fit(teacher: Any, student: Any, one: str, many: str) -> Fit:
+    """The Fit of two models with a task head over their own answers (classes, tags): their
+    probabilities compare only over the same answers. one / many: "class" / "classes"."""
+    nt, ns = teacher.config.num_labels, student.config.num_labels
+    if nt != ns:
+        return Fit(error=f"The teacher predicts {nt} {many} and the student {ns}; {one} "
+                         f"probabilities can only be compared over the same {many}.")
+    return Fit(nt)
+
+
 def model_outputs(model: Any, inputs: dict, want: frozenset[str]) -> tuple[Any, dict[str, Any]]:
     """The model's forward output, and the extra features asked for (want): every layer's
     hidden states and attention maps, each None when not asked."""

@@ -46,13 +46,9 @@ class Classification(Task):
         return text_batch_maker(texts, labels, **kw)
 
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):
-        from kdstudio.core.tasks.base import Fit
+        from kdstudio.core.tasks.base import same_answers_fit
 
-        nt, ns = teacher.config.num_labels, student.config.num_labels
-        if nt != ns:
-            return Fit(error=f"The teacher predicts {nt} classes and the student {ns}; "
-                             "class probabilities can only be compared over the same classes.")
-        return Fit(nt)
+        return same_answers_fit(teacher, student, "class", "classes")
 
     def eval_batches(self, eval_set: Any, tokenizer: Any) -> list[dict]:
         from kdstudio.core.tasks.base import text_eval_batches

@@ -90,13 +90,9 @@ class TokenClassification(Task):
         return out
 
     def fit(self, teacher: Any, student: Any, teacher_tok: Any, same_vocab: bool):
-        from kdstudio.core.tasks.base import Fit
+        from kdstudio.core.tasks.base import same_answers_fit
 
-        nt, ns = teacher.config.num_labels, student.config.num_labels
-        if nt != ns:
-            return Fit(error=f"The teacher predicts {nt} tags and the student {ns}; tag "
-                             "probabilities can only be compared over the same tags.")
-        return Fit(nt)
+        return same_answers_fit(teacher, student, "tag", "tags")
 
     def paired_logits(self, x: Any) -> tuple[Any, Any, Any]:
         """Both models' tag logits at the tagged positions (each word's first token)."""
