@@ -38,7 +38,13 @@ from kdstudio.ui.widgets.install_parts import InstallPartsDialog, missing_parts
 BOXES_PER_ROW = 6
 # On two lines: a check box does not wrap, and one line would widen the whole panel.
 INT8_TEXT = "Also export each student as int8 ONNX\n(smaller, usually a little less accurate)"
-AXES = [("", "None"), ("temperature", "Temperatures"), ("method", "Methods (logit losses)")]
+AXES = [("", "None"), ("temperature", "Temperatures"), ("method", "Methods (logit losses)"),
+        ("shape", "Ways of cutting (layers, width, both)")]
+# The axes that change only the logit loss: no use where the method distills no probabilities.
+LOGIT_AXES = ("temperature", "method")
+SHAPE_WORDS = {"layers": "Fewer layers (whole layers dropped)",
+               "width": "Narrower layers (heads, neurons, channels pruned)",
+               "both": "Both (fewer and narrower layers)"}
 
 
 def default_layers(n: int) -> list[int]:
@@ -77,6 +83,27 @@ class SweepSetup(QWidget):
         self.layers_grid.setHorizontalSpacing(14)
         dlay.addWidget(self.layers_note)
         dlay.addLayout(self.layers_grid)
+        sizes_row = QHBoxLayout()
+        sizes_label = QLabel("Or by size, as shares of the teacher's parameters:")
+        sizes_label.setObjectName("sweepSizesLabel")
+        sizes_label.setWordWrap(True)
+        self.sizes_edit = named(QLineEdit(), "sweepSizesEdit", "Student sizes",
+                                "Each share is a student pruned from the teacher to that share of "
+                                "its parameters, keeping the teacher's most important layers, "
+                                "attention heads and neurons; e.g. 0.3, 0.5, 0.7. How it is cut "
+                                "(fewer layers, narrower layers or both) is the Models page's "
+                                "choice, or the second axis 'Ways of cutting'.")
+        self.sizes_edit.setPlaceholderText("e.g. 0.3, 0.5, 0.7")
+        self.sizes_edit.textChanged.connect(self._sizes_changed)
+        sizes_row.addWidget(sizes_label, 1)
+        sizes_row.addWidget(self.sizes_edit, 1)
+        self.sizes_note = QLabel("")
+        self.sizes_note.setObjectName("sweepSizesNote")
+        self.sizes_note.setWordWrap(True)
+        self.sizes_note.setStyleSheet("color: #c62828;")
+        self.sizes_note.hide()
+        dlay.addLayout(sizes_row)
+        dlay.addWidget(self.sizes_note)
 
         others = QGroupBox("Other students (Hub id, folder or built-in name)")
         others.setObjectName("otherStudentsBox")
@@ -135,6 +162,18 @@ class SweepSetup(QWidget):
             self.method_boxes[loss] = box
             mlay.addWidget(box, i // 2, i % 2)
         self.axis_stack.addWidget(methods)
+        shapes = QWidget()
+        slay = QVBoxLayout(shapes)
+        slay.setContentsMargins(0, 0, 0, 0)
+        self.shape_boxes: dict[str, QCheckBox] = {}
+        for shape, words in SHAPE_WORDS.items():
+            box = named(QCheckBox(words), f"sweepShape_{shape}", words,
+                        "Cut each size this way too; each way is a series of the chart.")
+            box.setChecked(True)
+            box.toggled.connect(lambda _on: self.changed.emit())
+            self.shape_boxes[shape] = box
+            slay.addWidget(box)
+        self.axis_stack.addWidget(shapes)
         self.axis_note = QLabel()
         self.axis_note.setObjectName("sweepAxisNote")
         self.axis_note.setWordWrap(True)
@@ -197,8 +236,14 @@ class SweepSetup(QWidget):
             "pages.")
         self.base_label.setToolTip(f"Teacher: {t}\nData: {d}")
         logits = m.logit_weight > 0 or m.cross_tokenizer_weight > 0
-        self.axis_combo.setEnabled(logits)
-        if not logits:
+        model = self.axis_combo.model()
+        for i, (key, _text) in enumerate(AXES):
+            item = model.item(i)
+            off = key in LOGIT_AXES and not logits
+            item.setEnabled(not off)
+            item.setToolTip("This method distills no output probabilities (its logit weight is "
+                            "0), so this changes nothing." if off else "")
+        if not logits and self.axis_combo.currentData() in LOGIT_AXES:
             self.axis_combo.setCurrentIndex(0)
         self._logits = logits
         self._axis_changed()
@@ -263,9 +308,35 @@ class SweepSetup(QWidget):
         return [self.model_list.item(i).text() for i in range(self.model_list.count())]
 
     # -- what the engine gets ------------------------------------------------------------------
+    def sizes(self) -> tuple[list[float], str]:
+        """The shares typed in, and a sentence on the first one that is not a share ('' if none)."""
+        shares, bad = [], ""
+        for part in (p.strip() for p in self.sizes_edit.text().replace(";", ",").split(",")):
+            if not part:
+                continue
+            try:
+                value = float(part.rstrip("%")) / (100 if part.endswith("%") else 1)
+            except ValueError:
+                value = -1.0
+            if 0 < value < 1:
+                shares.append(value)
+            elif not bad:
+                bad = (f"'{part}' is not a share of the teacher: write numbers between 0 and 1 "
+                       "(or percentages), e.g. 0.3, 0.5, 0.7.")
+        return list(dict.fromkeys(shares)), bad
+
     def students(self) -> list[StudentSpec]:
+        sized = [StudentSpec(target=t) for t in self.sizes()[0]]
+        if self.axis_combo.currentData() == "shape":
+            return sized  # ways of cutting apply to students given by size
         layers = [StudentSpec(layers=float(k)) for k, b in self.layer_boxes.items() if b.isChecked()]
-        return layers + [StudentSpec(name=n) for n in self.models()]
+        return layers + sized + [StudentSpec(name=n) for n in self.models()]
+
+    def _sizes_changed(self) -> None:
+        bad = self.sizes()[1]
+        self.sizes_note.setText(bad)
+        self.sizes_note.setVisible(bool(bad))
+        self._axis_changed()
 
     def quantize_int8(self) -> bool:
         return self.int8_box.isEnabled() and self.int8_box.isChecked()
@@ -286,6 +357,8 @@ class SweepSetup(QWidget):
             return key, values
         if key == "method":
             return key, [loss for loss, b in self.method_boxes.items() if b.isChecked()]
+        if key == "shape":
+            return key, [shape for shape, b in self.shape_boxes.items() if b.isChecked()]
         return "", []
 
     def _axis_changed(self) -> None:
@@ -297,7 +370,21 @@ class SweepSetup(QWidget):
             page = self.axis_stack.widget(i)
             page.setSizePolicy(page.sizePolicy().horizontalPolicy(),
                                QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored)
-        if not getattr(self, "_logits", True):
+        shape_axis = self.axis_combo.currentData() == "shape"
+        why = ("Ways of cutting apply to students given by size: with this axis, only the sizes "
+               "above are distilled." if shape_axis else "")
+        for k, box in self.layer_boxes.items():
+            box.setEnabled(not shape_axis)
+            box.setToolTip(why or f"A student keeping {k} of the teacher's {self.teacher_layers} "
+                           "layers.")
+        for w in (self.model_edit, self.add_button, self.browse_button, self.model_list,
+                  self.remove_button):
+            w.setEnabled(not shape_axis)
+        if shape_axis:
+            self.axis_note.setText("Each size is cut each ticked way, so the chart shows which "
+                                   "way keeps more at the same size." + ("" if self.sizes()[0]
+                                   else " Type the sizes above first (e.g. 0.3, 0.5, 0.7)."))
+        elif not getattr(self, "_logits", True):
             self.axis_note.setText("This method distills no output probabilities (its logit "
                                    "weight is 0), so temperature and logit loss change nothing.")
         else:
