@@ -13,6 +13,16 @@ teacher's hard label), and bytes per token on disk. A synthetic Zipf-like teache
 151,936-token vocabulary (Qwen-sized) gives the same figures at realistic vocabulary.
 
     OMP_NUM_THREADS=1 python benchmarks/teacher_cache_k.py [--texts 400] [--zipf-positions 96]
+
+With --perplexity it instead trains the LM demo's student (everyday-gpt's layers 0, 3 and 5;
+the demo's loss: 1.0 x forward KL at T = 2 + 0.5 x next-token cross-entropy; the demo's
+packed 128-token training rows, batch 16, AdamW 1e-3, seed 42) once against the teacher's
+full logits and once per record encoding (targets written and read back through the
+encoder, so quantization counts), in this process, and prints each encoding's bytes per
+position (at V = 2,048 and at V = 151,936) and the held-out perplexity change against the
+full logits:
+
+    OMP_NUM_THREADS=2 python benchmarks/teacher_cache_k.py --perplexity [--steps 120]
 """
 
 from __future__ import annotations
@@ -123,11 +133,131 @@ def zipf_logits(positions: int, vocab: int = 151_936):
     return logits, student
 
 
+# (name, format, k, log-prob bits): format 1 stores the tail's exact shape at T = 2 (a local
+# pass only); format 2 stores the tail's mass alone and models its shape (sparse.tail_temper).
+ENCODINGS = (("format 1, k=64, 8-bit", 1, 64, 8), ("format 2, k=64, 8-bit", 2, 64, 8),
+             ("format 2, k=128, 4-bit", 2, 128, 4),
+             ("format 2, k=256, 4-bit", 2, 256, 4), ("format 2, k=256, 3-bit", 2, 256, 3),
+             ("format 1, k=1024, 8-bit", 1, 1024, 8))
+
+
+def demo_rows():
+    """The LM demo's teacher, tokenizer, packed training rows (n, 128) and held-out rows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from kdstudio.core.config import load_config
+    from kdstudio.core.data import load_text_data
+    from kdstudio.core.tasks import get_task
+
+    hf_logging.set_verbosity_error()
+    cfg = load_config(ROOT / "resources" / "demos" / "causal-lm.toml")
+    task = get_task(cfg.task)
+    data = load_text_data(cfg.data, task, seed=cfg.training.seed)
+    tok = AutoTokenizer.from_pretrained(TEACHER)
+    model = AutoModelForCausalLM.from_pretrained(TEACHER).eval()
+    rows = []
+    for texts in (data.train_texts, data.eval_texts):
+        _, make_batch = task.batch_maker(texts, None, student_tok=tok, teacher_tok=tok, same_tok=True,
+                                         max_length=cfg.data.max_length, pack=True, device="cpu")
+        rows.append(make_batch(list(range(len(make_batch.cache_rows)))).student)
+    return model, rows[0], rows[1]
+
+
+def encoded(teacher: torch.Tensor, fmt: int, k: int, bits: int):
+    """The teacher's logits (P, V) through one record encoding and back: (ids, lp, tail, half)."""
+    from kdstudio.core.teacher_cache.records import decode_records, encode_records
+
+    out = []
+    for i in range(0, teacher.shape[0], 4096):
+        ids, lp, tail, half = tc.topk_targets(teacher[i:i + 4096], k)
+        rec = encode_records(ids, lp, tail, half, teacher.shape[-1], fmt=fmt, lp_bits=bits)
+        out.append(decode_records(torch.from_numpy(rec), teacher.shape[-1], k, fmt=fmt, lp_bits=bits))
+    return tuple(torch.cat(x) for x in zip(*out))
+
+
+def train_ppl(teacher_model, train, held_out, targets, steps: int, temperature: float = 2.0) -> float:
+    """Held-out perplexity of the demo's student after `steps` steps against the targets
+    (None: the teacher's full logits)."""
+    import copy
+
+    from kdstudio.core.models import derive_student
+
+    torch.manual_seed(42)
+    student = derive_student(copy.deepcopy(teacher_model), layer_indices=[0, 3, 5]).model
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    ids_all, labels_all = train["input_ids"], train["labels"]
+    n, seq = ids_all.shape
+    g = torch.Generator().manual_seed(42)
+    for step in range(steps):
+        idx = torch.randint(0, n, (16,), generator=g)
+        ids, labels = ids_all[idx], labels_all[idx]
+        z = student(ids, use_cache=False).logits[:, :-1].reshape(-1, student.config.vocab_size)
+        y = labels[:, 1:].reshape(-1)
+        keep = y != -100
+        pos = (idx[:, None] * seq + torch.arange(seq - 1)).reshape(-1)[keep]
+        if targets is None:
+            kd = dense_kl(z[keep], targets_dense[pos], temperature)
+        else:
+            t_ids, t_lp, t_tail, t_half = (x[pos] for x in targets)
+            kd = tc.sparse_logit_loss(z[keep], t_ids, t_lp, t_tail, tail_log_half=t_half,
+                                      temperature=temperature)
+        loss = kd + 0.5 * F.cross_entropy(z[keep], y[keep])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    student.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, held_out["input_ids"].shape[0], 32):
+            ids, labels = held_out["input_ids"][i:i + 32], held_out["labels"][i:i + 32]
+            z = student(ids, use_cache=False).logits[:, :-1]
+            y = labels[:, 1:]
+            keep = y != -100
+            total += F.cross_entropy(z[keep], y[keep], reduction="sum").item()
+            count += int(keep.sum())
+    return float(torch.tensor(total / count).exp())
+
+
+targets_dense: torch.Tensor = torch.empty(0)
+
+
+def perplexity_table(steps: int) -> None:
+    global targets_dense
+    t0 = time.perf_counter()
+    model, train, held_out = demo_rows()
+    with torch.no_grad():
+        targets_dense = torch.cat([model(train["input_ids"][i:i + 16]).logits
+                                   for i in range(0, train["input_ids"].shape[0], 16)])
+    n, seq, v = targets_dense.shape
+    targets_dense = targets_dense.reshape(-1, v)
+    p2 = F.softmax(targets_dense / 2, -1).topk(64, -1).values.sum(-1).mean().item()
+    print(f"LM demo: {n} training rows of {seq}, {held_out['input_ids'].shape[0]} held-out rows, "
+          f"{steps} steps; the teacher's top 64 hold {p2:.0%} of its probability at T = 2")
+    ref = train_ppl(model, train, held_out, None, steps)
+    print(f"{'encoding':26} {'B/pos V=2048':>12} {'B/pos V=151936':>14} {'perplexity':>10} {'change':>8}")
+    print(f"{'full logits (reference)':26} {v * 4:>12} {151_936 * 4:>14} {ref:>10.3f} {'':>8}")
+    for name, fmt, k, bits in ENCODINGS:
+        targets = encoded(targets_dense, fmt, k, bits)
+        ppl = train_ppl(model, train, held_out, targets, steps)
+        print(f"{name:26} {tc.record_bytes(v, k, fmt, bits):>12} "
+              f"{tc.record_bytes(151_936, k, fmt, bits):>14} {ppl:>10.3f} {ppl / ref - 1:>+8.2%}",
+              flush=True)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--texts", type=int, default=400)
     ap.add_argument("--zipf-positions", type=int, default=96)
+    ap.add_argument("--perplexity", action="store_true",
+                    help="train the LM demo's student per encoding; print bytes and perplexity")
+    ap.add_argument("--steps", type=int, default=120, help="--perplexity: training steps per run")
     args = ap.parse_args()
+    if args.perplexity:
+        perplexity_table(args.steps)
+        return
     home = tempfile.mkdtemp(prefix="kd-cache-bench-")
     os.environ["KDSTUDIO_HOME"] = home
     try:

@@ -142,6 +142,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, status: int, obj: object) -> None:
         body = json.dumps(obj).encode()
+        # Logged before the answer goes out: a client that has its answer may read the log at
+        # once, and must find this request there.
+        with self.serve._lock:
+            self.serve.log.append((self.command, self.path, status))
+            at = len(self.serve.log) - 1
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -149,8 +154,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-            status = -status
-        self.serve.log.append((self.command, self.path, status))
+            with self.serve._lock:
+                self.serve.log[at] = (self.command, self.path, -status)
 
     def _authorized(self) -> bool:
         s = self.serve

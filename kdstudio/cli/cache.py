@@ -18,11 +18,16 @@ def add_cache_parser(sub: Any) -> None:
                     "teacher's top-k next-token answers, which runs, resumes and sweeps on the "
                     "same teacher, data and length read instead of running the teacher. "
                     "Deleting one only costs a teacher pass the next time it is needed.")
-    c.add_argument("action", nargs="?", choices=("list", "delete"), default="list",
-                   help="list (the default) or delete")
+    c.add_argument("action", nargs="?", choices=("list", "delete", "import"), default="list",
+                   help="list (the default), delete, or import a top-k log-probability file")
     c.add_argument("keys", nargs="*", metavar="KEY",
-                   help="delete: the caches' keys (a unique start of one is enough)")
+                   help="delete: the caches' keys (a unique start of one is enough); import: "
+                        "the JSON-lines file (axolotl's offline distillation format: input_ids, "
+                        "target_token_ids, target_logprobs)")
     c.add_argument("--all", action="store_true", help="delete: every cache")
+    c.add_argument("--config", metavar="RUN.toml",
+                   help="import: the run config whose runs read the imported cache (its teacher, "
+                        "data, length and dtype make the cache's key)")
 
 
 def cmd_cache(args: argparse.Namespace, console: Any) -> int:
@@ -39,6 +44,8 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     )
     from kdstudio.core.teacher_source import size_text
 
+    if args.action == "import":
+        return _import(args, console)
     caches = list_caches()
     if args.action == "list":
         if args.keys or args.all:
@@ -97,4 +104,36 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         console.print(f"Deleted teacher cache {c.key[:12]} ({escape(c.teacher)}, {size_text(c.size_bytes)}).")
     console.print(f"{len(chosen)} cache(s) deleted, {size_text(freed)} freed. Runs that used them "
                   "keep their results; a resumed or new run writes the cache again if it needs it.")
+    return 0
+
+
+def _import(args: argparse.Namespace, console: Any) -> int:
+    """`kdstudio cache import FILE --config RUN.toml`."""
+    from rich.markup import escape
+
+    from kdstudio.cli.progress import ProgressSink, ctrl_c_stops
+    from kdstudio.core.cache_import import import_for_config
+    from kdstudio.core.config import load_config
+    from kdstudio.core.errors import KDStudioError
+    from kdstudio.core.teacher_source import cache_summary
+
+    if len(args.keys) != 1 or not args.config:
+        raise KDStudioError("'kdstudio cache import' takes one file and --config.",
+                            hint="For example: kdstudio cache import topk.jsonl --config run.toml")
+    cfg = load_config(args.config)
+    try:
+        with ctrl_c_stops(console) as stop, ProgressSink(console) as sink:
+            done = import_for_config(cfg, args.keys[0], emit=sink, stop=stop)
+    except (ValueError, FileNotFoundError) as exc:
+        raise KDStudioError(f"Cannot import {args.keys[0]}: {exc}",
+                            hint="Nothing was written; the file must hold the config's training "
+                                 "rows tokenized by its teacher's tokenizer.") from None
+    console.print(f"Imported {done.rows:,} rows into the teacher cache: "
+                  f"{escape(cache_summary(done.cache))}.")
+    if done.found_by_config:
+        console.print(f"Runs of {escape(args.config)} read it instead of running the teacher.")
+    else:
+        console.print(f"[yellow]The file gives the top {done.k}: runs of {escape(args.config)} "
+                      f"read this cache once teacher.cache_k = {done.k} (it is "
+                      f"{cfg.teacher.cache_k}).[/]")
     return 0

@@ -89,6 +89,10 @@ class RowAnswer:
     top_ids: np.ndarray       # (n - 1, k) int64
     top_logprobs: np.ndarray  # (n - 1, k) float32
     fewest: int               # the fewest entries the server gave at any position
+    # (n - 1,) float32: the log-probability of the row's own next token at each position
+    # (vLLM's prompt_logprobs hold it whatever its rank, SGLang's input_token_logprobs too);
+    # NaN where the server gave none. The teacher's perplexity is made of these.
+    label_logprobs: np.ndarray | None = None
 
 
 @dataclass
@@ -277,11 +281,14 @@ class TeacherServer:
                 what="POST /generate")
             if isinstance(out, list) and out:
                 out = out[0]
-            entries = ((out or {}).get("meta_info") or {}).get("input_top_logprobs") \
-                if isinstance(out, dict) else None
+            meta = ((out or {}).get("meta_info") or {}) if isinstance(out, dict) else {}
+            entries = meta.get("input_top_logprobs")
             shape = "meta_info.input_top_logprobs"
             pos = [None if e is None else [(float(x[0]), int(x[1])) for x in e]
                    for e in entries] if isinstance(entries, list) else None
+            given = meta.get("input_token_logprobs")
+            own = [e[0] if isinstance(e, (list, tuple)) and e and e[0] is not None else None
+                   for e in given] if isinstance(given, list) and len(given) == n else [None] * n
         else:
             out = self._request("POST", "/v1/completions", {
                 "model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0,
@@ -292,6 +299,8 @@ class TeacherServer:
             shape = "choices[0].prompt_logprobs"
             pos = [None if e is None else _vllm_entries(e, k) for e in entries] \
                 if isinstance(entries, list) else None
+            own = [_own_logprob(e, t) for e, t in zip(entries, ids)] \
+                if isinstance(entries, list) and len(entries) == n else [None] * n
         if pos is None or len(pos) != n:
             got = "nothing" if pos is None else f"{len(pos)} entries"
             raise ServeError(f"The served teacher at {self.root} answered a row of {n} tokens "
@@ -310,7 +319,8 @@ class TeacherServer:
             for c, (lp, tid) in enumerate(e):
                 top_ids[j - 1, c] = tid
                 top_lp[j - 1, c] = lp
-        return RowAnswer(top_ids, top_lp, fewest if n > 1 else k)
+        labels = np.array([np.nan if v is None else float(v) for v in own[1:]], dtype=np.float32)
+        return RowAnswer(top_ids, top_lp, fewest if n > 1 else k, labels)
 
     def negotiate_k(self, ids: list[int], k: int) -> tuple[int, float, list[str]]:
         """Ask for k on one row; lower k to what the server allows or gives. Returns (k, the
@@ -355,6 +365,13 @@ def _vllm_entries(entry: Any, k: int) -> list[tuple[float, int]]:
             continue
         out.append((float(lp), int(tid)))
     return out
+
+
+def _own_logprob(entry: Any, token: int) -> float | None:
+    """The prompt token's own log-probability in one prompt_logprobs position, or None."""
+    v = entry.get(str(token)) if isinstance(entry, dict) else None
+    v = v.get("logprob") if isinstance(v, dict) else v
+    return float(v) if isinstance(v, (int, float)) else None
 
 
 def _server_message(resp: Any) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from kdstudio.core.cached_teacher import is_outline, teacher_outline
 from kdstudio.core.compare import PinnedInputs
 from kdstudio.core.config import RunConfig
-from kdstudio.core.data import BatchOrder, TextData, load_text_data
+from kdstudio.core.data import BatchOrder, TextData, load_text_data, validation_wanted
 from kdstudio.core.device import teacher_dtype
 from kdstudio.core.distiller import Distiller
 from kdstudio.core.errors import StoppedError
@@ -40,6 +41,7 @@ from kdstudio.core.student_prep import derived_student
 from kdstudio.core.tasks import Task, get_task
 from kdstudio.core.teacher_prep import prepared_teacher
 from kdstudio.core.weight_checks import check_teacher_weights
+from kdstudio.core import teacher_source as use
 
 
 @dataclass
@@ -108,13 +110,22 @@ class Targets:
 
     plan: Any                    # teacher_source.TeacherPlan: live or cache, and why
     cache: Any = None            # the TeacherCache the run reads, if any
+    weights: str = "loaded"      # the teacher's weights: TEACHER_LOADED, _LET_GO or _NEVER
 
     def record(self) -> dict[str, Any]:
-        """summary.json's teacher_targets, kept so that a resume does the same."""
-        out: dict[str, Any] = {"mode": self.plan.mode, "why": self.plan.line}
+        """summary.json's teacher_targets, kept so that a resume does the same, and whether
+        the run held the teacher's weights (Compare says what needs them)."""
+        out: dict[str, Any] = {"mode": self.plan.mode, "why": self.plan.line,
+                               "teacher_weights": self.weights}
         if self.cache is not None:
             out.update(key=self.cache.key, k=self.cache.k)
         return out
+
+
+# Targets.weights: the run held the teacher's weights throughout; read them once (for its cache
+# pass, or to derive the student), then let them go; never read them (a cache covered the run,
+# or a server answered).
+TEACHER_LOADED, TEACHER_LET_GO, TEACHER_NEVER = "loaded", "let go after its pass", "never loaded"
 
 
 @dataclass(kw_only=True)
@@ -140,7 +151,9 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     random.seed(tc.seed)
 
     emit(Stage("load data", cfg.data.dataset))
-    data = load_text_data(cfg.data, task, seed=tc.seed)
+    multi = ctx.group is not None and ctx.group.multi
+    data = load_text_data(cfg.data, task, seed=tc.seed, validation=validation_wanted(tc, multi),
+                          validation_cap=cfg.evaluation.max_samples)
     emit(Log(f"Data: {len(data.train_texts)} training and {len(data.eval_texts)} evaluation rows "
              f"from '{data.source}' (text column '{data.text_column}'"
              + (f", label column '{data.label_column}' with {len(data.label_names)} classes)" if data.label_names else ")")))
@@ -149,10 +162,19 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     emit(Stage("load teacher", cfg.teacher.name))
     t_source = resolve_model_source(cfg.teacher.name, revision=cfg.teacher.revision, on_event=emit,
                                     stop=stop, role="teacher")
-    teacher = load_model(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
-                         label_names=data.label_names, role="teacher",
-                         int8_device=device if int8 else None)
-    check_teacher_weights(teacher.model, cfg.teacher.name)  # NaN weights: refused before all else
+    covered = _covering(cfg, task, t_source, data, ctx, run)
+    # A served teacher answers from its server, through the cache, in the steps and the
+    # measurements alike: here it is an outline (its config and tokenizer) only.
+    served = bool(cfg.teacher.endpoint) and not use.cache_only_blocker(cfg, task)
+    outline = covered is not None or served
+    weights = TEACHER_NEVER if outline else TEACHER_LOADED
+    if outline:  # the cache covers the run, or the server answers: the weights stay unread
+        teacher = teacher_outline(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code)
+    else:
+        teacher = load_model(t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
+                             label_names=data.label_names, role="teacher",
+                             int8_device=device if int8 else None)
+        check_teacher_weights(teacher.model, cfg.teacher.name)  # NaN weights: refused first
     if cfg.teacher.trust_remote_code:
         emit(Log("teacher.trust_remote_code is on: the teacher's own Python code runs.", "warning"))
     teacher = prepared_teacher(cfg, task, teacher, data, ctx)
@@ -168,10 +190,17 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
         student, student_tok = loaded.model.float(), loaded.tokenizer
         student_desc = cfg.student.name
     else:
-        student, student_tok, kept, student_desc = derived_student(cfg, teacher, data, ctx)
+        # A derived student is made of the teacher's weights: read for that, then let go.
+        source = teacher if not outline else load_model(
+            t_source, task, trust_remote_code=cfg.teacher.trust_remote_code,
+            label_names=data.label_names, role="teacher")
+        student, student_tok, kept, student_desc = derived_student(cfg, source, data, ctx)
+        del source
+        weights = TEACHER_LET_GO if outline else TEACHER_LOADED
     # 8-bit weights were placed on the device as they loaded, and stay 8-bit.
-    tmodel = teacher.model if int8 else teacher.model.to(
-        device=device, dtype=teacher_dtype(cfg.teacher.dtype, device, ctx.precision))
+    t_dtype = teacher_dtype(cfg.teacher.dtype, device, ctx.precision)
+    tmodel = teacher.model if int8 else teacher.model.to(dtype=t_dtype) if is_outline(
+        teacher.model) else teacher.model.to(device=device, dtype=t_dtype)
     tmodel.eval()
     tmodel.requires_grad_(False)
     student.to(device)
@@ -216,7 +245,8 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                                                source=f"'{data.source}'", **batch_args)
 
     plan, cache = _teacher_targets(cfg, ctx, run, task, teacher, tmodel, same_tok, make_batch,
-                                   comp.vocab_size, n_train)
+                                   comp.vocab_size, n_train, covered,
+                                   student_params=sum(p.numel() for p in student.parameters()))
     distiller.cache = cache
 
     group = ctx.group
@@ -242,7 +272,34 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                           comp.vocab_size, project=distiller.project_embedding,
                           group=group if world > 1 else None)
     headline, _ = task.headline(data.eval_labels is not None)
-    pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
+    if not outline:
+        pinned = PinnedInputs(cfg, tmodel, teacher.tokenizer, student, student_tok, data, device)
+    else:
+        known = (covered.figures.get("pinned") or {}) if covered is not None else {}
+        pinned = PinnedInputs(cfg, None, teacher.tokenizer, student, student_tok, data, device,
+                              teacher_answers=[known.get(x, SERVED_PINNED if served else
+                                                         NOT_LOADED)
+                                               for x in cfg.evaluation.pinned_inputs])
+    if served and cache is not None:  # its answers and figures at the evaluation positions too
+        from kdstudio.core.teacher_serve import served_eval_answers
+
+        use_cached_answers(evaluator, served_eval_answers(cfg, ctx, task, teacher, tmodel,
+                                                          evaluator, cache))
+    if cache is not None and not cfg.teacher.endpoint and \
+            not use.cache_only_blocker(cfg, task):
+        if covered is None:  # the teacher's pass is done: its answers there, then let it go
+            covered = use.write_eval_answers(cfg, task, evaluator, teacher, tmodel, cache,
+                                             dict(zip(pinned.inputs, getattr(
+                                                 pinned, "teacher_answers", []))), ctx)
+            teacher = teacher_outline(t_source, task,
+                                      trust_remote_code=cfg.teacher.trust_remote_code)
+            tmodel = teacher.model.to(dtype=t_dtype)
+            distiller.teacher = [tmodel]
+            evaluator.teacher = tmodel
+            weights = TEACHER_LET_GO
+            emit(Log("Teacher: its weights are let go after its pass; the steps and the "
+                     "measurements read its cached answers and figures."))
+        use_cached_answers(evaluator, covered)
     return Setup(
         task=task,
         models=Models(teacher=teacher, tmodel=tmodel, student=student, student_tok=student_tok,
@@ -250,19 +307,62 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
                       initial_state=initial_state),
         data=Data(text=data, batch_args=batch_args, n_train=n_train, make_batch=make_batch,
                   order=order, generations=generations),
-        targets=Targets(plan=plan, cache=cache),
+        targets=Targets(plan=plan, cache=cache, weights=weights),
         training=Training(distiller=distiller, opt=opt, total_steps=total_steps),
         evaluation=Evaluation(evaluator=evaluator, headline=headline, pinned=pinned))
 
 
+NOT_LOADED = "(the teacher is not loaded in a run that reads its cache)"
+# A served teacher is not asked for generations; the Compare page loads it for those.
+SERVED_PINNED = "(the served teacher is not asked for answers to the pinned inputs)"
+
+
+def _covering(cfg: RunConfig, task: Task, t_source: str, data: Any, ctx: RunContext,
+              run: Run | None = None) -> Any:
+    """teacher_source.Covered when the teacher caches cover the whole run (training and the
+    evaluation's positions), so its weights need not load; else None."""
+    if cfg.teacher.endpoint or use.cache_only_blocker(cfg, task) or cfg.teacher.cache == "never":
+        return None
+    recorded = (run.summary().get("teacher_targets") or {}) if run is not None else {}
+    if recorded.get("mode") == use.LIVE:  # a resumed run keeps the live teacher it started with
+        return None
+    multi = ctx.group is not None and ctx.group.multi
+    if multi:  # every process must take the same path; one process is the case measured
+        return None
+    dtype = teacher_dtype(cfg.teacher.dtype, ctx.device, ctx.precision)
+    covered = use.covering_before_load(cfg, task, t_source, data, dtype)
+    if covered is not None:
+        ctx.emit(Log(f"Teacher: not loaded; its cached answers cover this run's training and "
+                     f"evaluation (top {covered.cache.k}), and its figures come from the pass "
+                     "that wrote them."))
+    return covered
+
+
+def use_cached_answers(evaluator: Evaluator, covered: Any) -> None:
+    """The evaluator measures the student against the teacher's cached answers and takes the
+    teacher's figures from the pass that wrote them."""
+    from kdstudio.core.cached_teacher import CachedAnswers
+
+    evaluator.teacher_answers = CachedAnswers(covered.answers, evaluator.teacher_batches,
+                                              evaluator.eval_set.batch_size)
+    evaluator._teacher_metrics = dict(covered.figures["metrics"])
+    evaluator.teacher_figures = covered.figures
+
+
 def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Task, teacher: Any,
                      tmodel: Any, same_tok: bool, make_batch: Any, vocab_size: int,
-                     n_train: int) -> tuple[Any, Any]:
+                     n_train: int, covered: Any = None, student_params: int = 0
+                     ) -> tuple[Any, Any]:
     """Live teacher or teacher cache (found, or written now by one teacher pass), and why.
     A resumed run keeps what it started with."""
-    from kdstudio.core import teacher_source as use
     from kdstudio.core.teacher_cache.store import TeacherCache, find_cache
 
+    if covered is not None:
+        plan = use.TeacherPlan(use.CACHE, f"reads the teacher's top-{covered.cache.k} answers "
+                                          "saved on disk; its weights are not loaded")
+        ctx.emit(Log(f"Teacher cache found: {use.cache_summary(covered.cache)}."))
+        ctx.emit(Log(plan.line))
+        return plan, covered.cache
     rows = getattr(make_batch, "cache_rows", None)
     recorded = (run.summary().get("teacher_targets") or {}) if run is not None else {}
     plan = use.plan_teacher(cfg, exists=True, same_tokenizer=same_tok and rows is not None)
@@ -291,7 +391,8 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
                      if kept >= use.K_COVERAGE or k == vocab else
                      f"Teacher cache: k = {k} keeps {100 * kept:.0f}% of the teacher's "
                      f"probability at temperature {cfg.method.temperature:g}; the rest is "
-                     "kept as one remaining mass (set teacher.cache_k to keep more)."))
+                     f"kept as one remaining mass (the default k stops at {use.K_BYTES} bytes "
+                     "per position; set teacher.cache_k to keep more)."))
     parts = use.key_parts(cfg, teacher.source, teacher.tokenizer, rows,
                           next(tmodel.parameters()).dtype, k)
     cache = find_cache(parts)
@@ -299,7 +400,22 @@ def _teacher_targets(cfg: RunConfig, ctx: RunContext, run: Run | None, task: Tas
     if group is not None and group.multi:
         # The main process decides, and writes a missing cache once; the others wait, then read it.
         cache = find_cache(parts) if group.broadcast(cache is not None) else None
-    plan = use.plan_teacher(cfg, exists=cache is not None)
+    pays = None
+    if cfg.teacher.cache == "auto" and cache is None:  # weighed now the models, k, rows are known
+        tc = cfg.training
+        epochs = tc.max_steps * tc.batch_size * tc.grad_accum_steps / max(n_train, 1) \
+            if tc.max_steps else tc.epochs
+        t_bytes = sum(p.numel() * p.element_size() for p in tmodel.parameters())
+        # Loaded, the teacher fits; but with less free GPU memory left than its own weights,
+        # its activations at every step crowd the student's, and a cached run lets it go.
+        # Several processes must decide alike, so only sizes decide there.
+        fits = ctx.device.type != "cuda" or (ctx.group is not None and ctx.group.multi) or \
+            torch.cuda.mem_get_info(ctx.device)[0] >= t_bytes
+        pays = use.cache_pays(readers=cfg.teacher.cache_readers, epochs=epochs,
+                              teacher_params=sum(p.numel() for p in tmodel.parameters()),
+                              student_params=student_params, k=k, vocab=vocab,
+                              fits_beside=fits)
+    plan = use.plan_teacher(cfg, exists=cache is not None, pays=pays)
     if recorded.get("mode") == use.CACHE and plan.mode != use.CACHE:
         plan = use.TeacherPlan(use.CACHE, "as when this run started: a resumed run keeps "
                                           "reading the teacher cache", build=True,

@@ -15,16 +15,51 @@ from kdstudio.core.loss_kinds import SPARSE_LOSSES
 # ---------------------------------------------------------------- the sparse loss
 
 
+def _log_power_sum(a: torch.Tensor, w: float, span: float) -> torch.Tensor:
+    """log of the integral of x**-a from w to w * e**span (the sum over the tail's ranks,
+    with midpoints): log(w**c * expm1(c * span) / c), c = 1 - a, and log(w) + log(span) at c = 0."""
+    c = 1.0 - a
+    small = c.abs() < 1e-6
+    c_safe = torch.where(small, torch.ones_like(c), c)
+    ratio = torch.where(small, torch.full_like(c, span), torch.expm1(c_safe * span) / c_safe)
+    return c * math.log(w) + torch.log(ratio)
+
+
+def tail_power_law(tail_logmass: torch.Tensor, min_logprob: torch.Tensor, k: int, n_tail: int,
+                   iterations: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tail model: p_r = C * r**-a for the ranks r = k+1 .. k+n_tail, continuing the
+    smallest kept log-prob (C * k**-a = exp(min_logprob)) and holding exactly the tail's mass.
+    Returns (a, log C), each (N,), float64; a >= 0 (0: the tail is flat at its mass)."""
+    m = tail_logmass.double()
+    low = min_logprob.double()
+    w, span = k + 0.5, math.log((k + n_tail + 0.5) / (k + 0.5))
+
+    def excess(a: torch.Tensor) -> torch.Tensor:  # decreasing in a
+        return low + a * math.log(k) + _log_power_sum(a, w, span) - m
+
+    lo = torch.zeros_like(m)
+    hi = torch.full_like(m, 64.0)
+    for _ in range(iterations):  # bisection: 64 / 2**40 is far below float32's steps
+        mid = 0.5 * (lo + hi)
+        up = excess(mid) > 0
+        lo = torch.where(up, mid, lo)
+        hi = torch.where(up, hi, mid)
+    a = torch.where(torch.nan_to_num(excess(torch.zeros_like(m)), nan=-1.0) > 0, 0.5 * (lo + hi),
+                    torch.zeros_like(m))
+    return a, m - _log_power_sum(a, w, span)
+
+
 def tail_temper(tail_logmass: torch.Tensor, tail_log_half: torch.Tensor, min_logprob: torch.Tensor,
-                n_tail: int, temperature: float) -> torch.Tensor:
+                n_tail: int, temperature: float, *, k: int = 1) -> torch.Tensor:
     """Estimate log(sum over the tail of p**(1/T)) for the teacher's tail bucket: (N,) -> (N,).
 
-    f(a) = log sum p**a is convex in a and known at a = 0 (log n_tail), a = 1/2
-    (tail_log_half) and a = 1 (tail_logmass): exact at T = 1, 2 and infinity, linear in a
-    between them (an upper bound), and for T < 1 the chord through a = 1/2 and 1 carried
-    on, capped by every tail p being at most the smallest kept one (min_logprob). A NaN
-    tail_log_half (not stored) is replaced by the middle of its bounds,
-    [tail - min_logprob/2, (log n_tail + tail)/2].
+    Exact at T = 1 (the tail's mass). Where tail_log_half (log of the tail's sum of sqrt(p),
+    which format-1 caches written by a local pass hold) is given, f(a) = log sum p**a is
+    interpolated through a = 0 (log n_tail), 1/2 and 1: exact at T = 1, 2 and infinity. Where
+    it is NaN (format 2, served or imported answers), the tail follows tail_power_law (k: how
+    many entries were kept): a power law in rank that continues the top k's smallest entry and
+    holds the tail's exact mass, so a served and a local cache of the same top k give the same
+    targets at every T.
     """
     a = 1.0 / temperature
     m = tail_logmass
@@ -34,8 +69,8 @@ def tail_temper(tail_logmass: torch.Tensor, tail_log_half: torch.Tensor, min_log
     finite = torch.isfinite(m)
     # Work on finite stand-ins so that no -inf meets a zero weight (0 * inf = NaN).
     m_f = torch.where(finite, m, torch.zeros_like(m))
-    guess = 0.5 * ((m_f - 0.5 * min_logprob) + 0.5 * (log_n + m_f))
-    h = torch.where(torch.isnan(tail_log_half) | ~finite, guess, tail_log_half)
+    modelled = torch.isnan(tail_log_half) & finite
+    h = torch.where(modelled | ~finite, m_f, tail_log_half)
     if a == 1.0:
         est = m_f
     elif 0.5 <= a < 1.0:
@@ -46,6 +81,12 @@ def tail_temper(tail_logmass: torch.Tensor, tail_log_half: torch.Tensor, min_log
         est = (1 - w) * log_n + w * h
     else:
         est = torch.minimum(m_f + (a - 1.0) * 2.0 * (m_f - h), m_f + (a - 1.0) * min_logprob)
+    if a != 1.0 and bool(modelled.any()):
+        kept = max(1, int(k))
+        w_, span = kept + 0.5, math.log((kept + n_tail + 0.5) / (kept + 0.5))
+        slope, log_c = tail_power_law(m_f, min_logprob, kept, n_tail)
+        law = (a * log_c + _log_power_sum(a * slope, w_, span)).to(est.dtype)
+        est = torch.where(modelled, law, est)
     return torch.where(finite, est, m)
 
 
@@ -163,7 +204,7 @@ def sparse_logit_loss(
 
     # Teacher: tempered top-k plus the tempered tail estimate, renormalised.
     min_lp = t_lp.min(dim=-1).values if k else torch.zeros_like(t_tail)
-    t_tail_T = tail_temper(t_tail, half, min_lp, vocab - k, temperature)
+    t_tail_T = tail_temper(t_tail, half, min_lp, vocab - k, temperature, k=k)
     logp_t = F.log_softmax(torch.cat([t_lp / temperature, t_tail_T.unsqueeze(-1)], dim=-1), dim=-1)
 
     per = divergence(logp_s, logp_t, loss, beta=beta, alpha=alpha, kl=_kl_buckets)

@@ -32,27 +32,34 @@ def cost_line(k: int, kept: float) -> str:
     return (f"Teacher cache: the served teacher's top {k} hold {100 * kept:.0f}% of its "
             "probability on the first row (at temperature 1); the rest is kept as one remaining "
             "mass, which the loss cannot tell apart"
-            + (". A flat teacher loses most here: on the LM demo's teacher, top-64 answers cost "
-               "+2.8% perplexity against the live teacher (README, the teacher-logit cache); "
-               "serve with a larger --max-logprobs and raise teacher.cache_k to keep more."
+            + (". A flat teacher loses most here: on the LM demo's teacher (its top 64 hold 29% "
+               "at temperature 2), top-64 answers cost +0.9% perplexity and top-128 +0.55% "
+               "against its full answers (README, the teacher-logit cache); serve with a larger "
+               "--max-logprobs and raise teacher.cache_k to keep more."
                if kept < 0.9 else "."))
 
 
 def write_served_cache(parts: dict[str, Any], n_rows: int, make_batch: Any, server: TeacherServer,
                        vocab_size: int, *, batch_size: int, emit: Any, stop: Any,
-                       concurrency: int = 8) -> Path:
+                       concurrency: int = 8, root: Path | None = None, on_row: Any = None,
+                       figures: Any = None, what: str = "teacher cache") -> Path:
     """One pass of requests to the served teacher over every training row; returns the
     published cache folder (the same format a local pass writes).
 
     Up to ``concurrency`` rows are in flight at once. A stop, or a request that still fails
     after its retries, keeps the rows written so far, unpublished, and the next run that
-    needs this cache continues from them (TeacherCacheWriter.keep)."""
+    needs this cache continues from them (TeacherCacheWriter.keep).
+
+    For the evaluation part (root): on_row(mask, answer) sees every row's answer (the pass
+    then starts afresh: it must see them all), and figures() gives the manifest's
+    teacher_figures made of them."""
     import torch
 
     from kdstudio.core.teacher_cache.store import TeacherCacheWriter
 
     k = int(parts["k"])
-    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n_rows, resume=True)
+    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n_rows, resume=on_row is None,
+                                root=root)
     todo = [i for i in range(n_rows) if not writer.has(i)]
     if writer.resumed_rows:
         emit(Log(f"Teacher cache: continuing a stopped pass; {n_rows - len(todo):,} of "
@@ -112,8 +119,10 @@ def write_served_cache(parts: dict[str, Any], n_rows: int, make_batch: Any, serv
                     padded += int(bad.any(-1).sum())
                     ids_r, lp_r = _fill_missing(ids_r, lp_r, bad, vocab_size)
                 top_ids[r, :n], top_lp[r, :n] = ids_r, lp_r
+                if on_row is not None:
+                    on_row(mask[r, :n], ans)
             writer.add(idx, mask, top_ids=top_ids, top_logprobs=top_lp)
-            emit(Progress("teacher cache", n_rows - len(todo) + start + len(idx), n_rows, "rows"))
+            emit(Progress(what, n_rows - len(todo) + start + len(idx), n_rows, "rows"))
     except StoppedError as exc:
         pool.shutdown(wait=False, cancel_futures=True)
         raise keep_and(exc, "Stopped while the served teacher's answers were being written") \
@@ -127,6 +136,12 @@ def write_served_cache(parts: dict[str, Any], n_rows: int, make_batch: Any, serv
         writer.keep()
         raise
     pool.shutdown(wait=True)
+    if figures is not None:
+        try:
+            writer.extra["teacher_figures"] = figures()
+        except BaseException:
+            writer.abort()
+            raise
     if padded:
         emit(Log(f"Teacher cache: the served teacher gave fewer than {k} usable log-probabilities "
                  f"at {padded:,} positions; the missing entries are stored at probability 0.",
@@ -259,7 +274,77 @@ def served_targets(cfg: Any, ctx: Any, teacher_tok: Any, make_batch: Any, vocab_
     return plan, cache
 
 
-__all__ = ["API_KEY_ENV", "SERVED_DEFAULT_K", "RowAnswer", "ServerInfo", "TeacherServer",
-           "cost_line", "normalize_endpoint", "open_server", "served_key_parts",
-           "served_targets",
+def served_eval_answers(cfg: Any, ctx: Any, task: Any, teacher: Any, tmodel: Any,
+                        evaluator: Any, cache: Any) -> Any:
+    """The served teacher's answers at the evaluation positions, kept as the training cache's
+    evaluation part (teacher_source.EVAL_PART) with its figures made of them, as
+    write_eval_answers keeps a local teacher's: its perplexity from the log-probability it
+    gives each label token, its entropy over its top k and one bucket for the rest (a lower
+    bound; exact when k is the vocabulary), its parameters from its outline, no latency (it
+    runs elsewhere). Read from disk when an earlier run wrote them. Returns
+    teacher_source.Covered."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from kdstudio.core import teacher_source as use
+    from kdstudio.core.events import Stage
+    from kdstudio.core.models import count_params
+    from kdstudio.core.teacher_cache.store import TeacherCache
+
+    es, tok = evaluator.eval_set, teacher.tokenizer
+    rows = use.eval_rows(cfg, task, SimpleNamespace(eval_texts=es.texts), tok)
+    parts = served_key_parts(cfg, tok, rows, cache.k)
+    parts["data"] = use.EVAL_DATA + str(cfg.data.dataset)
+    answers = use.find_eval_answers(cache, parts)
+    if answers is None or not answers.manifest.get("teacher_figures"):
+        endpoint = normalize_endpoint(cfg.teacher.endpoint)
+        ctx.emit(Stage("teacher figures", f"the served teacher at {endpoint} answers on "
+                                          f"{len(rows)} evaluation blocks"))
+        sums = {"nll": 0.0, "entropy": 0.0, "count": 0, "missing": 0}
+
+        def on_row(mask: Any, ans: RowAnswer) -> None:
+            keep = mask.numpy()
+            own = ans.label_logprobs[keep] if ans.label_logprobs is not None else \
+                np.full(int(keep.sum()), np.nan)
+            probs = np.exp(ans.top_logprobs[keep].astype(np.float64))  # -inf: missing, 0
+            tail = np.clip(1.0 - probs.sum(-1), 0.0, 1.0)
+            ent = -(np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+                    .sum(-1)) - np.where(tail > 0, tail * np.log(np.where(tail > 0, tail, 1.0)),
+                                         0.0)
+            sums["missing"] += int(np.isnan(own).sum())
+            sums["nll"] -= float(np.nansum(own))
+            sums["entropy"] += float(ent.sum())
+            sums["count"] += int(keep.sum())
+
+        def figures() -> dict[str, Any]:
+            if sums["missing"]:
+                raise ServeError(f"The served teacher at {endpoint} gave no log-probability "
+                                 f"for the prompt's own token at {sums['missing']:,} evaluation "
+                                 "positions, which its perplexity needs.",
+                                 hint="vLLM's prompt_logprobs and SGLang's "
+                                      "input_token_logprobs give it; check the server's "
+                                      "version and options.")
+            n = max(sums["count"], 1)
+            return {"metrics": {"perplexity": math.exp(min(sums["nll"] / n, 50.0)),
+                                "entropy": sums["entropy"] / n},
+                    "params": count_params(tmodel), "latency_ms": None,
+                    "latency_device": f"served at {endpoint}", "pinned": {}}
+
+        _, make = task.batch_maker(es.texts, None, student_tok=tok, teacher_tok=tok,
+                                   same_tok=True, max_length=es.max_length, pack=es.pack,
+                                   device="cpu")
+        with open_server(cfg, stop=ctx.stop) as server:
+            server.connect()
+            path = write_served_cache(parts, len(rows), make, server, cache.vocab_size,
+                                      batch_size=max(1, es.batch_size), emit=ctx.emit,
+                                      stop=ctx.stop, root=Path(cache.path) / use.EVAL_PART,
+                                      on_row=on_row, figures=figures, what="teacher figures")
+        answers = TeacherCache(path)
+    return use.Covered(cache, answers, dict(answers.manifest["teacher_figures"]))
+
+
+__all__ = ["API_KEY_ENV", "SERVED_DEFAULT_K", "RowAnswer", "ServerInfo",
+           "TeacherServer", "cost_line", "normalize_endpoint", "open_server", "served_key_parts",
+           "served_eval_answers", "served_targets",
            "write_served_cache"]

@@ -58,9 +58,10 @@ def _blocker(cfg: Any, task: Any) -> str:
 
 
 def plan_teacher(cfg: Any, *, exists: bool | None = None,
-                 same_tokenizer: bool = True) -> TeacherPlan:
+                 same_tokenizer: bool = True, pays: tuple[bool, str] | None = None) -> TeacherPlan:
     """Decide live or cache. exists: whether a complete cache for this run's key is on disk
-    (None before the data is tokenized: the words then say "if one exists")."""
+    (None before the data is tokenized: the words then say "if one exists"); pays: what
+    cache_pays says, which decides 'auto' once the models and k are known."""
     from kdstudio.core.objective import active_terms
     from kdstudio.core.tasks import get_task
 
@@ -99,15 +100,57 @@ def plan_teacher(cfg: Any, *, exists: bool | None = None,
         return TeacherPlan(CACHE, f"one teacher pass first writes its top-{k} answers, which "
                                   f"this and later runs read; {because}", build=True,
                            live_share=live_share)
+    if pays is not None and exists is False:  # a cache on disk is read: its pass is paid
+        return TeacherPlan(CACHE, pays[1], build=True, live_share=live_share) if pays[0] \
+            else TeacherPlan(LIVE, f"no cache for this teacher, data and length yet, and {pays[1]}")
     if exists:
         return TeacherPlan(CACHE, f"a cache of the teacher's top-{k} answers for this teacher, "
                                   "data and length exists", live_share=live_share)
     if exists is None:
         return TeacherPlan(LIVE, "or a saved teacher cache, if one exists for this teacher, "
-                                 "data and length; teacher.cache = 'always' writes one for "
-                                 "later runs and sweeps")
+                                 "data and length, or one written first where the steps "
+                                 "re-read the rows enough to pay for the pass (the run's log "
+                                 "says which); teacher.cache = 'always' always writes one")
     return TeacherPlan(LIVE, "no cache for this teacher, data and length yet; teacher.cache = "
                              "'always' writes one that later runs, resumes and sweeps reuse")
+
+
+# "auto" writes a cache only when, on paper, it saves at least this share of the run's time: the
+# pass's own writing and the reading of k answers per position cost a little more than nothing.
+AUTO_SAVING = 0.15
+
+
+def cache_pays(*, readers: int, epochs: float, teacher_params: float, student_params: float,
+               k: int, vocab: int, fits_beside: bool = True, exists: bool = False
+               ) -> tuple[bool, str]:
+    """teacher.cache = 'auto': whether the cache saves time or memory here, and why in words.
+
+    readers: runs that will read it (a sweep's students); epochs: passes each makes over the
+    training rows. A live step's teacher forward costs about 2 x its parameters per token, the
+    student's step 6 x its own, so the teacher is teacher/(teacher + 3 x student) of the time;
+    the cache saves that share on every pass but the one that writes it, and saves nothing
+    when k is more than an eighth of the vocabulary (reading k answers per position then costs
+    about what the full answers do)."""
+    if not fits_beside:
+        return True, ("the teacher does not fit beside the student: one pass writes its "
+                      "answers, and the steps run without it")
+    if k * 8 > vocab:
+        return False, (f"top-{k} of a {vocab:,}-token vocabulary is nearly the whole answer: "
+                       "reading it costs about what running the teacher does")
+    share = teacher_params / max(teacher_params + 3 * student_params, 1.0)
+    passes = max(readers, 1) * max(epochs, 0.0)
+    saved = share if exists else share * max(passes - 1.0, 0.0) / max(passes, 1e-9)
+    whose = (f"{readers} students x {epochs:.2g} epochs" if readers > 1
+             else f"{epochs:.2g} epochs")
+    if saved >= AUTO_SAVING:
+        what = ("reading the saved answers" if exists else
+                f"one teacher pass read back {passes:.2g} times ({whose})")
+        return True, (f"teacher.cache is 'auto' and {what} saves about {100 * saved:.0f}% of "
+                      f"the time (the teacher is {100 * share:.0f}% of a live step)")
+    why = (f"the teacher is only {100 * share:.0f}% of a live step" if exists or passes >= 2 else
+           f"the teacher would answer each training row {passes:.2g} times ({whose}), so a "
+           "pass first would not save its own time")
+    return False, f"with teacher.cache 'auto' writing one would not pay: {why}"
 
 
 def key_parts(cfg: Any, teacher_source: str, teacher_tok: Any, rows: list, dtype: Any,
@@ -151,8 +194,11 @@ def _logits_at(feats: dict, pos: Any, vocab_size: int) -> Any:
 
 
 def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any, task: Any,
-                vocab_size: int, *, batch_size: int, autocast: Any, emit: Any, stop: Any) -> Path:
-    """One teacher pass over every training row; returns the published cache folder.
+                vocab_size: int, *, batch_size: int, autocast: Any, emit: Any, stop: Any,
+                extra: dict[str, Any] | None = None, what: str = "teacher cache",
+                root: Path | None = None) -> Path:
+    """One teacher pass over every training row; returns the published cache folder (in
+    root, when given: a cache's evaluation part).
 
     Each batch's logits are made over chunks of positions straight into top-k (no
     (positions x vocabulary) tensor for the batch), then encoded. A stop keeps the rows
@@ -169,7 +215,8 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
 
     k = int(parts["k"])
     n = len(rows)
-    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n, resume=True)
+    writer = TeacherCacheWriter(parts, vocab_size, expected_rows=n, resume=True, root=root)
+    writer.extra.update(extra or {})  # more keys for the manifest (the teacher's own figures)
     todo = [i for i in range(n) if not writer.has(i)]
     if writer.resumed_rows:
         emit(Log(f"Teacher cache: continuing a stopped pass; {n - len(todo):,} of {n:,} rows "
@@ -206,7 +253,7 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
                 half[pos[:, 0], pos[:, 1]] = t_half
             writer.add(idx, mask, top_ids=ids, top_logprobs=lps, tail_logmass=tail,
                        tail_log_half=half)
-            emit(Progress("teacher cache", n - len(todo) + len(idx) + start, n, "rows"))
+            emit(Progress(what, n - len(todo) + len(idx) + start, n, "rows"))
     except StoppedError:
         raise
     except BaseException:
@@ -215,8 +262,191 @@ def write_cache(parts: dict[str, Any], rows: list, make_batch: Any, teacher: Any
     return writer.finish()
 
 
+# -- runs without the teacher's weights ---------------------------------------------------------
+
+EVAL_DATA = "evaluation rows of "  # the eval answers' key: its data part names them
+# The eval answers are a part of the training cache, in this subfolder: one cache to list,
+# count and delete (and no eval answers left behind by a deleted training cache).
+EVAL_PART = "evaluation"
+
+
+def find_eval_answers(cache: Any, parts: dict[str, Any]) -> Any:
+    """The complete eval-answers part of a training cache for these key parts, or None."""
+    from kdstudio.core.teacher_cache.keys import cache_key
+    from kdstudio.core.teacher_cache.store import TeacherCache
+
+    path = Path(cache.path) / EVAL_PART / cache_key(parts)
+    return TeacherCache(path) if (path / "manifest.json").is_file() else None
+
+
+def cache_only_blocker(cfg: Any, task: Any) -> str:
+    """Why this run needs the teacher's weights beside its cached answers, or '' when the
+    cache can stand in for the teacher in the steps and the measurements alike (its weights
+    are then read at most once: for the pass that writes the cache, or to derive a student)."""
+    plan = plan_teacher(cfg, exists=True)
+    if plan.mode != CACHE:
+        return plan.why if plan.mode == LIVE else "no loss term reads the teacher's answers"
+    if plan.live_share:
+        return plan.live_share
+    if cfg.teacher.dtype == "int8":
+        return "teacher.dtype 'int8' keeps the teacher's 8-bit weights loaded"
+    if not task.caches_teacher:
+        return f"a {task.name} teacher is measured live"
+    return ""
+
+
+def eval_parts(cfg: Any, teacher_source: str, teacher_tok: Any, rows: list, dtype: Any,
+               k: int) -> dict[str, Any]:
+    """The key of the teacher's answers at the evaluation positions (rows: the eval blocks)."""
+    parts = key_parts(cfg, teacher_source, teacher_tok, rows, dtype, k)
+    parts["data"] = EVAL_DATA + str(cfg.data.dataset)
+    return parts
+
+
+@dataclass
+class Covered:
+    """Teacher caches that cover a run: its training rows and the rows its figures need."""
+
+    cache: Any                 # TeacherCache of the training rows
+    answers: Any               # TeacherCache of the evaluation blocks
+    figures: dict[str, Any]    # the teacher's own figures, from the pass that wrote them
+
+
+def find_covering(cfg: Any, teacher_source: str, teacher_tok: Any, rows: list,
+                  eval_rows: list, dtype: Any, vocab_size: int) -> Covered | None:
+    """The complete caches of this teacher's answers for the training and evaluation rows
+    (teacher.cache_k, or any k the choice by coverage can make), found without loading the
+    teacher; None when either is missing."""
+    from kdstudio.core.teacher_cache.store import find_cache
+
+    ks = [min(int(cfg.teacher.cache_k), vocab_size)] if cfg.teacher.cache_k else \
+        sorted({min(k, vocab_size) for k in K_LADDER})
+    for k in ks:
+        cache = find_cache(key_parts(cfg, teacher_source, teacher_tok, rows, dtype, k))
+        if cache is None:
+            continue
+        answers = find_eval_answers(cache, eval_parts(cfg, teacher_source, teacher_tok,
+                                                      eval_rows, dtype, k))
+        figures = answers.manifest.get("teacher_figures") if answers is not None else None
+        if figures:
+            return Covered(cache, answers, dict(figures))
+    return None
+
+
+def covering_on_disk(cfg: Any) -> bool:
+    """Whether a complete cache with its evaluation part (the teacher's figures) exists for
+    this teacher, revision, data, length and k, judged from the caches' manifests without
+    tokenizing the data: what the memory estimate needs to count the run as the student alone
+    (the run itself checks the exact rows, covering_before_load)."""
+    from kdstudio.core.teacher_cache.manage import list_caches
+    from kdstudio.core.teacher_cache.store import read_manifest
+
+    t = cfg.teacher
+    want = {"teacher": t.name, "revision": t.revision, "data": cfg.data.dataset,
+            "max_length": cfg.data.max_length, "pack": cfg.data.pack}
+    for info in list_caches():
+        try:
+            manifest = read_manifest(info.path)
+        except (OSError, ValueError):  # deleted or rewritten meanwhile
+            continue
+        parts = manifest.get("key_parts", {})
+        if any(parts.get(key) != value for key, value in want.items()):
+            continue
+        vocab = int(manifest.get("vocab_size") or 0)
+        if t.cache_k and info.k != min(int(t.cache_k), vocab or int(t.cache_k)):
+            continue  # a set k larger than the vocabulary keeps all of it
+        for part in sorted((info.path / EVAL_PART).glob("*/manifest.json")):
+            try:
+                if read_manifest(part.parent).get("teacher_figures"):
+                    return True
+            except (OSError, ValueError):
+                continue
+    return False
+
+
+def covering_before_load(cfg: Any, task: Any, teacher_source: str, data: Any, dtype: Any
+                         ) -> Covered | None:
+    """find_covering from the teacher's tokenizer alone (its weights unread): the training and
+    evaluation rows as the run will make them (the same tokenizer, which a cache needs)."""
+    from kdstudio.core.models import load_tokenizer
+
+    tok = load_tokenizer(teacher_source, trust_remote_code=cfg.teacher.trust_remote_code,
+                         role="teacher")
+    args = dict(student_tok=tok, teacher_tok=tok, same_tok=True, max_length=cfg.data.max_length,
+                pack=cfg.data.pack, device="cpu")
+    try:
+        _, make = task.batch_maker(data.train_texts, data.train_labels, **args)
+    except Exception:  # the run's own tokenizing says what is wrong, with the right words
+        return None
+    rows = getattr(make, "cache_rows", None)
+    if rows is None:
+        return None
+    return find_covering(cfg, teacher_source, tok, rows, eval_rows(cfg, task, data, tok), dtype,
+                         len(tok))
+
+
+def eval_rows(cfg: Any, task: Any, data: Any, tok: Any) -> list:
+    """The evaluation blocks' token ids, in the order the evaluator batches them."""
+    from kdstudio.core.batch import causal_blocks
+
+    texts = data.eval_texts[:cfg.evaluation.max_samples] if cfg.evaluation.max_samples \
+        else data.eval_texts
+    return causal_blocks(tok, texts, cfg.data.max_length, cfg.data.pack)
+
+
+def write_eval_answers(cfg: Any, task: Any, evaluator: Any, teacher: Any, tmodel: Any,
+                       cache: Any, pinned: dict[str, str], ctx: Any) -> Covered:
+    """With the teacher still loaded after its pass: its answers at the evaluation positions
+    (same k as the training cache) and its own figures (metrics, latency, parameters, the
+    pinned inputs' answers), kept as the training cache's evaluation part (EVAL_PART); a
+    later run reads them instead of loading the teacher. Returns both together."""
+    from kdstudio.core.evaluation import latency_sample, time_forwards
+    from kdstudio.core.events import Stage
+    from kdstudio.core.models import count_params
+    from kdstudio.core.teacher_cache.store import TeacherCache
+
+    es, tok = evaluator.eval_set, teacher.tokenizer
+    dtype = next(tmodel.parameters()).dtype
+    rows = eval_rows(cfg, task, type("D", (), {"eval_texts": es.texts})(), tok)
+    parts = eval_parts(cfg, teacher.source, tok, rows, dtype, cache.k)
+    answers = find_eval_answers(cache, parts)
+    if answers is None or not answers.manifest.get("teacher_figures"):
+        # Its own stage: the training rows' pass ("teacher cache") is done and counted.
+        ctx.emit(Stage("teacher figures", f"the teacher's answers and figures on {len(rows)} "
+                                          "evaluation blocks, kept with its cache"))
+        metrics = evaluator.teacher_metrics()
+        session = time_forwards({"teacher": (tmodel, latency_sample(es, tok))}, es.task,
+                                device=evaluator.device, repeats=max(1, cfg.evaluation.latency_repeats),
+                                autocast=evaluator.autocast)
+        figures = {"metrics": metrics, "params": count_params(tmodel),
+                   "latency_ms": round(session.latency("teacher").median_ms, 3),
+                   "latency_device": session.device, "pinned": dict(pinned)}
+        _, make = task.batch_maker(es.texts, None, student_tok=tok, teacher_tok=tok,
+                                   same_tok=True, max_length=es.max_length, pack=es.pack,
+                                   device=evaluator.device)
+        path = write_cache(parts, rows, make, tmodel, task, cache.vocab_size,
+                           batch_size=max(1, es.batch_size), autocast=ctx.autocast,
+                           emit=ctx.emit, stop=ctx.stop, extra={"teacher_figures": figures},
+                           what="teacher figures", root=Path(cache.path) / EVAL_PART)
+        answers = TeacherCache(path)
+    return Covered(cache, answers, dict(answers.manifest["teacher_figures"]))
+
+
 K_LADDER = (64, 128, 256, 512, 1024)
 K_COVERAGE = 0.9
+# The default k's size limit: one stored position takes at most this many bytes. One number
+# holds both of issue 18's goals: k = 128 at the LM demo's 2,048 tokens (166 B) and k = 64 at
+# a 151,936-token vocabulary (176 B), where each id costs more bits (README, the cache's format).
+K_BYTES = 250
+
+
+def k_within_budget(vocab_size: int) -> int:
+    """The largest k of K_LADDER whose record fits K_BYTES at this vocabulary (at least the
+    smallest rung; at most the vocabulary)."""
+    from kdstudio.core.teacher_cache.records import record_bytes
+
+    fits = [k for k in K_LADDER if k <= vocab_size and record_bytes(vocab_size, k) <= K_BYTES]
+    return max(fits) if fits else min(K_LADDER[0], vocab_size)
 
 
 def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: int,
@@ -224,8 +454,9 @@ def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: 
              positions: int = 512) -> tuple[int, float]:
     """teacher.cache_k = 0: the smallest k of K_LADDER whose top-k holds K_COVERAGE of the
     teacher's probability at the run's temperature, averaged over up to ``positions``
-    positions of the first batch (the largest, 1024, when none does; at most the
-    vocabulary). Returns (k, the share of probability it keeps there)."""
+    positions of the first batch, but no larger than k_within_budget (a flat teacher would
+    otherwise take k = 1024: 902 bytes per position at 2,048 tokens). Returns (k, the share
+    of probability it keeps there)."""
     import torch
 
     batch = make_batch(list(range(min(n_rows, max(1, batch_size)))))
@@ -234,14 +465,15 @@ def choose_k(teacher: Any, task: Any, make_batch: Any, n_rows: int, vocab_size: 
         feats = task.forward_features(teacher, batch.teacher, head_only=True)
         logits = _logits_at(feats, keep.nonzero()[:positions], vocab_size)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    top = probs.topk(min(K_LADDER[-1], vocab_size), dim=-1).values.cumsum(-1).mean(0)
+    cap = k_within_budget(vocab_size)
+    top = probs.topk(min(cap, vocab_size), dim=-1).values.cumsum(-1).mean(0)
     for k in K_LADDER:
         if k >= vocab_size:
             return vocab_size, 1.0
-        if float(top[k - 1]) >= K_COVERAGE:
+        if k >= cap or float(top[k - 1]) >= K_COVERAGE:
+            k = min(k, cap)
             return k, float(top[k - 1])
-    k = min(K_LADDER[-1], vocab_size)
-    return k, float(top[k - 1])
+    return cap, float(top[cap - 1])
 
 
 def size_text(n: float) -> str:
@@ -261,5 +493,6 @@ def cache_summary(cache: Any) -> str:
             f"bytes per position), key {cache.key[:12]}")
 
 
-__all__ = ["CACHE", "LIVE", "NONE", "TeacherPlan", "cache_summary", "key_parts",
-           "plan_teacher", "write_cache"]
+__all__ = ["CACHE", "LIVE", "NONE", "Covered", "TeacherPlan", "cache_only_blocker",
+           "cache_summary", "eval_parts", "find_covering", "key_parts", "plan_teacher",
+           "write_cache"]

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None, *, demo: bool = False) -> int:
     from kdstudio.ui.main_window import MainWindow, app_icon
 
     app.setWindowIcon(app_icon())
-    window = MainWindow(demo=demo)
+    window = MainWindow(demo=demo, deferred=True)
     window.show()
     shown_file = os.environ.get("KDSTUDIO_SHOWN_FILE")
     if shown_file:

@@ -20,7 +20,9 @@ def test_setup_and_its_parts_take_keywords_only():
 
 def test_targets_record_names_the_cache_a_resume_reads_again():
     plan = SimpleNamespace(mode="cache", line="Teacher: cache")
-    assert Targets(plan=plan).record() == {"mode": "cache", "why": "Teacher: cache"}
+    assert Targets(plan=plan).record() == {"mode": "cache", "why": "Teacher: cache",
+                                           "teacher_weights": "loaded"}
     cache = SimpleNamespace(key="abc", k=8)
     assert Targets(plan=plan, cache=cache).record() == {"mode": "cache", "why": "Teacher: cache",
+                                                        "teacher_weights": "loaded",
                                                         "key": "abc", "k": 8}

@@ -95,10 +95,10 @@ def test_a_cached_run_matches_the_live_teacher_and_later_runs_reuse_its_cache(ti
     vocab = len(load_tokenizer(str(tiny["gpt2"])))
     assert summary["mode"] == CACHE and summary["k"] == vocab and len(summary["key"]) == 64
     # Same start, same batches: the plain loss is identical, the logit loss within the
-    # quantization of the cached log-probabilities.
+    # quantization of the cached log-probabilities (format 2 codes them in 4 bits above k = 64).
     a, b = first_losses(live), first_losses(cached)
     assert b["hard_label"] == pytest.approx(a["hard_label"], rel=1e-6)
-    assert b["logit"] == pytest.approx(a["logit"], rel=0.01) and b["logit"] != a["logit"]
+    assert b["logit"] == pytest.approx(a["logit"], rel=0.03) and b["logit"] != a["logit"]
 
     again = Recorder()
     reuse = lm_config(tiny, "auto", **other)
@@ -208,7 +208,9 @@ def test_a_stopped_cache_pass_is_continued_by_the_next_run(tiny, capsys):
 
 @pytest.mark.slow
 def test_the_students_of_a_sweep_share_one_teacher_pass(tiny, capsys):
-    base = lm_config(tiny, "auto", training={"max_steps": 2, "eval_every": 0})
+    # 'always': two 2-step students of a tiny teacher would not pay for a pass under 'auto'
+    # (test_cache_choice.py tests that decision).
+    base = lm_config(tiny, "always", training={"max_steps": 2, "eval_every": 0})
     sweep = Sweep.new(base, derived(1, 2), teacher_layers=4)
     rec = Recorder()
     assert run_sweep(sweep, rec).status == "finished"
@@ -286,7 +288,7 @@ def test_k_is_chosen_by_how_much_of_the_teachers_probability_it_keeps(tiny):
 
     from kdstudio.core.models import load_model
     from kdstudio.core.tasks import get_task
-    from kdstudio.core.teacher_source import K_COVERAGE, choose_k
+    from kdstudio.core.teacher_source import K_COVERAGE, choose_k, k_within_budget
 
     task = get_task("causal-lm")
     loaded = load_model(str(tiny["gpt2"]), task, role="teacher")
@@ -297,9 +299,10 @@ def test_k_is_chosen_by_how_much_of_the_teachers_probability_it_keeps(tiny):
     vocab = len(tok)
     import contextlib
 
-    # An untrained model is nearly flat: no k short of the vocabulary keeps 90%.
+    # An untrained model is nearly flat: no k short of the vocabulary keeps 90%, so k stops
+    # at the byte budget, short of the vocabulary.
     k, kept = choose_k(model, task, make, n, vocab, 1.0, batch_size=4, autocast=contextlib.nullcontext)
-    assert k == vocab and kept == 1.0
+    assert k == k_within_budget(vocab) < vocab and kept < K_COVERAGE
     # A sharp teacher (its head scaled up) is covered by the smallest k.
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(60.0)

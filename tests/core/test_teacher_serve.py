@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kdstudio.core.errors import ConfigError, ServeError, StoppedError
-from kdstudio.core.events import Log, Progress
+from kdstudio.core.events import Log, Progress, Stage
 from kdstudio.core.tasks import get_task
 from kdstudio.core.teacher_cache.keys import KEY_PARTS
 from kdstudio.core.teacher_cache.store import TeacherCache
@@ -270,3 +270,51 @@ def test_a_method_that_needs_the_live_teacher_is_refused():
         with pytest.raises(ConfigError, match="teacher.endpoint is set, but hidden-state"):
             run_training(_served_config(s.endpoint, hidden_weight=1.0))
         assert not s.requests("/v1/completions")
+
+
+@pytest.mark.parametrize("protocol", ["vllm", "sglang"])
+def test_a_served_run_never_loads_the_teachers_weights(protocol, monkeypatch):
+    """The served pass also asks for the evaluation positions' answers and the label tokens'
+    log-probabilities: the teacher's figures come from the server, equal to the local
+    teacher's, and no run loads its weights."""
+    from kdstudio.core import setup as setup_mod
+    from kdstudio.core.teacher_cache import list_caches
+    from kdstudio.core.trainer import run_training
+    from tests.serve_server import EVERYDAY_GPT
+
+    def config(endpoint):
+        cfg = _served_config(endpoint)
+        cfg.teacher.name = str(EVERYDAY_GPT)
+        cfg.teacher.cache = "auto" if endpoint else "never"
+        cfg.student.name = str(EVERYDAY_GPT)  # by name: no student derived from its weights
+        return cfg
+    live = run_training(config(""))  # the local teacher, measured live
+    assert live.summary["teacher_targets"]["teacher_weights"] == "loaded"
+
+    real_load = setup_mod.load_model
+
+    def no_teacher(source, task, **kw):
+        assert kw.get("role") != "teacher", "the teacher's weights were loaded"
+        return real_load(source, task, **kw)
+    monkeypatch.setattr(setup_mod, "load_model", no_teacher)
+    with FakeServe(protocol=protocol, name=str(EVERYDAY_GPT)) as s:
+        stages: list[str] = []
+        result = run_training(config(s.endpoint),
+                              lambda e: stages.append(e.name) if isinstance(e, Stage) else None)
+        assert result.status == "finished", result
+        summary = result.summary
+        assert summary["teacher_targets"]["teacher_weights"] == "never loaded"
+        assert stages.count("teacher cache") == 1 and stages.count("teacher figures") == 1
+        # Perplexity from the label tokens' log-probabilities: the local teacher's own figure.
+        served, local = summary["teacher_metrics"], live.summary["teacher_metrics"]
+        assert served["perplexity"] == pytest.approx(local["perplexity"], rel=1e-4)
+        # Entropy over the top 20 and one bucket for the rest: a lower bound of the full one.
+        assert 0 < served["entropy"] < local["entropy"]
+        assert summary["teacher_latency_ms"] is None and summary["speedup"] is None
+        assert summary["teacher_params"] == live.summary["teacher_params"]
+        (info,) = list_caches()  # one cache: the evaluation answers are its part
+        assert (info.path / "evaluation").is_dir()
+        asked = len(s.log)
+        again = run_training(config(s.endpoint))
+        assert again.summary["teacher_metrics"] == served
+        assert not [r for r in s.log[asked:] if r[1] in ("/v1/completions", "/generate")]

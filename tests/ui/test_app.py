@@ -212,3 +212,20 @@ def test_qt_calls_keep_none_alive():
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr[-500:]
     assert abs(int(out.stdout.strip())) < 100
+
+
+def test_the_app_builds_its_first_page_before_showing_and_the_rest_just_after(qtbot, kd_home):
+    from kdstudio.ui.main_window import PAGE_KEYS, PAGE_TITLES, MainWindow
+
+    w = MainWindow(demo=True, deferred=True)
+    qtbot.addWidget(w)
+    assert [k for k in PAGE_KEYS if dict.__contains__(w.pages, k)] == ["train"]
+    assert w.current_page_key() == "train" and w.stack.currentWidget() is w.pages["train"]
+    assert w.steps.item(5).text() == "6. Runs"
+    w.show_page("method")  # a page asked for before its turn is built at once
+    assert dict.__contains__(w.pages, "method") and w.stack.currentWidget() is w.pages["method"]
+    w.show()
+    qtbot.waitUntil(lambda: all(dict.__contains__(w.pages, k) for k in PAGE_KEYS), timeout=30000)
+    assert w.stack.count() == len(PAGE_KEYS) and w.current_page_key() == "method"
+    for i, key in enumerate(PAGE_KEYS):
+        assert w.stack.widget(i) is w.pages[key] and w.pages[key].title == PAGE_TITLES[key]

@@ -127,9 +127,11 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
     tokens = batch * max_length
     heads = max(1, hidden // 64)
     cached = _reads_cache(config)
+    alone = cache_only(config)
     parts = {
         "overhead": OVERHEAD_MB["gpu" if gpu else "cpu"],
-        "teacher weights": teacher_params * teacher_bytes / MB,
+        # A run its cache covers never holds the teacher during the steps (cached_teacher).
+        "teacher weights": 0.0 if alone else teacher_params * teacher_bytes / MB,
         "student training state": student_params * TRAIN_BYTES_PER_PARAM / MB,
         # Kept for backward: per layer the activations and the attention scores (+ mask).
         # With gradient checkpointing only each layer's input is kept, and one layer's
@@ -149,7 +151,10 @@ def _parts(config: Any, teacher_params: int, student_params: int, hidden: int, l
                                    if _reads_teacher_inside(config) else 0)) / MB,
     }
     if cached:  # the batch's cached answers: k ids (int64) and log-probs (fp32) per position
-        k = config.teacher.cache_k or (64 if getattr(config.teacher, "endpoint", "") else 1024)
+        from kdstudio.core.teacher_source import k_within_budget
+
+        k = config.teacher.cache_k or (64 if getattr(config.teacher, "endpoint", "") else
+                                       k_within_budget(vocab) if vocab else 128)
         parts["teacher cache batch"] = tokens * k * 12 / MB
     task = get_task(config.task)
     if task.scores_vocabulary and vocab:
@@ -175,6 +180,24 @@ def _reads_cache(config: Any) -> bool:
         and plan_teacher(config, exists=True).mode == CACHE
 
 
+def cache_only(config: Any) -> bool:
+    """Whether the run's steps and measurements go without the teacher's weights: it reads
+    the teacher cache and nothing of it needs the live teacher (teacher_source)."""
+    from kdstudio.core.teacher_source import cache_only_blocker
+
+    return _reads_cache(config) and not cache_only_blocker(config, get_task(config.task))
+
+
+def teacher_pass_mb(config: Any, teacher_params: int, student_params: int, hidden: int,
+                    device: str, teacher_bytes: int) -> float:
+    """A local teacher's one pass that writes the cache, before the steps: its weights and one
+    batch's forward, beside the student's weights (no training state yet)."""
+    tokens = config.training.batch_size * config.data.max_length
+    return (OVERHEAD_MB["gpu" if is_gpu(device) else "cpu"]
+            + (teacher_params * teacher_bytes + student_params * 4
+               + tokens * hidden * 8 * teacher_bytes) / MB)
+
+
 def _auto_chunk(vocab: int, free_mb: float | None) -> int:
     """The chunk training.logit_chunk = 0 would pick with this much free memory
     (chunk_size.auto_chunk_size; this machine's RAM when unknown)."""
@@ -196,11 +219,14 @@ def _teacher_bytes(config: Any, device: str) -> int:
 
 def estimate_memory(config: Any, teacher_params: int, student_params: int, hidden_size: int,
                     num_layers: int, device: str, *, vocab_size: int = 0,
-                    available_mb: float | None = None) -> MemoryEstimate:
+                    available_mb: float | None = None,
+                    cache_exists: bool = False) -> MemoryEstimate:
     """Memory the run in ``config`` needs on ``device`` and what is free there.
 
     ``hidden_size`` and ``num_layers`` are the teacher's. ``available_mb`` overrides the
     measurement (torch.cuda.mem_get_info on a GPU, the available RAM otherwise).
+    ``cache_exists``: the teacher's cache (with its figures) is on disk already, so a
+    cache-only run makes no teacher pass and is the student alone.
     """
     device = resolve_device_name(device)
     note = ""
@@ -215,7 +241,14 @@ def estimate_memory(config: Any, teacher_params: int, student_params: int, hidde
                config: Any = config) -> tuple[float, dict[str, float]]:
         parts = _parts(config, teacher_params, student_params, hidden_size, num_layers, device,
                        vocab_size, batch, max_length, teacher_bytes, free_mb=available_mb)
-        return sum(parts.values()) * SAFETY, parts
+        total = sum(parts.values())
+        if cache_only(config) and not getattr(config.teacher, "endpoint", "") \
+                and not cache_exists:
+            # The local teacher's pass comes first (when the cache is not there yet): the run
+            # needs whichever of the two is larger, never both at once.
+            total = max(total, teacher_pass_mb(config, teacher_params, student_params,
+                                               hidden_size, device, teacher_bytes))
+        return total * SAFETY, parts
 
     total, parts = needed(tc.batch_size, dc.max_length, t_bytes)
     est = MemoryEstimate(total, available_mb, where, parts, note=note)
@@ -371,9 +404,15 @@ def estimate_for_config(config: Any, teacher_info: dict[str, Any] | None = None,
             t_cfg = load_model_config(_local_source(t.name, t.revision), t.trust_remote_code,
                                       "teacher", t.revision)
             student_params = pruned_student_params(config, t_cfg) or student_params
+    exists = False
+    if cache_only(config) and not t.endpoint:
+        from kdstudio.core.teacher_source import covering_on_disk
+
+        exists = covering_on_disk(config)
     return estimate_memory(config, teacher.params, student_params, teacher.hidden_size,
                            teacher.num_layers, config.training.device,
-                           vocab_size=teacher.vocab_size, available_mb=available_mb)
+                           vocab_size=teacher.vocab_size, available_mb=available_mb,
+                           cache_exists=exists)
 
 
 # -- tokens in the data -------------------------------------------------------------------------

@@ -7,21 +7,19 @@ cache. A cache is written into a hidden ``.partial-*`` folder and renamed into p
 when complete, so an interrupted pass is never read; a stopped one is set aside as
 ``.stopped-<key>`` and continued by the next writer of that key.
 
-Format (FORMAT_VERSION 1), one fixed-width record per stored position:
+Format (FORMAT_VERSION 2; the README's "The cache's format" is the reference), one
+fixed-width record per stored position:
   ids        the k token ids, sorted, Elias-Fano coded: k*l low bits plus a
-             k + V/2**l bit high-part bitvector, l = floor(log2(V/k)); about
-             k * (2 + log2(V/k)) bits, against k * ceil(log2 V) for plain packing.
-  log-probs  uint8 per id (in id order): the gap g to the largest log-prob, coded
-             q = round(255 * sqrt(g / G)) with G the position's largest gap (capped at
-             40 nats), so the likely entries get the finest steps: |error| <=
-             sqrt(g*G)/255 + G/255**2/4 nats (0 at the top entry, 0.015 at g=1, G=15),
-             plus the float16 rounding of the largest log-prob (<= |value|/2048).
-  head       4 x float16: largest log-prob, G, log of the mass outside the top k
-             ("tail"), and log of the sum over the tail of sqrt(p) (the tail's mass at
-             temperature 2, which makes the default temperature's tail bucket exact).
-At V=151,936 and k=64 a record is 178 bytes (DistillKit's recommended format: ~300 at
-k=128); at V=2,048 it is 128. ``record_bytes(V, k)`` gives it for any V and k;
-benchmarks/teacher_cache_k.py measures what k costs and buys.
+             k + V/2**l bit high-part bitvector, l = floor(log2(V/k)).
+  log-probs  b bits per id (in id order; b = lp_bits_for(k): 8 up to k = 64, else 4),
+             MSB first: the gap g to the largest log-prob, q = round(L * sqrt(g / G)),
+             L = 2**b - 1, G the position's largest gap (capped at 40 nats).
+  head       3 x float16, little-endian: largest log-prob, G, log of the mass outside the
+             top k. The tail's shape is not stored: the loss models it as a power law in rank
+             that continues the smallest kept entry and holds that mass (sparse.tail_power_law),
+             which a served teacher's answers give as well as a local pass.
+Format 1 (still read) had 8-bit codes and a fourth float16, the log of the tail's sum of
+sqrt(p). At V=151,936 and k=64 a record is 176 bytes; at V=2,048 and k=256, 294.
 
 Files: ``manifest.json``; per shard ``shard-NNNNN.records.npy`` (positions x record
 bytes, memory-mapped when read), ``.masks.npy`` (each row's stored positions as packed
@@ -55,6 +53,9 @@ _HOME = {
     "encode_records": "records",
     "find_cache": "store",
     "list_caches": "manage",
+    "lp_bits_for": "records",
+    "READABLE_FORMATS": "keys",
+    "import_topk_jsonl": "imports",
     "record_bytes": "records",
     "record_use": "manage",
     "remove_partial_caches": "manage",
@@ -94,6 +95,9 @@ __all__ = [
     "encode_records",
     "find_cache",
     "list_caches",
+    "lp_bits_for",
+    "READABLE_FORMATS",
+    "import_topk_jsonl",
     "record_bytes",
     "record_use",
     "remove_partial_caches",

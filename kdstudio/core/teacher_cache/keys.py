@@ -15,14 +15,16 @@ import torch
 
 from kdstudio.core.runs import home_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Formats this version reads: 1 (with the tail's shape at T = 2 in each record) and 2.
+READABLE_FORMATS = (1, 2)
 # Chosen with benchmarks/teacher_cache_k.py: the largest k whose record fits 200 bytes at
 # a 151,936 vocabulary; the gradient error still falls with k up to there.
 DEFAULT_K = 64
 KEY_PARTS = ("teacher", "revision", "weights", "tokenizer", "data", "token_ids",
              "max_length", "pack", "k", "dtype")
 from kdstudio.core.loss_kinds import SPARSE_LOSSES  # noqa: E402  (re-exported)
-_HEAD_BYTES = 8  # 4 x float16
+_HEAD_BYTES = {1: 8, 2: 6}  # float16s: format 1 stores 4, format 2 stores 3
 _MAX_GAP = 40.0  # nats below a position's largest log-prob that are stored as they are
 _PARTIAL = ".partial-"
 _STOPPED = ".stopped-"  # a pass that was stopped, kept to be continued: .stopped-<key>
@@ -99,7 +101,7 @@ def _normalize(value: Any) -> Any:
     return value
 
 
-def _normalized_parts(parts: Mapping[str, Any]) -> dict[str, Any]:
+def _normalized_parts(parts: Mapping[str, Any], fmt: int = FORMAT_VERSION) -> dict[str, Any]:
     missing = [p for p in KEY_PARTS if p not in parts]
     if missing:
         raise ValueError(f"cache key parts are missing {', '.join(missing)}; a cache key needs "
@@ -111,19 +113,19 @@ def _normalized_parts(parts: Mapping[str, Any]) -> dict[str, Any]:
     k = out["k"]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"cache key part k must be an integer >= 1, got {k!r}")
-    out["format"] = FORMAT_VERSION
+    out["format"] = fmt
     return _normalize(out)
 
 
-def cache_key(parts: Mapping[str, Any]) -> str:
+def cache_key(parts: Mapping[str, Any], fmt: int = FORMAT_VERSION) -> str:
     """sha256 (hex) over every input that changes the teacher's answers.
 
     parts must hold KEY_PARTS: teacher (name or path), revision, weights
     (weights_fingerprint), tokenizer (tokenizer_fingerprint), data (a fingerprint of the
     data source), token_ids (the training rows' ids, or their token_ids_fingerprint),
-    max_length, pack, k, dtype. Extra parts are hashed too. The format version is added.
+    max_length, pack, k, dtype. Extra parts are hashed too. The format version (fmt) is added.
     """
-    canon = json.dumps(_normalized_parts(parts), sort_keys=True, separators=(",", ":"),
+    canon = json.dumps(_normalized_parts(parts, fmt), sort_keys=True, separators=(",", ":"),
                        default=str)
     return _sha(canon.encode())
 
@@ -132,5 +134,5 @@ def cache_root() -> Path:
     return home_dir() / "teacher-cache"
 
 
-def cache_dir_for(parts: Mapping[str, Any]) -> Path:
-    return cache_root() / cache_key(parts)
+def cache_dir_for(parts: Mapping[str, Any], fmt: int = FORMAT_VERSION) -> Path:
+    return cache_root() / cache_key(parts, fmt)

@@ -53,8 +53,8 @@ def list_caches() -> list[CacheInfo]:
             m = read_manifest(d)
         except (OSError, ValueError):
             continue
-        try:
-            size = sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+        try:  # rglob: its evaluation part (the teacher's figures) is a subfolder of it
+            size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         except OSError:  # deleted meanwhile
             continue
         out.append(CacheInfo(

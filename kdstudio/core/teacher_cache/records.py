@@ -1,5 +1,5 @@
 """The record format: one fixed-width record per stored position (Elias-Fano coded ids,
-uint8 log-prob gaps, a float16 head); see the package's docstring.
+bit-packed log-prob gaps, a float16 head); see the package's docstring and the README.
 """
 
 from __future__ import annotations
@@ -10,9 +10,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kdstudio.core.teacher_cache.keys import _HEAD_BYTES, _MAX_GAP
+from kdstudio.core.teacher_cache.keys import _HEAD_BYTES, _MAX_GAP, FORMAT_VERSION
 
 # ---------------------------------------------------------------- the record format
+
+
+def lp_bits_for(k: int) -> int:
+    """Bits per stored log-probability in format 2: 8 up to k = 64, then 4 (a larger k buys
+    more than finer steps do; benchmarks/teacher_cache_k.py measures both)."""
+    return 8 if k <= 64 else 4
 
 
 def _ef_low_bits(vocab_size: int, k: int) -> int:
@@ -26,20 +32,55 @@ def _ef_layout(vocab_size: int, k: int) -> tuple[int, int, int]:
     return low, high, (k * low + high + 7) // 8
 
 
-def record_bytes(vocab_size: int, k: int) -> int:
-    """Bytes one stored position takes: ids + k quantized log-probs + the 8-byte head."""
+def _layout(vocab_size: int, k: int, fmt: int, lp_bits: int | None) -> tuple[int, int, int, int]:
+    """(low bits, high bits, id bytes, log-prob bits) of a record."""
+    if fmt not in _HEAD_BYTES:
+        raise ValueError(f"teacher cache format must be one of {sorted(_HEAD_BYTES)}, got {fmt}")
+    bits = 8 if fmt == 1 else (lp_bits_for(k) if lp_bits is None else int(lp_bits))
+    if not 1 <= bits <= 8:
+        raise ValueError(f"lp_bits must be in [1, 8], got {bits}")
+    return (*_ef_layout(vocab_size, k), bits)
+
+
+def record_bytes(vocab_size: int, k: int, fmt: int = FORMAT_VERSION, lp_bits: int | None = None) -> int:
+    """Bytes one stored position takes: ids + k quantized log-probs + the float16 head."""
     if not 1 <= k <= vocab_size:
         raise ValueError(f"k must be in [1, vocab_size={vocab_size}], got {k}")
-    return _ef_layout(vocab_size, k)[2] + k + _HEAD_BYTES
+    _, _, id_bytes, bits = _layout(vocab_size, k, fmt, lp_bits)
+    return id_bytes + (k * bits + 7) // 8 + _HEAD_BYTES[fmt]
+
+
+def _pack(values: np.ndarray, width: int) -> np.ndarray:
+    """(P, n) unsigned ints of `width` bits -> (P, ceil(n * width / 8)) bytes, MSB first."""
+    p, n = values.shape
+    if width == 8:
+        return values.astype(np.uint8)
+    shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
+    bits = ((values.astype(np.int64)[:, :, None] >> shifts) & 1).reshape(p, n * width)
+    out = np.packbits(bits.astype(np.uint8), axis=1)
+    return out if out.shape[1] else np.zeros((p, (n * width + 7) // 8), np.uint8)
+
+
+def _unpack(data: torch.Tensor, n: int, width: int, skip: int = 0) -> torch.Tensor:
+    """The inverse of _pack on a (P, bytes) uint8 tensor, starting `skip` bits in: (P, n) long."""
+    p = data.shape[0]
+    if width == 8 and skip == 0:
+        return data[:, :n].long()
+    shifts = torch.arange(7, -1, -1, device=data.device, dtype=torch.uint8)
+    bits = ((data.unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, skip:skip + n * width]
+    weights = 1 << torch.arange(width - 1, -1, -1, device=data.device, dtype=torch.int32)
+    return (bits.reshape(p, n, width).to(torch.int32) * weights).sum(-1).long()
 
 
 def encode_records(top_ids: torch.Tensor, top_logprobs: torch.Tensor, tail_logmass: torch.Tensor,
-                   tail_log_half: torch.Tensor | None, vocab_size: int) -> np.ndarray:
-    """Pack P positions into a (P, record_bytes(V, k)) uint8 array.
+                   tail_log_half: torch.Tensor | None, vocab_size: int, *,
+                   fmt: int = FORMAT_VERSION, lp_bits: int | None = None) -> np.ndarray:
+    """Pack P positions into a (P, record_bytes(V, k, fmt, lp_bits)) uint8 array.
 
     top_ids (P, k) distinct ids in [0, V); top_logprobs (P, k) their log-probabilities at
     temperature 1, any order; tail_logmass (P,) log of the mass outside the top k;
-    tail_log_half (P,) log of sum over the tail of sqrt(p), or None (stored as NaN).
+    tail_log_half (P,) log of sum over the tail of sqrt(p), or None (format 1 only; stored
+    as NaN; format 2 does not store it).
     """
     ids = top_ids.detach().to("cpu", torch.int64)
     lp = top_logprobs.detach().to("cpu", torch.float32)
@@ -49,20 +90,20 @@ def encode_records(top_ids: torch.Tensor, top_logprobs: torch.Tensor, tail_logma
                          f"{tuple(lp.shape)} and {tuple(tail_logmass.shape)}")
     if p and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(f"top_ids must lie in [0, {vocab_size}), got {int(ids.min())}..{int(ids.max())}")
-    low, high, id_bytes = _ef_layout(vocab_size, k)
+    low, high, id_bytes, bits = _layout(vocab_size, k, fmt, lp_bits)
     ids, order = ids.sort(dim=-1)
     lp = lp.gather(-1, order)
     if p and bool((ids[:, 1:] == ids[:, :-1]).any()):
         raise ValueError("top_ids must be distinct within each position")
 
     ids_np = ids.numpy()
-    bits = np.zeros((p, k * low + high), dtype=np.uint8)
+    ef = np.zeros((p, k * low + high), dtype=np.uint8)
     if low:
         shifts = np.arange(low - 1, -1, -1, dtype=np.int64)
-        bits[:, :k * low] = ((ids_np[:, :, None] >> shifts) & 1).reshape(p, k * low)
+        ef[:, :k * low] = ((ids_np[:, :, None] >> shifts) & 1).reshape(p, k * low)
     hi_pos = (ids_np >> low) + np.arange(k)
-    np.put_along_axis(bits[:, k * low:], hi_pos, 1, axis=1)
-    id_part = np.packbits(bits, axis=1)
+    np.put_along_axis(ef[:, k * low:], hi_pos, 1, axis=1)
+    id_part = np.packbits(ef, axis=1)
     if id_part.shape[1] < id_bytes:  # p == 0
         id_part = np.zeros((p, id_bytes), dtype=np.uint8)
 
@@ -74,45 +115,47 @@ def encode_records(top_ids: torch.Tensor, top_logprobs: torch.Tensor, tail_logma
     # Rounded to float16 first, so the decoder scales by exactly the stored value.
     big16 = big.to(torch.float16).float()
     scale = torch.where(big16 > 0, big16, torch.ones_like(big16))
-    q = torch.round(255.0 * (gap / scale[:, None]).clamp(0.0, 1.0).sqrt()).to(torch.uint8)
-    half = tail_log_half if tail_log_half is not None else torch.full((p,), float("nan"))
-    head = torch.stack([top, big16, tail_logmass.detach().cpu().float(),
-                        half.detach().cpu().float()], dim=-1).to(torch.float16)
-    return np.concatenate([id_part, q.numpy(), head.numpy().view(np.uint8)], axis=1)
+    levels = (1 << bits) - 1
+    q = torch.round(levels * (gap / scale[:, None]).clamp(0.0, 1.0).sqrt()).to(torch.int64)
+    head = [top, big16, tail_logmass.detach().cpu().float()]
+    if fmt == 1:
+        head.append(tail_log_half.detach().cpu().float() if tail_log_half is not None
+                    else torch.full((p,), float("nan")))
+    head_np = torch.stack(head, dim=-1).to(torch.float16).numpy().astype("<f2").view(np.uint8)
+    return np.concatenate([id_part, _pack(q.numpy(), bits), head_np], axis=1)
 
 
-def decode_records(records: torch.Tensor, vocab_size: int, k: int
+def decode_records(records: torch.Tensor, vocab_size: int, k: int, *, fmt: int = FORMAT_VERSION,
+                   lp_bits: int | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unpack (P, record_bytes) uint8 records on their device.
 
     Returns top_ids (P, k) long in ascending id order, top_logprobs (P, k) float32 in the
-    same order, and tail_logmass, tail_log_half (P,) float32.
+    same order, tail_logmass (P,) float32 and tail_log_half (P,) float32 (NaN in format 2,
+    which leaves the tail's shape to the loss's model, sparse.tail_temper).
     """
-    low, high, id_bytes = _ef_layout(vocab_size, k)
+    low, high, id_bytes, bits = _layout(vocab_size, k, fmt, lp_bits)
     p = records.shape[0]
     dev = records.device
-    shifts = torch.arange(7, -1, -1, device=dev, dtype=torch.uint8)
-    if low:
-        # The k low parts are the first k * low bits, most significant bit first: unpack
-        # them all at once and weigh each id's `low` bits by their powers of two.
-        nbytes = (k * low + 7) // 8
-        bits = ((records[:, :nbytes].unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, :k * low]
-        weights = 1 << torch.arange(low - 1, -1, -1, device=dev, dtype=torch.int32)
-        lows = (bits.reshape(p, k, low).to(torch.int32) * weights).sum(-1).long()
-    else:
-        lows = torch.zeros((p, k), dtype=torch.long, device=dev)
+    lows = (_unpack(records[:, :(k * low + 7) // 8], k, low) if low
+            else torch.zeros((p, k), dtype=torch.long, device=dev))
     start = k * low
+    shifts = torch.arange(7, -1, -1, device=dev, dtype=torch.uint8)
     hb = records[:, start // 8:id_bytes]
-    bits = ((hb.unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, start % 8:start % 8 + high]
-    ones = torch.nonzero(bits)
+    ef = ((hb.unsqueeze(-1) >> shifts) & 1).reshape(p, -1)[:, start % 8:start % 8 + high]
+    ones = torch.nonzero(ef)
     if ones.shape[0] != p * k:
         raise ValueError("teacher cache record is corrupt: wrong number of ids; delete the cache")
     highs = ones[:, 1].reshape(p, k) - torch.arange(k, device=dev)
     ids = (highs << low) | lows
 
-    q = records[:, id_bytes:id_bytes + k].float() * (1.0 / 255.0)
-    head = records[:, id_bytes + k:].contiguous().view(torch.float16).float()
-    top, big, tail, half = head.unbind(-1)
+    q_bytes = (k * bits + 7) // 8
+    q = _unpack(records[:, id_bytes:id_bytes + q_bytes], k, bits).float() * (1.0 / ((1 << bits) - 1))
+    # The head is little-endian float16 in the file; viewed in place on the device, as every
+    # platform torch runs on is little-endian.
+    head = records[:, id_bytes + q_bytes:].contiguous().view(torch.float16).float()
+    top, big, tail = head[:, 0], head[:, 1], head[:, 2]
+    half = head[:, 3] if fmt == 1 else torch.full_like(tail, float("nan"))
     lp = top[:, None] - big[:, None] * q * q
     return ids, lp, tail, half
 

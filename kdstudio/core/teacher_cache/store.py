@@ -23,6 +23,7 @@ from kdstudio.core.teacher_cache.keys import (
     _PARTIAL,
     _STOPPED,
     FORMAT_VERSION,
+    READABLE_FORMATS,
     _normalized_parts,
     cache_dir_for,
     cache_key,
@@ -31,6 +32,7 @@ from kdstudio.core.teacher_cache.keys import (
 from kdstudio.core.teacher_cache.records import (
     decode_records,
     encode_records,
+    lp_bits_for,
     record_bytes,
     topk_targets,
 )
@@ -56,12 +58,17 @@ class TeacherCacheWriter:
     """
 
     def __init__(self, parts: Mapping[str, Any], vocab_size: int, *, expected_rows: int | None = None,
-                 shard_tokens: int = 1 << 18, root: Path | None = None, resume: bool = False):
-        self.key = cache_key(parts)
-        self.parts = _normalized_parts(parts)
+                 shard_tokens: int = 1 << 18, root: Path | None = None, resume: bool = False,
+                 fmt: int = FORMAT_VERSION):
+        if fmt not in READABLE_FORMATS:
+            raise ValueError(f"fmt must be one of {READABLE_FORMATS}, got {fmt}")
+        self.format = fmt  # an older format only to test that such caches are still read
+        self.key = cache_key(parts, fmt)
+        self.parts = _normalized_parts(parts, fmt)
         self.k = int(self.parts["k"])
         self.vocab_size = int(vocab_size)
         record_bytes(self.vocab_size, self.k)  # validates k against V
+        self.lp_bits = lp_bits_for(self.k) if fmt == 2 else 8
         self.expected_rows = expected_rows
         self.shard_tokens = int(shard_tokens)
         self.root = Path(root) if root is not None else cache_root()
@@ -77,6 +84,7 @@ class TeacherCacheWriter:
         self._mask_bytes = 0
         self._tokens = 0
         self._closed = False
+        self.extra: dict[str, Any] = {}  # more manifest keys (e.g. the teacher's own figures)
         self.resumed_rows = self._take_over() if resume else 0
 
     @property
@@ -89,7 +97,7 @@ class TeacherCacheWriter:
         (one rename, so two writers never share them). Returns how many rows it held."""
         try:
             progress = json.loads((self.stopped_dir / "progress.json").read_text(encoding="utf-8"))
-            if progress.get("key") != self.key or progress.get("format") != FORMAT_VERSION:
+            if progress.get("key") != self.key or progress.get("format") != self.format:
                 return 0
             self.tmp_dir.rmdir()
             os.rename(self.stopped_dir, self.tmp_dir)
@@ -160,7 +168,8 @@ class TeacherCacheWriter:
             half = None if tail_log_half is None else tail_log_half.detach().float()[sel]
         if half is None:
             half = torch.full(tail.shape, float("nan"))
-        records = encode_records(ids, lp, tail.cpu(), half.cpu(), self.vocab_size)
+        records = encode_records(ids, lp, tail.cpu(), half.cpu(), self.vocab_size,
+                                 fmt=self.format, lp_bits=self.lp_bits)
 
         start = 0
         keep_rec = []
@@ -187,7 +196,7 @@ class TeacherCacheWriter:
         if not self._index:
             return
         name = f"shard-{len(self._shards):05d}"
-        width = record_bytes(self.vocab_size, self.k)
+        width = record_bytes(self.vocab_size, self.k, self.format, self.lp_bits)
         recs = np.concatenate(self._records) if self._records else np.zeros((0, width), np.uint8)
         masks = np.concatenate(self._masks) if self._masks else np.zeros(0, np.uint8)
         np.save(self.tmp_dir / f"{name}.records.npy", recs)
@@ -214,13 +223,15 @@ class TeacherCacheWriter:
         self._closed = True
         size = sum(f.stat().st_size for f in self.tmp_dir.iterdir())
         manifest = {
-            "format": FORMAT_VERSION, "key": self.key, "key_parts": self.parts, "k": self.k,
-            "vocab_size": self.vocab_size, "record_bytes": record_bytes(self.vocab_size, self.k),
+            "format": self.format, "key": self.key, "key_parts": self.parts, "k": self.k,
+            "vocab_size": self.vocab_size, "lp_bits": self.lp_bits,
+            "record_bytes": record_bytes(self.vocab_size, self.k, self.format, self.lp_bits),
             "rows": len(self._seen), "tokens": self._tokens, "bytes": size,
             "bytes_per_token": round(size / max(self._tokens, 1), 2),
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "used_by": [], "shards": self._shards, "complete": True,
         }
+        manifest.update({k: v for k, v in self.extra.items() if k not in manifest})
         atomic_write_json(self.tmp_dir / "manifest.json", manifest)
         try:
             os.rename(self.tmp_dir, self.final_dir)
@@ -247,7 +258,7 @@ class TeacherCacheWriter:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
             return 0
         atomic_write_json(self.tmp_dir / "progress.json", {
-            "format": FORMAT_VERSION, "key": self.key, "shards": self._shards,
+            "format": self.format, "key": self.key, "shards": self._shards,
             "tokens": self._tokens, "rows": len(self._seen)})
         shutil.rmtree(self.stopped_dir, ignore_errors=True)  # an older stopped pass
         os.rename(self.tmp_dir, self.stopped_dir)
@@ -280,15 +291,20 @@ class TeacherCache:
         if self.path.name.startswith(_PARTIAL) or not (self.path / "manifest.json").is_file():
             raise FileNotFoundError(f"{self.path} is not a complete teacher cache (no manifest.json)")
         self.manifest = read_manifest(self.path)
-        if self.manifest.get("format") != FORMAT_VERSION or not self.manifest.get("complete"):
-            raise ValueError(f"{self.path} holds teacher cache format {self.manifest.get('format')}, "
-                             f"this version reads {FORMAT_VERSION}; delete the cache to rebuild it")
+        self.format = self.manifest.get("format")
+        if self.format not in READABLE_FORMATS or not self.manifest.get("complete"):
+            raise ValueError(
+                f"{self.path} holds teacher cache format {self.format}, which this version of KD "
+                f"Studio does not read (it reads {', '.join(map(str, READABLE_FORMATS))}). Delete "
+                f"it with 'kdstudio cache delete {self.path.name[:12]}'; the next run that needs "
+                "it writes it again with one teacher pass.")
         self.k = int(self.manifest["k"])
         self.vocab_size = int(self.manifest["vocab_size"])
+        self.lp_bits = int(self.manifest.get("lp_bits", 8))
         self._records: list[np.ndarray] = []
         self._masks: list[np.ndarray] = []
         self._where: dict[int, tuple[int, int, int, int, int]] = {}
-        width = record_bytes(self.vocab_size, self.k)
+        width = self.record_bytes
         for s, shard in enumerate(self.manifest["shards"]):
             name = shard["name"]
             recs = np.load(self.path / f"{name}.records.npy", mmap_mode="r") if shard["tokens"] \
@@ -299,6 +315,10 @@ class TeacherCache:
             self._masks.append(np.load(self.path / f"{name}.masks.npy"))
             for row, first, n, seq_len, moff in np.load(self.path / f"{name}.index.npy").tolist():
                 self._where[row] = (s, first, n, seq_len, moff)
+
+    @property
+    def record_bytes(self) -> int:
+        return record_bytes(self.vocab_size, self.k, self.format, self.lp_bits)
 
     @property
     def key(self) -> str:
@@ -334,11 +354,11 @@ class TeacherCache:
                 nbytes = (slen + 7) // 8
                 mask[i, :slen] = np.unpackbits(self._masks[s][moff:moff + nbytes])[:slen].astype(bool)
             chunks.append(self._records[s][first:first + n])
-        recs = np.concatenate(chunks) if chunks else np.zeros((0, record_bytes(self.vocab_size, self.k)),
-                                                               np.uint8)
+        recs = np.concatenate(chunks) if chunks else np.zeros((0, self.record_bytes), np.uint8)
         dev = torch.device(device)
         rec_t = torch.from_numpy(np.ascontiguousarray(recs)).to(dev)
-        ids, lp, tail, half = decode_records(rec_t, self.vocab_size, self.k)
+        ids, lp, tail, half = decode_records(rec_t, self.vocab_size, self.k, fmt=self.format,
+                                             lp_bits=self.lp_bits)
         m = torch.from_numpy(mask).to(dev)
         b, k = len(rows), self.k
         uniform = -math.log(k + 1)
@@ -351,6 +371,10 @@ class TeacherCache:
 
 
 def find_cache(parts: Mapping[str, Any]) -> TeacherCache | None:
-    """The complete cache for these key parts, or None."""
-    path = cache_dir_for(parts)
-    return TeacherCache(path) if (path / "manifest.json").is_file() else None
+    """The complete cache for these key parts, or None: in this version's format, else one an
+    earlier version wrote (format 1, still read)."""
+    for fmt in (FORMAT_VERSION, *(f for f in READABLE_FORMATS if f != FORMAT_VERSION)):
+        path = cache_dir_for(parts, fmt)
+        if (path / "manifest.json").is_file():
+            return TeacherCache(path)
+    return None
