@@ -248,6 +248,7 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
     if s.get("student_metrics") or s.get("student_metrics_before"):
         console.print(before_after_table(s))
         _quality_note(s, console)
+        _kept_line(s, console)
     _show_generations(run.path, console)
     if s.get("error"):
         console.print(f"[red]{s['error']}[/]")
@@ -383,6 +384,7 @@ def _train_and_report_here(cfg: Any, console: Any, resume: Path | None = None,
         return 0
     console.print(before_after_table(result.summary))
     _quality_note(result.summary, console)
+    _kept_line(result.summary, console)
     task = REGISTRY.get(str(result.summary.get("task", "")))
     # An encoder's student is saved with a sentence-transformers config beside its weights.
     also = (" and sentence-transformers" if task is not None and task.saves_sentence_transformers
@@ -390,6 +392,17 @@ def _train_and_report_here(cfg: Any, console: Any, resume: Path | None = None,
     console.print(f"The student is in {result.run_dir / 'student'} (loadable with transformers"
                   f"{also}).")
     return 0
+
+
+def _kept_line(s: dict[str, Any], console: Any) -> None:
+    """Which step's student the run kept, and why (training.keep); the ± under the table."""
+    from rich.markup import escape
+
+    keep = s.get("keep") if isinstance(s.get("keep"), dict) else {}
+    if isinstance(keep.get("why"), str):
+        console.print(escape(keep["why"]))
+    if isinstance(s.get("intervals"), dict) and s["intervals"]:
+        console.print("± is half the width of a 95% interval, bootstrapped over the held-out rows.")
 
 
 def _quality_note(s: dict[str, Any], console: Any) -> None:

@@ -298,11 +298,13 @@ def tradeoff_table(rows: list[Any], cost: str = "params") -> Any:
 
     from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS
     from kdstudio.core.sweep.figures import front_rows
+    from kdstudio.core.sweep.timed import latency_cell, speedup_cell
 
     front = {id(r) for r in front_rows(rows, cost)}
     metric = rows[0].headline_metric
     table = Table(title="Quality against size (* = on the Pareto front)")
-    for col in ("student", "parameters", "size MB", "latency ms", "speed-up", "quality retained",
+    for col in ("student", "parameters", "size MB", "latency ms (p10\u2013p90)", "speed-up",
+                "quality retained",
                 METRIC_LABELS.get(metric, metric).split(" (")[0], "front"):
         table.add_column(col, justify="left" if col == "student" else "right")
 
@@ -314,7 +316,7 @@ def tradeoff_table(rows: list[Any], cost: str = "params") -> Any:
                 if metric in PERCENT_METRICS else f"{r.headline_value:.4g}")
         share = f" ({r.params_share:.0%})" if r.params_share is not None and not r.is_teacher else ""
         table.add_row(r.label if not r.is_teacher else f"[bold]teacher[/] {r.model}",
-                      fmt_params(r.params) + share, num(r.size_mb, ".3g"), num(r.latency_ms, ".3g"),
-                      "-" if r.speedup is None else f"{r.speedup:.2f}x",
+                      fmt_params(r.params) + share, num(r.size_mb, ".3g"), latency_cell(r),
+                      speedup_cell(r),
                       num(r.quality_retained, ".1%"), head, "*" if id(r) in front else "")
     return table

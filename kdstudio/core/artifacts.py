@@ -13,11 +13,12 @@ from kdstudio.core.evaluation import (
     METRIC_LABELS,
     Evaluator,
     latency_sample,
-    measure_latencies,
+    time_forwards,
     weights_size_bytes,
 )
 from kdstudio.core.runs import Run, atomic_write_text
 from kdstudio.core.tasks import get_task
+from kdstudio.core.timing import run_figures, summary_latency, summary_session, speedup_text
 
 # Sentence-transformers reads these beside the transformers files.
 _ST_MODULES = [
@@ -82,17 +83,17 @@ def _write_sentence_transformers_files(folder: Path, student: torch.nn.Module, t
 def measure(evaluator: Evaluator, teacher: torch.nn.Module, student: torch.nn.Module,
             teacher_tok: Any, student_tok: Any, teacher_source: str, student_dir: Path,
             repeats: int) -> dict[str, Any]:
-    """Size on disk and median latency per sample of both models, and the speed-up."""
+    """Size on disk and latency per sample of both models (timed together, in turns: median,
+    spread and the machine's load, timing.run_figures), and the speed-up."""
     es, dev, ac = evaluator.eval_set, evaluator.device, evaluator.autocast
-    t_ms, s_ms = measure_latencies([(teacher, latency_sample(es, teacher_tok)),
-                                    (student, latency_sample(es, student_tok))],
-                                   es.task, device=dev, repeats=repeats, autocast=ac)
+    session = time_forwards({"teacher": (teacher, latency_sample(es, teacher_tok)),
+                             "student": (student, latency_sample(es, student_tok))},
+                            es.task, device=dev, repeats=repeats, autocast=ac)
     t_size = weights_size_bytes(teacher_source)
     s_size = weights_size_bytes(student_dir)
     return {
         "teacher_size_mb": round(t_size / 2**20, 3), "student_size_mb": round(s_size / 2**20, 3),
-        "teacher_latency_ms": round(t_ms, 3), "student_latency_ms": round(s_ms, 3),
-        "speedup": round(t_ms / s_ms, 3) if s_ms > 0 else None,
+        **run_figures(session),
         "size_ratio": round(s_size / t_size, 4) if t_size else None,
     }
 
@@ -103,6 +104,22 @@ def fmt_metric(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _latency(s: dict[str, Any], role: str) -> str:
+    lat = summary_latency(s, role)
+    return lat.text() if lat is not None else "-"
+
+
+def _timing_note(s: dict[str, Any]) -> str:
+    """Where and when both were timed, and the load, in words."""
+    session = summary_session(s)
+    if session is None:
+        return ""
+    load = session.load.words()
+    return (f"\n\nBoth timed together on {session.device} at {session.timed_at}: the median of "
+            f"{session.repeats} passes in turns, with the p10\u2013p90 spread"
+            + (f"; {load}." if load else "."))
 
 
 def write_model_card(run: Run, s: dict[str, Any]) -> None:
@@ -137,9 +154,9 @@ Quality retained ({s.get('headline_metric')}): {f'{qr:.1%}' if qr is not None el
 |---|---|---|
 | Parameters | {s.get('teacher_params', 0):,} | {s.get('student_params', 0):,} |
 | Weights on disk (MB) | {fmt_metric(s.get('teacher_size_mb'))} | {fmt_metric(s.get('student_size_mb'))} |
-| Latency per sample (ms, median) | {fmt_metric(s.get('teacher_latency_ms'))} | {fmt_metric(s.get('student_latency_ms'))} |
+| Latency per sample | {_latency(s, 'teacher')} | {_latency(s, 'student')} |
 
-Speed-up: {fmt_metric(s.get('speedup'))}x
+Speed-up: {speedup_text(s.get('speedup'), s.get('speedup_spread'))}{_timing_note(s)}
 
 The full configuration is in config.toml; every logged event in metrics.jsonl.
 """

@@ -134,3 +134,58 @@ def load_first_intact(paths: list[Path], distiller: torch.nn.Module, opt: Any,
                                           "one, or start the run again.")
     raise RunError("None of the run's checkpoints can be read: " + " ".join(problems),
                    hint="Start the run again with 'kdstudio run'.")
+
+
+# -- the best student (training.keep = "best") -----------------------------------------------
+
+BEST_DIR = "best"
+
+
+def save_best(run_dir: Path, distiller: torch.nn.Module, info: dict[str, Any],
+              model_state: dict[str, Any] | None = None) -> Path:
+    """Write the best student so far to run_dir/best: its weights (the student and any learned
+    projection, no optimizer state: a copy of the weights is all it adds to the disk) and
+    best.json (info: the step, the figure that chose it and its validation figures). Written
+    under a temporary name and renamed; the one it replaces goes only after."""
+    final, tmp = run_dir / BEST_DIR, run_dir / f".tmp-{BEST_DIR}"
+    old = run_dir / f".old-{BEST_DIR}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if model_state is None:
+        save_model(distiller, str(tmp / "model.safetensors"))
+    else:
+        _save_state(model_state, tmp / "model.safetensors")
+    (tmp / "best.json").write_text(json.dumps(info) + "\n", encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def best_info(run_dir: Path) -> dict[str, Any] | None:
+    """best.json of the run's best student, or None when it has none (or it cannot be read:
+    the run then finds its best anew)."""
+    try:
+        info = json.loads((run_dir / BEST_DIR / "best.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(info, dict) and isinstance(info.get("step"), int) \
+        and (run_dir / BEST_DIR / "model.safetensors").exists()
+    return info if ok else None
+
+
+def load_best(run_dir: Path, distiller: torch.nn.Module) -> None:
+    """Load the best student's weights into the distiller (the teacher is not in them)."""
+    path = run_dir / BEST_DIR / "model.safetensors"
+    try:
+        missing, unexpected = load_model(distiller, str(path), strict=False)
+    except Exception as exc:  # a damaged file: SafetensorError, OSError ...
+        raise RunError(f"The best student's weights '{path}' cannot be read "
+                       f"({type(exc).__name__}: {str(exc)[:200]}).",
+                       hint="Set training.keep = 'last', or resume the run so it finds its "
+                            "best anew.") from exc
+    if unexpected or [m for m in missing if not m.startswith("teacher")]:
+        raise RunError(f"The best student's weights '{path}' do not match this run's student "
+                       f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}).")

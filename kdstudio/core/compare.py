@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from kdstudio.core.config import RunConfig, load_config
 from kdstudio.core.device import resolve_device
 from kdstudio.core.errors import KDStudioError, RunError
+from kdstudio.core.evaluation import time_forwards
 from kdstudio.core.models import count_params, load_model, resolve_model_source
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.core.timing import Latency, Ratio, Session, summary_latency
 
 # The per-token view lives in token_view.py; its names stay importable from here.
 from kdstudio.core.token_view import TokenRecord, TokenView, token_probabilities  # noqa: F401
@@ -40,6 +42,8 @@ class ModelAnswer:
     """One model's answer to one input."""
 
     text: str                                   # a readable one-line answer
+    # The time of this answer itself; Comparer.compare replaces it with the median of the
+    # two models timed in turns on the input (timing.py), kept whole in ``latency``.
     latency_ms: float
     tokens_per_s: float | None = None           # causal-lm generation
     peak_memory_mb: float | None = None
@@ -51,6 +55,7 @@ class ModelAnswer:
     neighbours: list[tuple[str, float]] = field(default_factory=list)     # embeddings, closest first
     # Token classification: (word, tag, probability of that tag) for each word of the input.
     tags: list[tuple[str, str, float]] = field(default_factory=list)
+    latency: Latency | None = None              # median, spread, device, when, load
 
 
 class Predictor:
@@ -87,6 +92,11 @@ class Predictor:
             out.append(F.normalize(emb.float(), dim=-1).cpu())
         self.model.train(was_training)
         return torch.cat(out)
+
+    def sample(self, text: str) -> dict[str, torch.Tensor]:
+        """The input as this model reads it in one forward pass: what Compare times."""
+        return dict(self.tok([text], truncation=True, max_length=self.max_length,
+                             return_tensors="pt"))
 
     def refresh_index(self) -> None:
         """Re-embed the neighbour index (after the model's weights changed)."""
@@ -234,16 +244,23 @@ def peak_rss_mb() -> float | None:
 class Comparison:
     teacher: ModelAnswer
     student: ModelAnswer
+    timing: Session | None = None   # both timed together on the input
+
+    @property
+    def speedup(self) -> Ratio | None:
+        """How many times faster the student answered, with the spread of the ratio."""
+        return self.timing.ratio("teacher", "student") if self.timing is not None else None
 
 
 class Comparer:
     """Teacher and student of a run, loaded once, answering the same inputs."""
 
     def __init__(self, task: str | Task, teacher: Predictor, student: Predictor,
-                 summary: dict[str, Any]):
+                 summary: dict[str, Any], repeats: int = 20):
         # The task's name: the app reads it as the config's value.
         self.task = get_task(task).name
         self.teacher, self.student, self.summary = teacher, student, summary
+        self.repeats = repeats  # evaluation.latency_repeats of the run
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto", index_size: int = 300) -> Comparer:
@@ -267,12 +284,26 @@ class Comparer:
         make = lambda m: Predictor(m.model.to(dev), m.tokenizer, cfg.task, device=dev,
                                    label_names=labels, index_texts=index,
                                    max_length=cfg.data.max_length)
-        return cls(cfg.task, make(teacher), make(student), s)
+        return cls(cfg.task, make(teacher), make(student), s,
+                   repeats=cfg.evaluation.latency_repeats)
 
     def compare(self, text: str, gen: GenerationSettings | None = None) -> Comparison:
         if not text.strip():
             raise KDStudioError("The input is empty.", hint="Type a sentence or a prompt first.")
-        return Comparison(self.teacher.answer(text, gen), self.student.answer(text, gen))
+        t, s = self.teacher.answer(text, gen), self.student.answer(text, gen)
+        session = self.time(text)
+        for name, answer in (("teacher", t), ("student", s)):
+            answer.latency = session.latency(name)
+            answer.latency_ms = answer.latency.median_ms
+        return Comparison(t, s, session)
+
+    def time(self, text: str, repeats: int | None = None) -> Session:
+        """Both models timed on the input the one way (timing.py): one forward pass each,
+        a warm-up, then in turns; the median and spread of each, and the load."""
+        t, s = self.teacher, self.student
+        return time_forwards({"teacher": (t.model, t.sample(text)),
+                              "student": (s.model, s.sample(text))},
+                             t.family, device=t.device, repeats=repeats or self.repeats)
 
     def token_view(self, prompt: str, continuation: str = "") -> TokenView:
         """token_probabilities of the teacher and the student on prompt + continuation."""
@@ -286,7 +317,9 @@ class Comparer:
                            s.get("student_params") or count_params(self.student.model)),
             "size_mb": (s.get("teacher_size_mb"), s.get("student_size_mb")),
             "latency_ms": (s.get("teacher_latency_ms"), s.get("student_latency_ms")),
+            "latency": (summary_latency(s, "teacher"), summary_latency(s, "student")),
             "speedup": s.get("speedup"),
+            "speedup_spread": s.get("speedup_spread"),
             "quality_retained": s.get("quality_retained"),
             "headline_metric": s.get("headline_metric"),
         }
@@ -296,7 +329,7 @@ class PinnedInputs:
     """The student's answers to evaluation.pinned_inputs at each evaluation (teacher's once)."""
 
     def __init__(self, cfg: RunConfig, teacher: Any, t_tok: Any, student: Any, s_tok: Any,
-                 data: Any, device: torch.device):
+                 data: Any, device: torch.device, teacher_answers: list[str] | None = None):
         self.inputs = list(cfg.evaluation.pinned_inputs)
         if not self.inputs:
             return
@@ -305,6 +338,9 @@ class PinnedInputs:
                       max_length=cfg.data.max_length, measure_memory=False)
         self.gen = GenerationSettings(max_new_tokens=24)
         self.student = Predictor(student, s_tok, cfg.task, **common)
+        if teacher_answers is not None:  # known already (a run that reads the teacher's cache)
+            self.teacher_answers = list(teacher_answers)
+            return
         t = Predictor(teacher, t_tok, cfg.task, **common)
         self.teacher_answers = [t.answer(x, self.gen).text for x in self.inputs]
 

@@ -29,6 +29,7 @@ BALANCE_MODES = ("none", "auto")
 LAYER_CHOICES = ("even", "importance")
 SHAPES = ("layers", "width", "both")
 VOCABULARIES = ("teacher", "data")
+KEEP_MODES = ("best", "last")
 
 
 def _f(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -58,15 +59,21 @@ class TeacherConfig:
                     "top-k next-token answers for the training data to disk; the run (and later "
                     "runs, resumes and every student of a sweep on the same teacher, data and "
                     "length) then reads them instead of running the teacher at each step. "
-                    "'auto' reads a cache that already exists (a sweep writes one for its "
-                    "students); 'always' writes one if it is missing; 'never' keeps the teacher "
+                    "'auto' uses the cache where it saves time or memory, weighing the "
+                    "students that read it (teacher.cache_readers), the epochs, the teacher's "
+                    "size against the student's and k against the vocabulary, and says why in "
+                    "the run's log; 'always' writes one if it is missing; 'never' keeps the teacher "
                     "live. Methods that need the live teacher (hidden layers, different "
                     "tokenizers, the teacher's own texts) stay live.", choices=CACHE_MODES)
     cache_k: int = _f(0, "How many of the teacher's most likely next tokens the cache keeps per "
                       "position (the rest is kept as one remaining mass). 0 chooses from the "
                       "teacher's own answers on the first batch: the smallest of 64, 128, ..., "
-                      "1024 whose top-k holds 90% of its probability at method.temperature "
-                      "(k = 64 takes 178 bytes per position at a 152k vocabulary).", min=0)
+                      "1024 whose top-k holds 90% of its probability at method.temperature, "
+                      "but no larger than fits 250 bytes per position (k = 128 at a 2,048-token "
+                      "vocabulary, 166 bytes; k = 64 at 152k tokens, 176 bytes).", min=0)
+    cache_readers: int = _f(1, "How many runs will read this teacher's cache: teacher.cache "
+                            "'auto' weighs one pass against this many runs' live teacher "
+                            "steps. A sweep sets it to its number of students.", min=1)
     endpoint: str = _f("", "causal-lm only: a served teacher, 'http://HOST:PORT/v1' of a vLLM or "
                        "SGLang server serving the model teacher.name names there. Its top-k "
                        "next-token log-probabilities for the training data are written into the "
@@ -220,6 +227,14 @@ class DataConfig:
                     "compute is spent on padding.")
     max_train_samples: int = _f(0, "Use at most this many training rows (0 = all).", min=0)
     max_eval_samples: int = _f(0, "Use at most this many evaluation rows (0 = all).", min=0)
+    validation_fraction: float = _f(0.1, "training.keep = 'best' only: share of the training "
+                                    "split set aside as the validation rows that choose the "
+                                    "best student (at least 32 rows, at most "
+                                    "data.max_eval_samples and evaluation.max_samples), when the data has no split named "
+                                    "'validation' of its own. The held-out eval rows stay "
+                                    "apart: the final figures are measured on them. 0: no "
+                                    "validation rows, the run keeps the last student.",
+                                    min=0.0, max=0.5)
 
 
 @dataclass
@@ -251,14 +266,25 @@ class TrainingConfig:
     save_every: int = _f(0, "Write a checkpoint every N steps (0 = only at the end or on stop).",
                          min=0)
     keep_checkpoints: int = _f(2, "How many checkpoints to keep in the run folder.", min=1)
+    keep: str = _f("best", "Which student the run keeps: 'best', the one with the best "
+                   "selection figure on the validation rows (data.validation_fraction) at the "
+                   "evaluations every eval_every steps and at the end; or 'last', the student "
+                   "of the last step, trained on exactly the rows a run without validation "
+                   "rows trains on. The selection figure is smooth, measured over every row: "
+                   "the cosine to the teacher (sentence-embedding), perplexity (causal-lm), "
+                   "the KL divergence to the teacher's class probabilities "
+                   "(sequence-classification), the per-word agreement with the teacher "
+                   "(token-classification); accuracies on a few hundred rows move by chance "
+                   "from one evaluation to the next.", choices=KEEP_MODES)
     seed: int = _f(42, "Random seed for initialisation, data order and dropout.")
 
 
 @dataclass
 class EvaluationConfig:
     max_samples: int = _f(512, "Evaluate on at most this many eval rows (0 = all).", min=0)
-    latency_repeats: int = _f(20, "Timed repeats for the latency figure (the median is "
-                              "reported).", min=1)
+    latency_repeats: int = _f(20, "Timed rounds for every latency figure, after 3 warm-up "
+                              "rounds, the models taking turns (the median and the p10-p90 "
+                              "spread are reported).", min=1)
     batch_size: int = _f(64, "Batch size for evaluation.", min=1)
     pinned_inputs: list[str] = _f(None, "Inputs the student answers at every evaluation during "
                                   "training, so you can watch its answers improve.", factory=list)

@@ -19,6 +19,7 @@ from kdstudio.core.catalog import BUILTIN_DATASETS, FILE_BUILDERS  # noqa: F401 
 from kdstudio.core.errors import DataError
 from kdstudio.core.preflight_files import LABEL_NAMES, TEXT_NAMES, split_of
 from kdstudio.core.runs import resources_dir
+from kdstudio.core.splits import VALIDATION_SPLITS, carve_validation
 from kdstudio.core.tasks import get_task
 
 
@@ -34,6 +35,21 @@ class TextData:
     text_column: str
     label_column: str | None
     source: str
+    # Validation rows (training.keep = "best"): what chooses the best student during training,
+    # apart from both the training rows and the held-out eval rows. None: no validation.
+    val_texts: list[str] | None = None
+    val_labels: list[int] | None = None
+    val_source: str = ""  # where they came from, in words
+    # The data set's own validation splits, when validation rows were asked for (the first
+    # is read as the validation rows).
+    splits: list[str] = field(default_factory=list)
+
+
+def validation_wanted(training: Any, multi: bool = False) -> bool:
+    """Whether a run sets validation rows apart: it keeps its best student (training.keep)
+    and evaluates during training (training.eval_every). A multi-process run keeps its last
+    student (its processes would all have to take part in saving and reloading the best)."""
+    return training.keep == "best" and training.eval_every > 0 and not multi
 
 
 @dataclass
@@ -224,9 +240,39 @@ def _label_names_and_ids(ds, column: str, source: str) -> tuple[list[str], list[
     return names, ids
 
 
-def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
-    """Load, detect columns, split and clean the data for a run (cfg is a DataConfig)."""
+def load_text_data(cfg: Any, task: Any, seed: int = 42, *, validation: bool = False,
+                   validation_cap: int = 0) -> TextData:
+    """Load, detect columns, split and clean the data for a run (cfg is a DataConfig).
+
+    With ``validation`` it also sets validation rows apart (at most ``validation_cap``, 0: no
+    cap): the data set's own validation split, else data.validation_fraction of the training
+    split, drawn with the seed after the held-out rows, so those stay the same. Without it the
+    training rows are exactly those of a run without validation."""
+    # The eval rows' limits hold for the validation rows too.
+    validation_cap = min([c for c in (validation_cap, cfg.max_eval_samples) if c] or [0])
+    data = _load_text_data(cfg, task, seed, validation, validation_cap)
+    if data.val_texts is not None or not validation or not data.splits:
+        return data
+    # The data set's own validation split, read as an eval split would be (the same columns
+    # and classes as the training split).
+    import dataclasses
+
+    own = dataclasses.replace(cfg, eval_split=data.splits[0])
+    val = _load_text_data(own, task, seed, False, 0)
+    cap = validation_cap or len(val.eval_texts)
+    data.val_texts = val.eval_texts[:cap]
+    data.val_labels = val.eval_labels[:cap] if val.eval_labels else None
+    data.val_source = f"the split '{data.splits[0]}'"
+    return data
+
+
+def _load_text_data(cfg: Any, task: Any, seed: int, validation: bool,
+                    validation_cap: int) -> TextData:
     raw = _load_raw(cfg.dataset, cfg.config_name)
+    own_val = [s for s in VALIDATION_SPLITS if s in raw and s not in (cfg.split, cfg.eval_split)]
+    # Carve validation rows out of the training split only when the data has none of its own.
+    carve = (validation_cap if validation and not own_val and cfg.validation_fraction > 0
+             else -1)
     source = cfg.dataset
     if cfg.split not in raw:
         raise DataError(f"The split '{cfg.split}' is not in '{source}'. Its splits are: "
@@ -252,8 +298,10 @@ def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
         train, evl = parts["train"], parts["test"]
     own = get_task(task).read_examples(train, evl, cfg, source)
     if own is not None:  # the family reads its rows its own way (words and their tags)
-        return _finish(cfg, own.train_texts, own.train_labels, own.eval_texts, own.eval_labels,
-                       own.label_names, own.text_column, own.label_column, source)
+        data = _finish(cfg, own.train_texts, own.train_labels, own.eval_texts, own.eval_labels,
+                       own.label_names, own.text_column, own.label_column, source, carve, seed)
+        data.splits = own_val if validation else []
+        return data
     text_col = detect_text_column(train, cfg.text_column, source)
     label_col = None
     label_names = None
@@ -301,18 +349,26 @@ def load_text_data(cfg: Any, task: Any, seed: int = 42) -> TextData:
             label_col = None
     if text_col not in evl.column_names:
         raise DataError(f"The eval split of '{source}' has no column '{text_col}'.")
-    return _finish(cfg, train[text_col], train_labels, evl[text_col], eval_labels, label_names,
-                   text_col, label_col, source)
+    data = _finish(cfg, train[text_col], train_labels, evl[text_col], eval_labels, label_names,
+                   text_col, label_col, source, carve, seed)
+    data.splits = own_val if validation else []
+    return data
 
 
 def _finish(cfg: Any, train_texts: list[Any], train_labels: list[Any] | None,
             eval_texts: list[Any], eval_labels: list[Any] | None, label_names: list[str] | None,
-            text_col: str, label_col: str | None, source: str) -> TextData:
-    """Drop empty texts, check enough is left, apply the sample limits."""
+            text_col: str, label_col: str | None, source: str, carve: int = -1,
+            seed: int = 42) -> TextData:
+    """Drop empty texts, check enough is left, carve the validation rows (carve >= 0: at
+    most that many, 0 no cap), apply the sample limits."""
     train_texts, train_labels = _clean(train_texts, train_labels)
     eval_texts, eval_labels = _clean(eval_texts, eval_labels)
     if not train_texts:
         raise DataError(f"The text column '{text_col}' of '{source}' is empty in the training split.")
+    val_texts = val_labels = None
+    if carve >= 0:
+        train_texts, train_labels, val_texts, val_labels = carve_validation(
+            train_texts, train_labels, cfg.validation_fraction, carve, seed)
     if len(eval_texts) < 2:
         raise DataError(f"The eval split of '{source}' has {len(eval_texts)} usable rows; at least "
                         "2 are needed to measure the student.",
@@ -323,8 +379,12 @@ def _finish(cfg: Any, train_texts: list[Any], train_labels: list[Any] | None,
     if cfg.max_eval_samples:
         eval_texts = eval_texts[:cfg.max_eval_samples]
         eval_labels = eval_labels[:cfg.max_eval_samples] if eval_labels else None
-    return TextData(train_texts, eval_texts, train_labels, eval_labels, label_names, text_col,
+    data = TextData(train_texts, eval_texts, train_labels, eval_labels, label_names, text_col,
                     label_col, source)
+    if val_texts is not None:
+        data.val_texts, data.val_labels = val_texts, val_labels
+        data.val_source = f"{len(val_texts)} rows set aside from the training split"
+    return data
 
 
 def _clean(texts: list[Any], labels: list[int] | None) -> tuple[list[str], list[int] | None]:

@@ -6,8 +6,6 @@ before training, at every evaluation and at the end, on the same eval split.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,6 +21,7 @@ from kdstudio.core.measures import (  # noqa: F401  (re-exported)
 )
 from kdstudio.core.metrics import METRIC_LABELS, headline_for, quality_retained  # noqa: F401  (re-exported)
 from kdstudio.core.tasks import get_task
+from kdstudio.core.timing import WARMUP, Session, time_models
 
 
 def forward_features(model: torch.nn.Module, task: Any, inputs: dict[str, torch.Tensor], *,
@@ -71,6 +70,16 @@ class Evaluator:
                                 else eval_set.batches(student_tok))
         self._teacher_cache: list[torch.Tensor] | None = None
         self._teacher_metrics: dict[str, float] | None = None
+        # The last measurement's figures per eval row (intervals.Figure), which the task
+        # hands over (keep_rows): what their 95% intervals are bootstrapped from.
+        self._rows: dict[str, Any] = {}
+        self.student_rows: dict[str, Any] = {}
+        self.teacher_rows: dict[str, Any] = {}
+        self._teacher_intervals: tuple[Any, dict[str, list[float]]] = (None, {})
+
+    def keep_rows(self, figures: dict[str, Any]) -> None:
+        """The figures just measured, as their parts per eval row (intervals.Figure)."""
+        self._rows = dict(figures)
 
     # The teacher's outputs for classification/embeddings are small: keep them. A language
     # model's are (tokens x vocab): its task recomputes them at each evaluation instead.
@@ -100,7 +109,9 @@ class Evaluator:
     @torch.no_grad()
     def teacher_metrics(self) -> dict[str, float]:
         if self._teacher_metrics is None:
+            self._rows = {}
             self._teacher_metrics = self.task.teacher_metrics(self)
+            self.teacher_rows = self._rows
         return dict(self._teacher_metrics)
 
     def labels(self) -> torch.Tensor | None:
@@ -110,10 +121,38 @@ class Evaluator:
     def student_metrics(self, student: torch.nn.Module) -> dict[str, float]:
         was_training = student.training
         student.eval()
+        self._rows = {}
         try:
             return self.task.student_metrics(self, student)
         finally:
+            self.student_rows = self._rows
             student.train(was_training)
+
+    def intervals(self, headline: str = "") -> dict[str, list[float]]:
+        """95% intervals of the last student measurement's figures and of the teacher's
+        ("teacher." + name), and with a headline, of the quality retained on it
+        ("quality_retained", a paired bootstrap of student against teacher on the same rows).
+        Figures a task hands no rows for have none."""
+        from kdstudio.core.intervals import intervals, paired_interval
+
+        out = intervals(self.student_rows)
+        # The teacher is measured once: so are its intervals.
+        if self._teacher_intervals[0] is not self.teacher_rows:
+            self._teacher_intervals = (self.teacher_rows, {
+                f"teacher.{k}": v for k, v in intervals(self.teacher_rows).items()})
+        out.update(self._teacher_intervals[1])
+        s, t = self.student_rows.get(headline), self.teacher_rows.get(headline)
+        if headline == "cosine_to_teacher" and headline in out:
+            out["quality_retained"] = out[headline]  # the teacher's cosine to itself is 1
+        elif s is not None and t is not None and (self.student_batches is self.teacher_batches
+                                                   or not self.task.per_position_output):
+            # The same rows for both: the same texts, whichever tokenizer reads them (a
+            # language model's blocks differ between tokenizers, so only its own pair).
+            # Perplexity: lower is better, so the teacher's over the student's.
+            pair = paired_interval(t, s) if headline == "perplexity" else paired_interval(s, t)
+            if pair is not None:
+                out["quality_retained"] = pair
+        return out
 
 
 # -- size and speed ---------------------------------------------------------------------------
@@ -126,33 +165,33 @@ def weights_size_bytes(folder: str | Path) -> int:
 
 
 @torch.no_grad()
-def measure_latencies(models: list[tuple[torch.nn.Module, dict[str, torch.Tensor]]], task: str, *,
-                      device: torch.device, repeats: int, autocast: Callable[[], Any] = nullcontext,
-                      warmup: int = 3) -> list[float]:
-    """Median milliseconds for one forward pass on one sample, for each (model, inputs).
-
-    The models take turns, repeat by repeat, so a passing load on the machine slows them
-    alike instead of spoiling the ratio between them.
-    """
+def time_forwards(models: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor]]], task: Any, *,
+                  device: torch.device, repeats: int, autocast: Callable[[], Any] = nullcontext,
+                  warmup: int = WARMUP, on_round: Callable[[int, int], None] | None = None,
+                  stop: Any = None, probe: Any = None,
+                  extra: dict[str, tuple[Callable[[dict], Any], dict]] | None = None) -> Session:
+    """One forward pass of each model on its inputs, timed in turns (timing.time_models), in
+    eval mode; each model's mode is put back afterwards. ``extra``: other callables (e.g. an
+    onnxruntime session) timed in the same turns, each on its own inputs as given."""
     task = get_task(task)
-    modes = [m.training for m, _ in models]
-    for m, _ in models:
-        m.eval()
-    batches = [_to(inputs, device) for _, inputs in models]
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times: list[list[float]] = [[] for _ in models]
-    for i in range(warmup + repeats):
-        for k, (model, _) in enumerate(models):
-            sync()
-            t0 = time.perf_counter()
-            with autocast():
-                task.forward_features(model, batches[k])
-            sync()
-            if i >= warmup:
-                times[k].append((time.perf_counter() - t0) * 1000)
-    for (m, _), mode in zip(models, modes):
-        m.train(mode)
-    return [statistics.median(t) for t in times]
+    modes = {name: m.training for name, (m, _) in models.items()}
+    calls = {}
+    for name, (model, inputs) in models.items():
+        model.eval()
+        batch = _to(inputs, device)
+
+        def call(model: torch.nn.Module = model, batch: dict = batch) -> None:
+            with torch.inference_mode(), autocast():
+                task.forward_features(model, batch)
+        calls[name] = call
+    for name, (fn, inputs) in (extra or {}).items():
+        calls[name] = lambda fn=fn, inputs=inputs: fn(inputs)
+    try:
+        return time_models(calls, repeats=repeats, warmup=warmup, device=str(device),
+                           on_round=on_round, stop=stop, probe=probe)
+    finally:
+        for name, (m, _) in models.items():
+            m.train(modes[name])
 
 
 def latency_sample(eval_set: EvalSet, tokenizer: Any) -> dict[str, torch.Tensor]:

@@ -96,6 +96,12 @@ class Eval(Event):
     teacher_metrics: dict[str, float] = field(default_factory=dict)
     # The pinned inputs' answers: [{"input": ..., "student": ..., "teacher": ...}]
     samples: list[dict[str, str]] = field(default_factory=list)
+    # The student's figures on the validation rows, which choose the best student
+    # (training.keep = "best"); empty when the run has none.
+    validation: dict[str, float] = field(default_factory=dict)
+    # 95% intervals of the figures in metrics (and teacher_metrics, prefixed "teacher."):
+    # {name: [low, high]}, bootstrapped over the eval rows (intervals.py); empty: none.
+    intervals: dict[str, list[float]] = field(default_factory=dict)
     kind: str = field(init=False, default="eval")
 
 

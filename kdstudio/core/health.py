@@ -29,6 +29,19 @@ from typing import Any
 from kdstudio.core.events import Eval, Event, Finished, Health, Step
 from kdstudio.core.metrics import PERCENT_METRICS
 
+# Each alarm and the setting its advice names (the Train page's button opens it).
+ALARMS = {
+    "nan_loss": "training.learning_rate",
+    "loss_rising": "training.learning_rate",
+    "unbalanced": "method.balance",
+    "quality_falling": "training.max_steps",
+    "repetition": "method.hard_label_weight",
+    "entropy_collapse": "method.logit_loss",
+    "embedding_collapse": "method.similarity_weight",
+    "worse_than_plain": "method.hard_label_weight",
+    "not_learning": "training.learning_rate",
+}
+
 # How far a figure must move before the watch calls it a change: evaluation figures on a
 # few hundred texts move by about a point between evaluations on their own.
 _RELATIVE_NOISE = 0.01
@@ -92,12 +105,12 @@ class HealthWatch:
             return self._finished(event)
         return []
 
-    def _raise(self, alarm: str, step: int, message: str, advice: str, setting: str = "",
+    def _raise(self, alarm: str, step: int, message: str, advice: str,
                level: str = "warning") -> list[Health]:
         if alarm in self.raised:
             return []
-        h = Health(alarm=alarm, step=step, message=message, advice=advice, setting=setting,
-                   level=level)
+        h = Health(alarm=alarm, step=step, message=message, advice=advice,
+                   setting=ALARMS[alarm], level=level)
         self.raised[alarm] = h
         if level == "error" and self.stopping is None:
             self.stopping = h
@@ -115,7 +128,7 @@ class HealthWatch:
                 f"(not a number or infinite: {names}). Training cannot recover from this, so "
                 "the run stops; the last good checkpoint is kept.",
                 "Lower the learning rate (for example to a third), or use fp32 precision "
-                "if half precision overflowed.", "training.learning_rate", level="error")
+                "if half precision overflowed.", level="error")
         self._losses.append(total)
         if len(self._first_losses) < self._early_steps():
             self._first_losses.append(total)
@@ -145,7 +158,7 @@ class HealthWatch:
             f"larger than {s.label}, so {s.label} has almost no say in what the student "
             "learns.",
             f"Let KD Studio balance the terms (automatic balance of the losses), or give "
-            f"{s.label} about {ratio / 10:,.0f} times its weight.", "method.balance")
+            f"{s.label} about {ratio / 10:,.0f} times its weight.")
 
     def _eval(self, e: Eval) -> list[Health]:
         out: list[Health] = []
@@ -180,7 +193,7 @@ class HealthWatch:
             "loss_rising", step,
             f"The training loss has risen over the last three evaluation intervals "
             f"({last[0]:.4g} to {last[-1]:.4g}): the steps are too large to settle.",
-            "Lower the learning rate (for example to a third).", "training.learning_rate")
+            "Lower the learning rate (for example to a third).")
 
     def _falling(self, step: int) -> list[Health]:
         q = self._quality
@@ -191,10 +204,11 @@ class HealthWatch:
             return []
         return self._raise(
             "quality_falling", step,
-            f"The student's {self.headline.replace('_', ' ')} peaked at step {best_step} "
-            f"({best:.4g}) and has fallen since ({q[-1][1]:.4g}): more steps make it worse.",
-            "Train for fewer steps (about as many as it took to reach the peak), or with a "
-            "lower learning rate.", "training.max_steps")
+            f"The student's {self.headline.replace('_', ' ')} was at its best at step "
+            f"{best_step} ({best:.4g}) and has got worse since ({q[-1][1]:.4g}): more steps "
+            "make the student worse.",
+            "Train for fewer steps or epochs (about as many as it took to reach the best), "
+            "or with a lower learning rate.")
 
     def _collapse(self, e: Eval) -> list[Health]:
         out: list[Health] = []
@@ -212,7 +226,7 @@ class HealthWatch:
                     f"({mean_s:.0%} of their word triples are repeats; the teacher's "
                     f"{mean_t:.0%}): it is collapsing into loops.",
                     "Give the true next words more weight, lower the learning rate, or raise "
-                    "the temperature.", "method.hard_label_weight")
+                    "the temperature.")
         s_ent, t_ent = e.metrics.get("entropy"), self._teacher.get("entropy")
         if isinstance(s_ent, (int, float)) \
                 and isinstance(t_ent, (int, float)) and t_ent > 0 and s_ent < 0.5 * t_ent:
@@ -222,7 +236,7 @@ class HealthWatch:
                 f"(entropy {s_ent:.3g} against the teacher's {t_ent:.3g}): it is collapsing "
                 "onto a few answers.",
                 "Use forward KL as the logit loss, which covers every answer the teacher finds "
-                "likely, or raise the temperature.", "method.logit_loss")
+                "likely, or raise the temperature.")
         spread = e.metrics.get("embedding_spread")
         t_spread = self._teacher.get("embedding_spread")
         if isinstance(spread, (int, float)) and spread < 0.05 \
@@ -233,8 +247,7 @@ class HealthWatch:
                 f"distance from each other is {spread:.3f}), so it can no longer tell "
                 "sentences apart.",
                 "Lower the learning rate, or give the similarity-structure loss a weight: it "
-                "keeps sentences apart as the teacher does.",
-                "method.similarity_weight")
+                "keeps sentences apart as the teacher does.")
         return out
 
     def _stuck(self, step: int) -> list[Health]:
@@ -253,7 +266,7 @@ class HealthWatch:
             f"where it began ({first:.4g} to {last:.4g}) and the "
             f"{self.headline.replace('_', ' ')} has not improved.",
             "Raise the learning rate (for example tenfold), and check that the loss weights "
-            "are not all tiny.", "training.learning_rate")
+            "are not all tiny.")
 
     def _finished(self, e: Finished) -> list[Health]:
         s = e.summary if isinstance(e.summary, dict) else {}
@@ -271,7 +284,7 @@ class HealthWatch:
             f"teacher ({self.headline.replace('_', ' ')} {d:.4g} against {p:.4g}): the "
             "teacher is holding it back.",
             "Check the teacher's own figures first; then give the teacher's loss less weight "
-            "or the true labels more.", "method.hard_label_weight")
+            "or the true labels more.")
 
 
 def watch_for(task: Any, method: Any, headline: str, total_steps: int,

@@ -21,6 +21,14 @@ def classification_metrics(pred: torch.Tensor, labels: torch.Tensor) -> dict[str
     return {"accuracy": acc, "macro_f1": sum(f1s) / len(f1s)}
 
 
+def class_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Each row's KL(teacher || student) of the class probabilities (at temperature 1):
+    (rows, classes) twice in, (rows,) out."""
+    logp_s = F.log_softmax(student_logits.float(), -1)
+    logp_t = F.log_softmax(teacher_logits.float(), -1)
+    return (logp_t.exp() * (logp_t - logp_s)).sum(-1)
+
+
 def _cos_matrix(emb: torch.Tensor) -> torch.Tensor:
     e = F.normalize(emb.float(), dim=-1)
     return e @ e.T

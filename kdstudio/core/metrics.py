@@ -11,6 +11,7 @@ METRIC_LABELS = {
     "perplexity": "Perplexity (lower is better)",
     "top1_agreement": "Top-1 agreement with teacher",
     "kl_to_teacher": "KL divergence to teacher",
+    "entropy": "Entropy of the next-word predictions (nats)",
     "accuracy": "Accuracy",
     "macro_f1": "Macro-F1",
     "agreement": "Agreement with teacher",
@@ -44,13 +45,16 @@ ABOVE_TEACHER_BASELINE = (" The plain-training baseline (evaluation.baseline) sh
                           "teacher adds.")
 
 
-def format_quality(q: Any, digits: int = 1) -> str:
-    """Quality retained as a percentage; a figure above 100% says so ('111.7% (above the
-    teacher)'), never bare. '-' when there is none."""
+def format_quality(q: Any, digits: int = 1, interval: tuple[float, float] | None = None) -> str:
+    """Quality retained as a percentage, with its 95% interval as ± where given; a figure
+    above 100% says so after both ('111.7% ± 2.0% (above the teacher)'), never bare. '-'
+    when there is none."""
     if isinstance(q, bool) or not isinstance(q, (int, float)):
         return "-"
     text = f"{q:.{digits}%}"
-    return f"{text} (above the teacher)" if q > 1.0 and text != f"{1:.{digits}%}" else text
+    above = q > 1.0 and text != f"{1:.{digits}%}"
+    text += plus_minus(interval, True)
+    return f"{text} (above the teacher)" if above else text
 
 
 def quality_note(*values: Any, baseline: bool = True) -> str:
@@ -84,3 +88,24 @@ def quality_retained(metric: str, teacher: dict[str, float],
     if t is None or s <= 0 or t <= 0:
         return None
     return t / s if metric == "perplexity" else s / t
+
+
+def interval_of(intervals: Any, name: str) -> tuple[float, float] | None:
+    """The 95% interval [low, high] recorded for a figure (a run's "intervals": student
+    figures by name, the teacher's as "teacher.NAME"), or None: an older run has none, or a
+    damaged entry."""
+    iv = intervals.get(name) if isinstance(intervals, dict) else None
+    if not isinstance(iv, (list, tuple)) or len(iv) != 2:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x == x for x in iv):
+        return None
+    return float(iv[0]), float(iv[1])
+
+
+def plus_minus(interval: tuple[float, float] | None, pct: bool = False) -> str:
+    """' ± half the interval's width' ('' without one): 2 significant digits, or percentage
+    points to one decimal for a figure shown as a percentage."""
+    if interval is None:
+        return ""
+    half = (interval[1] - interval[0]) / 2
+    return f" ± {half:.1%}" if pct else f" ± {half:.2g}"

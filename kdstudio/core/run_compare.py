@@ -25,9 +25,12 @@ from kdstudio.core.metrics import (
     METRIC_LABELS,
     PERCENT_METRICS,
     format_quality,
+    interval_of,
+    plus_minus,
     quality_retained,
 )
 from kdstudio.core.metrics import SELF_AGREEMENT as _SELF_ONE
+from kdstudio.core.timing import speedup_text, summary_latency, summary_session
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -203,9 +206,11 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _quality(v: float | None) -> str:
-    """A quality-retained cell: above 100% says so (metrics.format_quality)."""
-    return format_quality(v) if v is not None and math.isfinite(v) else _fmt(v, True)
+def _quality(v: float | None, interval: tuple[float, float] | None = None) -> str:
+    """A quality-retained cell, with ± half its 95% interval where given: above 100% says so
+    after both (metrics.format_quality)."""
+    return (format_quality(v, interval=interval) if v is not None and math.isfinite(v)
+            else _fmt(v, True))
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -260,19 +265,29 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
         if tv is None and m == "kl_to_teacher":
             tv = 0.0
         pct = m in PERCENT_METRICS
-        add(METRIC_LABELS.get(m, m), _fmt(tv, pct), _fmt(b.get(m), pct), _fmt(a.get(m), pct),
-            _fmt(p.get(m), pct))
+        # With the 95% interval where the run recorded one (older runs: the figure alone).
+        iv_a, iv_b = s.get("intervals"), s.get("intervals_before")
+        t_iv = interval_of(iv_a, f"teacher.{m}") or interval_of(iv_b, f"teacher.{m}")
+        add(METRIC_LABELS.get(m, m), _fmt(tv, pct) + (plus_minus(t_iv, pct) if tv is not None else ""),
+            _fmt(b.get(m), pct) + (plus_minus(interval_of(iv_b, m), pct) if m in b else ""),
+            _fmt(a.get(m), pct) + (plus_minus(interval_of(iv_a, m), pct) if m in a else ""),
+            _fmt(p.get(m), pct) + (plus_minus(interval_of(base.get("intervals"), m), pct)
+                                   if m in p else ""))
     tp, sp = s.get("teacher_params"), s.get("student_params")
     if tp is not None or sp is not None:
         add("Parameters", _fmt(tp), _fmt(sp), _fmt(sp), _fmt(sp))  # the baseline is the same model shape
     if s.get("teacher_size_mb") is not None or s.get("student_size_mb") is not None:
         add("Weights on disk (MB)", _fmt(s.get("teacher_size_mb")), "", _fmt(s.get("student_size_mb")))
-    if s.get("teacher_latency_ms") is not None or s.get("student_latency_ms") is not None:
-        add("Latency per sample (ms)", _fmt(s.get("teacher_latency_ms")), "",
-            _fmt(s.get("student_latency_ms")))
+    t_lat, s_lat = summary_latency(s, "teacher"), summary_latency(s, "student")
+    if t_lat is not None or s_lat is not None:
+        # The median with its p10-p90 spread (older runs: the median alone), both timed in turns.
+        add("Latency per sample", t_lat.text() if t_lat else "", "", s_lat.text() if s_lat else "")
     speedup = _number(s.get("speedup"))
     if speedup is not None:
-        add("Speed-up", "1x", "", f"{speedup:.2f}x")
+        add("Speed-up", "1x", "", speedup_text(speedup, s.get("speedup_spread")))
+    session = summary_session(s)
+    if session is not None and session.load.busy:
+        add("Timing", "", "", session.load.words())
     if p:
         steps, b_steps = s.get("steps"), base.get("steps")
         add("Training steps", "", "", _fmt(steps) if isinstance(steps, int) else "",
@@ -289,7 +304,10 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
     if kept is not None or (p and b_kept is not None):
         name = METRIC_LABELS.get(head, head).split(" (")[0].lower()
         add(f"Quality retained ({name})" if name else "Quality retained", "100%",
-            _quality(quality_retained(head, t, b)), _quality(kept), _quality(b_kept))
+            _quality(quality_retained(head, t, b),
+                     interval_of(s.get("intervals_before"), "quality_retained")),
+            _quality(kept, interval_of(s.get("intervals"), "quality_retained")),
+            _quality(b_kept, interval_of(base.get("intervals"), "quality_retained")))
     return rows
 
 

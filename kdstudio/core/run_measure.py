@@ -68,6 +68,8 @@ def baseline(cfg: RunConfig, su: Setup, ctx: RunContext, teacher_metrics: dict,
         return {}
     metrics = result.pop("metrics")
     result["quality_retained"] = quality_retained(headline, teacher_metrics, metrics)
+    # The evaluator's last measurement is the baseline's: its figures' 95% intervals.
+    result["intervals"] = su.evaluation.evaluator.intervals(headline)
     label = METRIC_LABELS.get(headline, headline)
     emit(Log(f"Plain training without a teacher, same student and steps: {label} "
              f"{metrics.get(headline, float('nan')):.4g}, against {after.get(headline, float('nan')):.4g} "

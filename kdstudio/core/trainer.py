@@ -30,6 +30,7 @@ from kdstudio.core.events import (
     EventSink,
     Failed,
     Finished,
+    Log,
     Stage,
     ignore,
 )
@@ -198,12 +199,16 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     check_teacher_figures(teacher_metrics, cfg.teacher.name)
     if start_step == 0:
         before, samples = student_figures(group, wrapped, evaluator, student, su)
-        run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before)
-        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=samples))
+        intervals = evaluator.intervals(su.evaluation.headline)
+        run.update_summary(teacher_metrics=teacher_metrics, student_metrics_before=before,
+                           intervals_before=intervals)
+        emit(Eval(step=0, metrics=before, teacher_metrics=teacher_metrics, samples=samples,
+                  intervals=intervals))
     _check_stop(ctx.stop)
 
     # -- the loop: lr, accumulate, clip, step (train_steps), then log, evaluate, checkpoint ------
     after_step = AfterStep(cfg, su, run, ctx, wrapped, start_step)
+    after_step.keeper.announce(emit)
     seed_process(group, tc.seed, start_step)  # the main process keeps its stream
     try:
         step, stopped = train_steps(
@@ -218,6 +223,17 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
     # -- the end: checkpoint, the student folder, final measurement, the card -------------------
     if group.broadcast(step > after_step.last_saved or not run.checkpoints()):
         save_checkpoint(run, distiller, opt, step, tc, emit, group, wrapped)
+    # training.keep: the best student on the validation rows, or the last (the checkpoint
+    # above stays the last step's, so a resume continues from where the steps ended).
+    keeper = after_step.keeper
+    headline = su.evaluation.headline
+
+    def measure_last() -> dict[str, Any]:
+        return {"metrics": evaluator.student_metrics(student),
+                "intervals": evaluator.intervals(headline)}
+    keep = None if stopped else keeper.conclude(step, measure_last)
+    if keep is not None:
+        emit(Log(keep["why"]))
     emit(Stage("save student", str(run.student_dir)))
     artifacts.save_student(run.student_dir, student, su.models.student_tok, su.task,
                            su.models.teacher.source, student_state(group, wrapped))
@@ -226,7 +242,8 @@ def _train(cfg: RunConfig, emit: EventSink, stop: Any, runs: _RunHolder) -> RunR
         summary = run.update_summary(status="stopped", steps=step)
     else:
         summary = final_measurement(cfg, su, run, ctx, wrapped, teacher_metrics, step,
-                                    after_step.t_start)
+                                    after_step.t_start, keep)
+        keeper.tidy()
         summary = conclude(watch, summary, emit, run.update_summary)
         artifacts.write_model_card(run, summary)
     emit(Finished(status=status, run_dir=str(run.path), summary=summary))

@@ -350,7 +350,10 @@ def test_gathered_evaluation_equals_one_process(task, gpt2_nodrop, tiny, tmp_pat
     one = Run(_one_process(cfg, 16, steps).run_dir)
     s2, s1 = two.summary(), one.summary()
     assert s2["teacher_metrics"] == s1["teacher_metrics"]
-    assert s2["student_metrics_before"] == s1["student_metrics_before"]
+    # KL to the teacher before training is ~1e-8: a sum of float32 terms of size ~1 whose
+    # order differs when two processes gather their rows, so equal within float32 rounding
+    assert s2["student_metrics_before"] == pytest.approx(s1["student_metrics_before"],
+                                                         rel=1e-6, abs=1e-6)
     print(f"\n{task}, 2 processes against 1: teacher and before-training figures identical "
           f"({s1['student_metrics_before']})")
     if task == "causal-lm":

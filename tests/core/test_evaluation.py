@@ -64,7 +64,7 @@ def test_quality_retained():
 
 
 def test_latencies_take_turns_and_restore_modes(tiny):
-    from kdstudio.core.evaluation import measure_latencies
+    from kdstudio.core.evaluation import time_forwards
     from kdstudio.core.models import load_model
 
     a = load_model(str(tiny["bert"]), "sentence-embedding")
@@ -75,8 +75,8 @@ def test_latencies_take_turns_and_restore_modes(tiny):
     calls = []
     for m, name in ((a.model, "a"), (b.model, "b")):
         m.register_forward_hook(lambda *args, n=name: calls.append(n))
-    ms = measure_latencies([(a.model, dict(enc)), (b.model, dict(enc))], "sentence-embedding",
-                           device=torch.device("cpu"), repeats=3, warmup=1)
-    assert len(ms) == 2 and all(x > 0 for x in ms)
+    session = time_forwards({"a": (a.model, dict(enc)), "b": (b.model, dict(enc))},
+                            "sentence-embedding", device=torch.device("cpu"), repeats=3, warmup=1)
+    assert session.repeats == 3 and all(session.latency(n).median_ms > 0 for n in "ab")
     assert calls == ["a", "b"] * 4  # alternating, warm-up included
     assert a.model.training and not b.model.training

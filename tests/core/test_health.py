@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from kdstudio.core.events import Eval, Finished, Step
-from kdstudio.core.health import HealthWatch, TermInfo, repeated_share
+from kdstudio.core.events import Eval, Finished, Health, Step
+from kdstudio.core.health import ALARMS, HealthWatch, TermInfo, repeated_share
 
 
 def _step(i: int, total: float, **terms: float) -> Step:
@@ -180,25 +180,49 @@ def test_a_fall_within_the_evaluations_own_noise_is_not_called_a_fall():
 
 
 
-def test_alarms_speak_plain_words_and_carry_the_setting_apart():
-    """The app shows message and advice as they are: no config syntax in them; the setting
-    (config syntax, for the command line and the app's button) travels in its own field."""
+def one_of_each() -> dict[str, Health]:
+    """Every alarm of the watch, each raised by the event pattern it names."""
     loop = "the cat sat on the mat " * 6
+
+    def evals(metric, values, higher=True, loss=lambda i, k: 2.0 - 0.01 * i):
+        events = [Eval(step=0, metrics={metric: values[0]})]
+        for k, v in enumerate(values[1:], start=1):
+            events += [_step(i, loss(i, k), logit=1.0, hard_label=1.0)
+                       for i in range((k - 1) * 10 + 1, k * 10 + 1)]
+            events.append(Eval(step=k * 10, metrics={metric: v}))
+        return events
+
     streams = [
         [_step(1, float("nan"), logit=float("nan"), hard_label=1.0)],
+        evals("accuracy", [0.5, 0.55, 0.6, 0.65, 0.7], loss=lambda i, k: 1.2 ** k),
         [_step(i, 100.0, logit=0.001, hard_label=200.0) for i in range(1, 21)],
+        evals("accuracy", [0.5, 0.6, 0.7, 0.75, 0.70, 0.68]),
         [Eval(step=10, metrics={}, samples=[{"input": "p", "student": loop, "teacher": "x"}])],
         [Eval(step=0, metrics={"entropy": 3.0}, teacher_metrics={"entropy": 3.2}),
          Eval(step=10, metrics={"entropy": 1.0})],
         [Eval(step=10, metrics={"embedding_spread": 0.01})],
         [Finished(status="finished", run_dir="", summary={
             "student_metrics": {"accuracy": 0.5}, "baseline_metrics": {"accuracy": 0.9}})],
+        evals("accuracy", [0.5] * 5, loss=lambda i, k: 2.0 + 0.001 * (i % 3)),
     ]
-    seen = []
+    seen: dict[str, Health] = {}
     for events in streams:
-        seen += _feed(_watch(), events)
-    assert len({h.alarm for h in seen}) == 6
-    for h in seen:
+        for h in _feed(_watch(), events):
+            seen.setdefault(h.alarm, h)
+    return seen
+
+
+def test_every_alarm_is_provoked_by_its_pattern_and_names_its_setting():
+    seen = one_of_each()
+    assert sorted(seen) == sorted(ALARMS)
+    for alarm, h in seen.items():
+        assert h.setting == ALARMS[alarm] and h.message and h.advice
+
+
+def test_alarms_speak_plain_words_and_carry_the_setting_apart():
+    """The app shows message and advice as they are: no config syntax in them; the setting
+    (config syntax, for the command line and the app's button) travels in its own field."""
+    for h in one_of_each().values():
         for text in (h.message, h.advice):
             assert "method." not in text and "training." not in text and " = " not in text, text
         assert h.setting.split(".")[0] in ("method", "training")

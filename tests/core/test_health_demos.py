@@ -1,7 +1,8 @@
 """The run-health watch stays quiet on the three built-in demos: it replays the Step, Eval
 and Finished events that a full run of each demo recorded (tests/core/demo_events, written
-by `kdstudio demo --task TASK` on this code), with the demo's
-own loss terms and headline figure."""
+by `packaging/record_demo_events.py TASK`, a whole `kdstudio demo --task TASK` run), with the
+demo's own loss terms and headline figure. Each recording must carry the figures that the
+alarms for its task read, or the replay would be quiet for want of them."""
 
 import json
 from pathlib import Path
@@ -16,6 +17,24 @@ from kdstudio.core.tasks import get_task
 
 HERE = Path(__file__).parent / "demo_events"
 DEMOS = ["sentence-embedding", "sequence-classification", "causal-lm"]
+# What each demo's recording must carry beyond losses and the headline figure: the sentence
+# vectors' spread (embedding collapse), the pinned prompts' answers (repetition) and the
+# plain-training baseline (worse than plain). A recording that also carries "entropy" (the
+# language-model demo's, recorded since evaluations report it) replays entropy collapse too.
+CARRIES = {"sentence-embedding": {"embedding_spread"}, "sequence-classification": set(),
+           "causal-lm": {"samples", "baseline_metrics"}}
+
+
+def _carried(evals, finished) -> set[str]:
+    out = set()
+    for name in ("embedding_spread", "entropy"):
+        if all(name in e.metrics for e in evals) and name in evals[0].teacher_metrics:
+            out.add(name)
+    if all(e.samples for e in evals):
+        out.add("samples")
+    if "baseline_metrics" in finished.summary:
+        out.add("baseline_metrics")
+    return out
 
 
 @pytest.mark.parametrize("task", DEMOS)
@@ -28,6 +47,8 @@ def test_the_watch_is_quiet_on_the_demo(task):
     evals = [e for e in events if isinstance(e, Eval)]
     headline = get_task(task).headline(True)[0]
     assert headline in evals[-1].metrics
+    finished = next(e for e in events if isinstance(e, Finished))
+    assert CARRIES[task] <= _carried(evals, finished)
     started = next(r for r in records if r.get("kind") == "started")
     watch = watch_for(get_task(task), cfg.method, headline, steps[-1].total_steps,
                       started["eval_samples"])

@@ -3,6 +3,7 @@
 import argparse
 import csv
 import json
+import re
 import os
 import socket
 import sys
@@ -151,7 +152,9 @@ def test_cli_sweep_end_to_end(tiny, tmp_path, capsys, kd_home):
                  "--yes"]) == 0
     out = capsys.readouterr().out
     assert "2 runs" in out and "Run 1 of 2: 1 layer" in out and "Run 2 of 2: 2 layers" in out
-    assert "Quality against size" in out and "layer student keeps" in out
+    assert "Quality against size" in out
+    # a tiny student may match the teacher within the uncertainty of its quality
+    assert re.search(r"\d-layer student (keeps|matches the teacher)", out), out
     (sweep,) = list_sweeps()
     assert (sweep.folder / "table.csv").read_text().count("\n") == 4  # header, teacher, 2
     png = (sweep.folder / "chart.png").read_bytes()
@@ -262,7 +265,9 @@ def test_front_summary_and_csv_on_hand_made_rows():
     assert summary_sentence(r) == ("The 2-layer student keeps 94% of the teacher's quality at 38% "
                                    "of its size and runs 2.6 times faster. The smallest, the "
                                    "1-layer student, keeps 71% of the teacher's quality at 20% "
-                                   "of its size.")
+                                   "of its size. The speeds come from separate runs, timed at "
+                                   "different moments of the machine, so they are not comparable "
+                                   "between students until they are timed together.")
     assert summary_sentence(r[:2]).startswith("No student keeps 90% of the teacher's quality; the "
                                               "best, the 1-layer student, keeps 71%")
     assert summary_sentence(r[:1]).startswith("No student has finished yet")
@@ -362,6 +367,11 @@ def fake_int8_sweep(base, *, with_exports=True):
     return sweep
 
 
+SEPARATE_RUNS = ("The speeds come from separate runs, timed at different moments of the "
+                 "machine, so they are not comparable between students until they are timed "
+                 "together.")
+
+
 def int8_base():
     return tiny_config("causal-lm", "/models/teacher", data={"max_eval_samples": 16},
                        training={"max_steps": 2, "eval_every": 0})
@@ -393,11 +403,12 @@ def test_int8_exports_are_rows_on_the_front_in_the_summary_and_csv():
     assert [r.label for r in front_rows(rows, "size")] == both
     assert [r.label for r in front_rows(rows, "latency")] == both
     assert [r.label for r in front_rows(rows, "params")] == ["1 layer", "2 layers", "teacher"]
-    text = summary_sentence(rows)
+    # Without the sweep's timing session the speeds come from separate runs (and say so).
+    text = summary_sentence(rows).removesuffix(" " + SEPARATE_RUNS)
     assert text.startswith("The 2-layer student keeps 91% of the teacher's quality at 50% ")
     assert text.endswith("Exported as int8 ONNX, the 2-layer student keeps 90% of the teacher's "
                          "quality (91% before) at 15% of its size and runs 5.0 times faster.")
-    assert summary_sentence([teacher, one, one8]).endswith(
+    assert summary_sentence([teacher, one, one8]).removesuffix(" " + SEPARATE_RUNS).endswith(
         "No int8 export keeps 90% of the teacher's quality; the best, the 1-layer student as "
         "int8 ONNX, keeps 49% of the teacher's quality (50% before) at 10% of its size and "
         "runs 6.4 times faster.")

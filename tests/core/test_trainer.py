@@ -56,8 +56,15 @@ def test_causal_lm_logit_and_hidden(tiny, shape):
     assert [e.step for e in steps] == [1, 2, 3, 4]
     assert set(steps[0].losses) == {"logit", "hard_label", "hidden", "total"}
     assert all(e.lr >= 0 and e.samples_per_s > 0 and e.tokens_per_s > 0 for e in steps)
-    assert set(s["student_metrics"]) == {"perplexity", "top1_agreement", "kl_to_teacher"}
+    # entropy: the run-health watch's figure (a student far surer than its teacher collapses).
+    assert set(s["student_metrics"]) == {"perplexity", "top1_agreement", "kl_to_teacher",
+                                         "entropy"}
     assert s["teacher_metrics"]["perplexity"] > 1
+    # Each figure but the health watch's carries its 95% interval, bootstrapped over the blocks.
+    assert set(s["intervals"]) >= {"perplexity", "top1_agreement", "kl_to_teacher",
+                                   "teacher.perplexity", "quality_retained"}
+    lo, hi = s["intervals"]["perplexity"]
+    assert lo <= s["student_metrics"]["perplexity"] <= hi
     started = rec.of(ev.Started)[0]
     assert started.total_steps == 4 and started.student_params < started.teacher_params
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -99,3 +99,36 @@ def test_an_alarms_button_opens_a_train_setting_and_unfolds_its_section(window, 
     # A key no page shows: the window says so instead of failing.
     assert not window.show_setting("training.no_such_key")
     assert "no_such_key" in window.statusBar().currentMessage()
+
+
+# The task whose run can raise each alarm that names a setting only some tasks have.
+ALARM_TASK = {"repetition": "causal-lm", "entropy_collapse": "causal-lm",
+              "embedding_collapse": "sentence-embedding", "worse_than_plain": "causal-lm"}
+
+
+def test_every_alarm_shows_its_advice_and_opens_its_setting(window, qtbot):
+    """Each alarm the watch can raise (one of each, from the patterns that provoke them): the
+    panel shows its advice, and its button focuses the setting's own control, on a run of a
+    task where the alarm can happen."""
+    from kdstudio.ui.widgets.reveal import find_control
+    from tests.core.test_health import one_of_each
+
+    page = window.pages["train"]
+    panel = page.findChild(QWidget, "healthPanel")
+    alarms = one_of_each()
+    assert len(alarms) == 9
+    for alarm, h in alarms.items():
+        config = default_config(ALARM_TASK.get(alarm, "causal-lm"))
+        assert config.training.max_steps == 0
+        window.ctx.replace_config(config)
+        window.ctx.run_started.emit()
+        window.show_page("train")
+        _emit(window, h)
+        entry = panel.entries[alarm]
+        assert entry.advice.isVisibleTo(panel) and h.advice in entry.advice.text(), alarm
+        # A run counted in epochs (these defaults) trains for fewer steps through its epochs.
+        key = "training.epochs" if h.setting == "training.max_steps" else h.setting
+        assert entry.setting == key
+        qtbot.mouseClick(_button(page, alarm), Qt.MouseButton.LeftButton)
+        control = find_control(window.pages[window.current_page_key()], key)
+        assert control is not None and window.focusWidget() is control, (alarm, key)

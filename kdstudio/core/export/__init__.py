@@ -27,7 +27,6 @@ from kdstudio.core.export.graph import ONNX_INPUTS, Graph, output_name, runner
 from kdstudio.core.export.measure import (
     CHECK_STAGE,
     compare,
-    latencies,
     model_bytes,
     teacher_embeddings,
     weights_bytes,
@@ -42,6 +41,7 @@ from kdstudio.core.export.safetensors_export import (
 )
 from kdstudio.core.runs import Run, atomic_write_json, atomic_write_text
 from kdstudio.core.tasks import get_task
+from kdstudio.core.timing import time_models
 
 MAX_LOGIT_BYTES = 256 * 2**20  # a generative model's eval batches are cut so their logits fit
 MARKER = "kdstudio_export.json"  # in every export folder: what it is, and that it may be replaced
@@ -112,15 +112,19 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
                         label_names=names)
 
         repeats = cfg.evaluation.latency_repeats
-        emit(Stage("measure latency", f"median of {max(1, repeats)} passes on one sample"))
-        lat_export, lat_student = latencies([candidate, reference], sample, repeats)
+        emit(Stage("measure latency", f"median of {max(1, repeats)} passes on one sample, "
+                                      "the export and the PyTorch student in turns"))
+        session = time_models({"export": lambda run=candidate: run(sample),
+                               "student": lambda: reference(sample)}, repeats=repeats)
+        lat_export = session.latency("export").median_ms
+        lat_student = session.latency("student").median_ms
         result = ExportResult(
             path=out, format=fmt, quantize=quantize, size_bytes=model_bytes(tmp, fmt),
             student_size_bytes=weights_bytes(run.student_dir), max_abs_diff=check.max_abs_diff,
             latency_ms=round(lat_export, 3), student_latency_ms=round(lat_student, 3),
             metric=check.metric, value=check.value, student_value=check.student_value,
             quality_kept=quality_kept(check.metric, check.value, check.student_value),
-            extra=check.extra, notes=notes)
+            extra=check.extra, notes=notes, timing=session.to_dict())
         del candidate  # an ORT session holds the files open on some systems
         atomic_write_text(tmp / "README.md", export_card(run, task, result, len(eval_set.texts)))
         atomic_write_json(tmp / MARKER, {

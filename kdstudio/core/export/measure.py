@@ -1,10 +1,8 @@
 """Checking an export against the PyTorch student: the largest difference of the outputs,
-the run's quality figure for both, the latency per sample of both, and sizes on disk."""
+the run's quality figure for both, and sizes on disk (timing.py times them)."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,19 +61,6 @@ def teacher_embeddings(run: Run, task: Any, eval_set: Any, student: nn.Module,
         return None
     run_teacher = runner(Graph(teacher.model.float().eval(), task, False))
     return torch.cat([run_teacher(b) for b in eval_set.batches(teacher.tokenizer)])
-
-
-def latencies(models: list[Runner], sample: dict[str, torch.Tensor], repeats: int,
-              warmup: int = 3) -> list[float]:
-    """Median ms per forward pass on one sample; the models take turns so load hits them alike."""
-    times: list[list[float]] = [[] for _ in models]
-    for i in range(warmup + max(1, repeats)):
-        for k, m in enumerate(models):
-            t0 = time.perf_counter()
-            m(sample)
-            if i >= warmup:
-                times[k].append((time.perf_counter() - t0) * 1000)
-    return [statistics.median(t) for t in times]
 
 
 def weights_bytes(folder: Path) -> int:

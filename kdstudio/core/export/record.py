@@ -35,6 +35,7 @@ def summary_entry(run: Run, r: ExportResult) -> dict[str, Any]:
             "max_abs_diff": r.max_abs_diff, "latency_ms": r.latency_ms,
             "student_latency_ms": r.student_latency_ms, "metric": r.metric, "value": r.value,
             "student_value": r.student_value, "quality_kept": r.quality_kept,
+            "timing": r.timing or None,
             "created": _dt.datetime.now().isoformat(timespec="seconds")}
 
 
@@ -48,6 +49,17 @@ def record(run: Run, result: ExportResult) -> None:
     atomic_write_text(readme, with_exports_section(text, summary.get("exports", [])))
 
 
+def _entry_latency(e: dict[str, Any], name: str) -> str:
+    """An export's or its student's latency as listed: the median, and its spread where the
+    entry has its timing session (exports from before have the median alone)."""
+    from kdstudio.core.timing import Session
+
+    session = Session.from_dict(e.get("timing"))
+    if session is not None and name in session.samples:
+        return session.latency(name).text("4g")
+    return fmt(e.get("latency_ms" if name == "export" else "student_latency_ms"))
+
+
 def with_exports_section(text: str, exports: list[dict[str, Any]]) -> str:
     """The card with its '## Exports' section (re)written from the summary's list."""
     start = text.find("\n## Exports")
@@ -57,12 +69,13 @@ def with_exports_section(text: str, exports: list[dict[str, Any]]) -> str:
     rows = "\n".join(
         f"| {e['format']} | {e['quantize']} | {e['path']} | {fmt(e['size_mb'])} | "
         f"{percent(e.get('size_ratio'))} | {fmt(e['max_abs_diff'], 3)} | "
-        f"{fmt(e['latency_ms'])} | "
-        f"{fmt(e['student_latency_ms'])} | {e['metric']}: {fmt(e['value'])} "
+        f"{_entry_latency(e, 'export')} | "
+        f"{_entry_latency(e, 'student')} | {e['metric']}: {fmt(e['value'])} "
         f"(student {fmt(e['student_value'])}) | "
         f"{percent(e.get('quality_kept'))} |" for e in exports)
     section = ("\n## Exports\n\nChecked on the run's eval rows against the PyTorch student "
-               "(latency: median ms per sample on this machine's CPU).\n\n"
+               "(latency: median ms per sample on this machine's CPU, with the p10\u2013p90 "
+               "spread; the export and the student timed in turns).\n\n"
                "| format | precision | folder | size (MB) | size vs student | max abs diff | "
                "latency (ms) | student latency (ms) | quality | quality kept |\n"
                "|---|---|---|---|---|---|---|---|---|---|\n" + rows + "\n")
@@ -82,14 +95,17 @@ def export_card(run: Run, task: Any, r: ExportResult, eval_rows: int) -> str:
     else:
         usage = "Load it with transformers' from_pretrained on this folder.\n"
     notes = "".join(f"- {n}\n" for n in r.notes)
+    lat_e, lat_s = r.latencies()
+    if lat_e.load.busy:
+        notes += f"- The latencies were {lat_e.load.words()}.\n"
     return (f"# {name}: {r.format} {r.precision}\n\nThe student of the KD Studio run "
             f"'{run.path.name}' ({task.name}), exported to {r.format} ({r.precision}).\n\n"
             f"{usage}\n"
             f"| | export | PyTorch student |\n|---|---|---|\n"
             f"| Size on disk (MB) | {fmt(r.size_bytes / 2**20)} | "
             f"{fmt(r.student_size_bytes / 2**20)} |\n"
-            f"| Latency per sample (ms, median, CPU) | {fmt(r.latency_ms)} | "
-            f"{fmt(r.student_latency_ms)} |\n"
+            f"| Latency per sample (CPU, median and p10\u2013p90) | {lat_e.text('4g')} | "
+            f"{lat_s.text('4g')} |\n"
             f"| {r.metric} on {eval_rows} eval rows | {fmt(r.value)} | "
             f"{fmt(r.student_value)} |\n\n"
             f"Largest absolute difference from the PyTorch student's outputs: "
@@ -124,13 +140,15 @@ def figures(r: ExportResult, summary: dict[str, Any]) -> list[tuple[str, str, st
     ratio = f" ({r.size_ratio:.1%} of the student)" if r.size_ratio else ""
     speed = (f" ({r.student_latency_ms / r.latency_ms:.2g}x as fast)"
              if r.latency_ms > 0 else "")
+    lat_e, lat_s = r.latencies()
+    busy = f" ({lat_e.load.words()})" if lat_e.load.busy else ""
     teacher_value = (summary.get("teacher_metrics") or {}).get(r.metric)
     label = METRIC_LABELS.get(r.metric) or EXTRA_LABELS.get(r.metric, r.metric)
     rows = [("Size on disk", f"{r.size_bytes / mb:.2f} MB{ratio}",
              f"{r.student_size_bytes / mb:.2f} MB",
              f"{teacher_mb:.2f} MB" if isinstance(teacher_mb, (int, float)) else ""),
-            ("Latency per sample (median)", f"{r.latency_ms:.3g} ms{speed}",
-             f"{r.student_latency_ms:.3g} ms", ""),
+            ("Latency per sample (median, p10\u2013p90)", f"{lat_e.text()}{speed}{busy}",
+             lat_s.text(), ""),
             (label, metric_value(r.metric, r.value), metric_value(r.metric, r.student_value),
              metric_value(r.metric, teacher_value) if teacher_value is not None else ""),
             ("Quality kept (of the student's)", percent(r.quality_kept), "100%", "")]

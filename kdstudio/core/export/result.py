@@ -31,6 +31,19 @@ class ExportResult:
     quality_kept: float | None  # export over student (for perplexity: student over export)
     extra: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Both timed together (timing.Session.to_dict, models 'export' and 'student'): the
+    # spread, the device, when, and the machine's load.
+    timing: dict[str, Any] = field(default_factory=dict)
+
+    def latencies(self) -> tuple[Any, Any]:
+        """(export, student) as timing.Latency: median and spread (the median alone when
+        the timing session is missing)."""
+        from kdstudio.core.timing import Latency, Session
+
+        session = Session.from_dict(self.timing)
+        if session is None or not {"export", "student"} <= set(session.samples):
+            return Latency(self.latency_ms), Latency(self.student_latency_ms)
+        return session.latency("export"), session.latency("student")
 
     @property
     def precision(self) -> str:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdstudio.core.metrics import METRIC_LABELS, quality_retained
+from kdstudio.core.metrics import METRIC_LABELS, interval_of, plus_minus, quality_retained
 from kdstudio.core.runs import Run, atomic_write_text
 from kdstudio.core.sweep.spec import axis_label, int8_export
 from kdstudio.core.sweep.store import Sweep
+from kdstudio.core.sweep.timed import apply_session, run_timing, timing_sentence
+from kdstudio.core.timing import Session
 
 # The costs the chart's x axis can show: key -> (TableRow attribute, axis title).
 COSTS = {
@@ -52,6 +54,18 @@ class TableRow:
     student_quality: float | None = None  # int8 rows: the fp32 student's quality retained
     max_abs_diff: float | None = None     # int8 rows: largest difference from the student
     note: str = ""                         # int8 rows: how its figures were found (lines)
+    # The latency's p10-p90 spread and the speed-up's (the ratio round by round), and
+    # whether the row was timed in the sweep's one session with the teacher (timing.py).
+    latency_p10: float | None = None
+    latency_p90: float | None = None
+    speedup_low: float | None = None
+    speedup_high: float | None = None
+    timed_together: bool = False
+    load: str = ""                         # the timing's load in words ('' when quiet)
+    # The 95% interval of quality retained (a paired bootstrap over the eval rows); None
+    # when the run recorded none (older runs, int8 rows).
+    quality_low: float | None = None
+    quality_high: float | None = None
 
     @property
     def is_teacher(self) -> bool:
@@ -172,6 +186,10 @@ def sweep_table(sweep: Sweep) -> list[TableRow]:
             params_share=_share(s.get("student_params"), s.get("teacher_params")),
             size_share=_share(s.get("student_size_mb"), s.get("teacher_size_mb")),
             run_dir=e.run_dir, duration_s=_num(s.get("duration_s"))))
+        iv = interval_of(s.get("intervals"), "quality_retained")
+        if iv is not None and rows[-1].quality_retained is not None:
+            rows[-1].quality_low, rows[-1].quality_high = iv
+        run_timing(rows[-1], s)
         export = int8_export(s)
         if export is not None:
             int8[id(rows[-1])] = (s, export)
@@ -185,11 +203,14 @@ def sweep_table(sweep: Sweep) -> list[TableRow]:
                  size_mb=med["size"], latency_ms=med["latency"], quality_retained=1.0,
                  speedup=1.0, headline_metric=headline, headline_value=med["value"],
                  model=sweep.base.teacher.name, params_share=1.0, size_share=1.0)
+    session = Session.from_dict(sweep.timing)
+    apply_session([t, *rows], session)
     out = [t]
     for r in rows:
         out.append(r)
         if id(r) in int8:
-            out.append(int8_row(r, *int8[id(r)], teacher_latency=med["latency"]))
+            out.append(int8_row(r, *int8[id(r)], teacher_latency=t.latency_ms))
+            apply_session(out[-1:], session)
     return out
 
 
@@ -248,21 +269,37 @@ def _size_phrase(row: TableRow) -> str:
 
 
 def _speed_phrase(row: TableRow) -> str:
+    """A speed difference is claimed only beyond the spread of the timings (the speed-up's
+    p10-p90, round by round), where the row has one."""
     s = row.speedup
     if s is None:
         return "its speed was not measured"
-    if s >= 1.05:
+    low, high = row.speedup_low, row.speedup_high
+    if s >= 1.05 and (low is None or low > 1.0):
         return f"runs {s:.1f} times faster"
-    if s > 0.95:
-        return "runs about as fast"
-    return f"runs {1 / s:.1f} times slower"
+    if s <= 1 / 1.05 and (high is None or high < 1.0):
+        return f"runs {1 / s:.1f} times slower"
+    if low is not None and high is not None and not 0.95 < s < 1.05:
+        return "runs about as fast, within the spread of its timings"
+    return "runs about as fast"
 
 
 def _keeps(row: TableRow) -> str:
     q = row.quality_retained or 0.0
+    lo, hi = row.quality_low, row.quality_high
+    if lo is not None and hi is not None and lo <= 1.0 <= hi:
+        # Within its uncertainty of the teacher: no quality difference is claimed either way.
+        return (f"matches the teacher's quality within its uncertainty "
+                f"({q:.0%}{plus_minus((lo, hi), True)})")
     if q >= 1.005:
         return f"matches the teacher's quality ({q:.0%})"
-    return f"keeps {q:.0%} of the teacher's quality"
+    return f"keeps {q:.0%}{plus_minus(_interval(row), True)} of the teacher's quality"
+
+
+def _interval(row: TableRow) -> tuple[float, float] | None:
+    if row.quality_low is None or row.quality_high is None:
+        return None
+    return row.quality_low, row.quality_high
 
 
 def summary_sentence(rows: Sequence[TableRow], axis: str = "",
@@ -294,7 +331,8 @@ def summary_sentence(rows: Sequence[TableRow], axis: str = "",
     int8 = [r for r in rows if r.is_int8 and r.quality_retained is not None]
     if int8:
         first += " " + _int8_sentence(int8, axis, good_enough, size)
-    return first
+    timing = timing_sentence(rows)
+    return f"{first} {timing}" if timing else first
 
 
 def _int8_sentence(rows: list[TableRow], axis: str, good_enough: float,

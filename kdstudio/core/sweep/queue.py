@@ -3,7 +3,8 @@
 ``run_sweep`` runs whatever is unfinished, continuing an interrupted run from its
 checkpoint, and can simply be called again after a crash, a Ctrl-C or closing the app.
 With the sweep's ``quantize_int8`` each finished student is then exported as int8 ONNX
-(``export_int8``); a failed export is a note on its entry, never a failed run. The
+(``export_int8``); a failed export is a note on its entry, never a failed run. At the end
+the teacher and every finished student are timed together (``time_together``, timed.py). The
 sweep itself (spec, queue file) is in spec.py and store.py; its names stay importable here.
 """
 
@@ -101,6 +102,7 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
     import time
 
     from kdstudio.core.events import SweepProgress
+    from kdstudio.core.sweep.plan import record_planned
     from kdstudio.core.trainer import run_training
 
     on_event = on_event or ignore
@@ -153,6 +155,8 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
             # A resumed run's wall time covers only its last part: not a measure of the whole.
             wall = time.perf_counter() - t0 if resume is None else None
             sweep.end(entry, result.status, run_dir=run_dir, wall_s=wall)
+            if result.status == "finished":
+                record_planned(sweep, entry, wall)
             tell(entry, result.status, stop_note(entry) if result.status == "stopped" else "")
             if result.status != "finished":
                 stopped = True
@@ -161,9 +165,28 @@ def run_sweep(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None,
                 export(entry)
         if stop.is_set() and (sweep.todo(retry_failed) or exports_todo(sweep)):
             stopped = True  # e.g. stopped during an export: resuming does the rest
+        if not stopped and not stop.is_set():
+            time_together(sweep, on_event, stop)
     failed = [e for e in sweep.entries if e.status == "failed"]
     status = "stopped" if stopped else "incomplete" if failed else "finished"
     return SweepResult(status, sweep, failed)
+
+
+def time_together(sweep: Sweep, on_event: EventSink | None = None, stop: Any = None) -> None:
+    """At the end of a sweep: the teacher and every finished student timed in one session
+    (timed.py), unless the sweep's session already timed them all. A failure is a log line,
+    never a failed sweep: the runs' own timings still stand."""
+    from kdstudio.core.events import Log
+    from kdstudio.core.sweep.timed import needs_timing, time_sweep
+
+    if not needs_timing(sweep):
+        return
+    try:
+        time_sweep(sweep, on_event, stop)
+    except Exception as exc:  # noqa: BLE001 - the sweep's runs are finished and fine
+        (on_event or ignore)(Log(f"The teacher and students could not be timed together "
+                                 f"({type(exc).__name__}: {exc}); the chart shows each run's "
+                                 "own timing.", level="warning"))
 
 
 def _launched_run(config: Any, resume: Any, processes: int, fsdp: bool, sink: EventSink,
@@ -195,4 +218,5 @@ def _launched_run(config: Any, resume: Any, processes: int, fsdp: bool, sink: Ev
 __all__ = ["AXES", "BASE_FILE", "STATUSES", "SWEEP_FILE", "UNFINISHED", "StudentSpec", "Sweep",
            "SweepEntry", "SweepError", "SweepResult", "axis_label", "derived", "export_int8",
            "exports_todo", "find_sweep", "list_sweeps", "run_sweep", "stop_note", "sweeps_dir",
+           "time_together",
            "unfinished_sweeps"]

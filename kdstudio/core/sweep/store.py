@@ -73,7 +73,8 @@ class Sweep:
 
     def __init__(self, folder: Path, base: RunConfig, students: list[StudentSpec], axis: str,
                  axis_values: list[Any], entries: list[SweepEntry], created: str,
-                 runner: dict[str, Any] | None = None, quantize_int8: bool = False):
+                 runner: dict[str, Any] | None = None, quantize_int8: bool = False,
+                 timing: dict[str, Any] | None = None):
         self.folder = Path(folder)
         self.base = base
         self.students = students
@@ -83,6 +84,9 @@ class Sweep:
         self.created = created
         self.runner = runner or {}
         self.quantize_int8 = quantize_int8  # export each finished student as int8 ONNX too
+        # The teacher and the finished students timed together (timing.Session.to_dict,
+        # keyed 'teacher' and the runs' folders; sweep/timed.py); {} before the first.
+        self.timing = timing or {}
         self._lock = threading.RLock()
 
     @property
@@ -129,12 +133,9 @@ class Sweep:
             d["student"]["shape"] = entry.axis_value
         cfg = config_from_dict(d)
         if cfg.teacher.cache == "auto" and len(self.entries) > 1:
-            # The students share one teacher pass: the first writes the cache, the rest read it.
-            from kdstudio.core.teacher_source import CACHE, plan_teacher
-
-            cfg.teacher.cache = "always"
-            if plan_teacher(cfg, exists=True).mode != CACHE:
-                cfg.teacher.cache = "auto"
+            # The students could share one teacher pass: 'auto' weighs it against them all
+            # (teacher_source.cache_pays); the first writes the cache if it pays, the rest read it.
+            cfg.teacher.cache_readers = len(self.entries)
         return cfg
 
     # -- reading and writing -------------------------------------------------------------------
@@ -147,6 +148,7 @@ class Sweep:
             "axis": self.axis, "axis_values": self.axis_values,
             "quantize_int8": self.quantize_int8,
             "runner": self.runner,
+            "timing": self.timing or None,
             "entries": [asdict(e) for e in self.entries],
         }
 
@@ -179,7 +181,8 @@ class Sweep:
             raise SweepError(f"The sweep '{folder.name}' has an unusable base config: {exc}") from None
         return cls(folder, base, students, data.get("axis", ""), list(data.get("axis_values", [])),
                    entries, data.get("created", ""), data.get("runner") or {},
-                   quantize_int8=data.get("quantize_int8") is True)  # off for older sweeps
+                   quantize_int8=data.get("quantize_int8") is True,  # off for older sweeps
+                   timing=data.get("timing") if isinstance(data.get("timing"), dict) else None)
 
     def copy(self) -> Sweep:
         """A snapshot another thread may read while this one moves the queue on."""
@@ -188,7 +191,7 @@ class Sweep:
         with self._lock:
             return Sweep(self.folder, self.base, list(self.students), self.axis,
                          list(self.axis_values), [replace(e) for e in self.entries],
-                         self.created, dict(self.runner), self.quantize_int8)
+                         self.created, dict(self.runner), self.quantize_int8, dict(self.timing))
 
     def reload(self) -> None:
         """Read the queue file again (another process may have moved it on)."""
@@ -196,6 +199,7 @@ class Sweep:
         with self._lock:
             self.entries, self.runner = fresh.entries, fresh.runner
             self.quantize_int8 = fresh.quantize_int8
+            self.timing = fresh.timing
 
     # -- where it stands -----------------------------------------------------------------------
     def runner_alive(self) -> bool:
@@ -310,6 +314,14 @@ class Sweep:
                 entry.wall_s = round(wall_s, 2)
             self.save()
 
+    def set_timing(self, session: dict[str, Any]) -> None:
+        """Keep a timing session (sweep/timed.py); it replaces the one before. The file is
+        read first: another process may have moved the queue on since this copy was loaded."""
+        with self._lock:
+            if self.path.exists():
+                self.reload()
+            self.timing = dict(session)
+            self.save()
 
     def set_note(self, entry: SweepEntry, note: str) -> None:
         with self._lock:

@@ -61,6 +61,10 @@ class Task:
     name: ClassVar[str]               # the config value, e.g. "causal-lm"
     title: ClassVar[str]              # short words for people, e.g. "Language model"
     description: ClassVar[str]        # one plain sentence on what such a model does
+    # What the teacher gives the student to copy, and the data's own right answers, in
+    # words ("class probabilities", "true labels"); "" where the data holds none.
+    answer_words: ClassVar[str] = "answers"
+    truth_words: ClassVar[str] = ""
     auto_class: ClassVar[str]         # the transformers Auto class that loads it
     output: ClassVar[str]             # "logits" or "embedding": what forward_features returns
     generative: ClassVar[bool] = False   # writes text: generation, perplexity, on-policy
@@ -138,6 +142,13 @@ class Task:
     def headline(self, has_labels: bool) -> tuple[str, bool]:
         if not has_labels and self.headline_unlabelled is not None:
             return self.headline_unlabelled
+        return self.headline_metric
+
+    def selection_figure(self) -> tuple[str, bool]:
+        """The figure that chooses the best student among a run's evaluations on the
+        validation rows (training.keep = "best"): (metric name, higher is better). A family
+        names a smooth figure measured over every row, which moves with what distillation
+        does; here the headline, for a family that names none."""
         return self.headline_metric
 
     def validate(self, cfg: "RunConfig") -> None:
@@ -258,7 +269,8 @@ LOGIT_SETTINGS = frozenset({("method", "temperature"), ("method", "logit_loss"),
 EMBEDDING_SETTINGS = frozenset({("method", "embedding_weight"), ("method", "embedding_loss")})
 PREPARE_SETTINGS = frozenset({("teacher", "prepare"), ("teacher", "prepare_epochs"),
                               ("teacher", "prepare_learning_rate")})
-CACHE_SETTINGS = frozenset({("teacher", "cache"), ("teacher", "cache_k")})
+CACHE_SETTINGS = frozenset({("teacher", "cache"), ("teacher", "cache_k"),
+                            ("teacher", "cache_readers")})
 
 
 class OutputCheck:

@@ -12,6 +12,8 @@ from kdstudio.core.tasks.words import CROSS_TOKENIZER, HIDDEN, LABELS, LOGIT
 class CausalLM(Task):
     name = "causal-lm"
     title = "Language model"
+    answer_words = "next-word probabilities"
+    truth_words = "real next words"
     description = ("Writes text by predicting the next word (causal-lm). The large-language-"
                    "model case: the student learns to continue text as the teacher does.")
     auto_class = "AutoModelForCausalLM"
@@ -62,6 +64,10 @@ class CausalLM(Task):
     method_defaults = {"logit_weight": 1.0, "temperature": 1.0}
     default_teacher = "everyday-gpt"
     data_defaults = {"max_length": 128}
+
+    def selection_figure(self) -> tuple[str, bool]:
+        """Perplexity: averaged over every token, and measured with either tokenizer."""
+        return ("perplexity", False)
 
     # -- engine hooks ---------------------------------------------------------------------------
     def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
@@ -144,27 +150,41 @@ class CausalLM(Task):
         return collate_blocks([max(blocks, key=len)], tokenizer.pad_token_id)
 
     def teacher_metrics(self, ev: Any) -> dict[str, float]:
-        return {"perplexity": self._perplexity(ev, ev.teacher, ev.teacher_batches)}
+        ppl, entropy = self._perplexity(ev, ev.teacher, ev.teacher_batches)
+        return {"perplexity": ppl, "entropy": entropy}
 
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
         if ev.student_batches is not ev.teacher_batches:
-            # Different tokenizers: no shared ids to agree on, only the student's own figure.
-            return {"perplexity": self._perplexity(ev, student, ev.student_batches)}
-        def sums(b: dict) -> tuple[float, float, float, int]:
-            st = _token_stats(ev, student, b, teacher=ev.teacher)
+            # Different tokenizers: no shared ids to agree on, only the student's own figure
+            # (and no entropy: entropies per token of different vocabularies do not compare).
+            return {"perplexity": self._perplexity(ev, student, ev.student_batches)[0]}
+        # A run that reads the teacher's cache measures against its cached answers there.
+        answers = getattr(ev, "teacher_answers", None)
+        if answers is None and _weightless(ev.teacher):
+            # Rows with no cached answers (the validation rows) in a run whose teacher has no
+            # weights: the student's own figure, which is what chooses the best student.
+            return {"perplexity": self._perplexity(ev, student, ev.student_batches)[0]}
+
+        def sums(b: dict) -> tuple[float, float, float, float, int]:
+            st = (_cached_stats(answers, ev, student, b) if answers is not None
+                  else _token_stats(ev, student, b, teacher=ev.teacher))
             return (float(st.student_nll.sum()), float(st.agree.sum()), float(st.kl.sum()),
-                    st.count)
+                    float(st.entropy.sum()), st.count, st.per_row(st.student_nll, st.agree, st.kl))
         # Each batch's sums (gathered from the processes of a multi-process run), added in
         # batch order: the very figures of one process.
-        nll, agree, kl, count = 0.0, 0.0, 0.0, 0
-        for b_nll, b_agree, b_kl, b_count in ev.each(ev.student_batches, sums):
+        nll, agree, kl, entropy, count = 0.0, 0.0, 0.0, 0.0, 0
+        rows = []  # each block's parts of the figures, for their intervals
+        for b_nll, b_agree, b_kl, b_entropy, b_count, b_rows in ev.each(ev.student_batches, sums):
+            rows.append(b_rows)
             nll += b_nll
             agree += b_agree
             kl += b_kl
+            entropy += b_entropy
             count += b_count
+        _keep_rows(ev, rows, ("perplexity", "top1_agreement", "kl_to_teacher"))
         count = max(count, 1)
         return {"perplexity": math.exp(min(nll / count, 50.0)), "top1_agreement": agree / count,
-                "kl_to_teacher": kl / count}
+                "kl_to_teacher": kl / count, "entropy": entropy / count}
 
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
         return predictor.generate(text, gen)
@@ -194,15 +214,23 @@ class CausalLM(Task):
         return _PerplexityCheck(vocab)
 
     @staticmethod
-    def _perplexity(ev: Any, model: Any, batches: list) -> float:
-        def sums(b: dict) -> tuple[float, int]:
+    def _perplexity(ev: Any, model: Any, batches: list) -> tuple[float, float]:
+        """The model's perplexity and the mean entropy of its next-token predictions (nats):
+        a student far surer than its teacher is collapsing (the health watch compares them)."""
+        def sums(b: dict) -> tuple[float, float, int]:
             st = _token_stats(ev, model, b)
-            return float(st.student_nll.sum()), st.count
-        nll, count = 0.0, 0
-        for b_nll, b_count in ev.each(batches, sums):
+            return (float(st.student_nll.sum()), float(st.entropy.sum()), st.count,
+                    st.per_row(st.student_nll))
+        nll, entropy, count = 0.0, 0.0, 0
+        rows = []
+        for b_nll, b_entropy, b_count, b_rows in ev.each(batches, sums):
+            rows.append(b_rows)
             nll += b_nll
+            entropy += b_entropy
             count += b_count
-        return math.exp(min(nll / max(count, 1), 50.0))
+        _keep_rows(ev, rows, ("perplexity",))
+        count = max(count, 1)
+        return math.exp(min(nll / count, 50.0)), entropy / count
 
 
 class _PerplexityCheck(OutputCheck):
@@ -235,9 +263,48 @@ class _PerplexityCheck(OutputCheck):
 
 
 class _Stats:
-    def __init__(self, stats: Any, count: int):
-        self.student_nll, self.agree, self.kl, self.count = (
-            stats.student_nll, stats.agree, stats.kl, count)
+    def __init__(self, stats: Any, count: int, row_of: Any = None, n_rows: int = 0):
+        self.student_nll, self.agree, self.kl, self.entropy, self.count = (
+            stats.student_nll, stats.agree, stats.kl, stats.student_entropy, count)
+        # Which block (row of the batch) each kept position belongs to.
+        self.row_of, self.n_rows = row_of, n_rows
+
+    def per_row(self, *values: Any) -> Any:
+        """(n_rows, 1 + len(values)) float64 on the CPU: each block's kept positions, then
+        each value summed over them (the intervals are bootstrapped over blocks)."""
+        import torch
+
+        out = torch.zeros(self.n_rows, 1 + len(values), dtype=torch.float64)
+        row_of = self.row_of.cpu()
+        out[:, 0].index_add_(0, row_of, torch.ones(len(row_of), dtype=torch.float64))
+        for i, v in enumerate(values, 1):
+            out[:, i].index_add_(0, row_of, v.detach().double().cpu())
+        return out
+
+
+def _cached_stats(answers: Any, ev: Any, student: Any, batch: dict) -> _Stats:
+    """The student against the teacher's cached answers (cached_teacher.CachedAnswers)."""
+    st = answers.stats(ev, student, batch)
+    return _Stats(st, st.count, st.row_of, st.n_rows)
+
+
+def _keep_rows(ev: Any, rows: list[Any], names: tuple[str, ...]) -> None:
+    """The figures' parts per block (intervals.py): perplexity from each block's loss and
+    tokens, the shares from each block's counts over its tokens."""
+    import torch
+
+    from kdstudio.core.intervals import Ratio
+
+    if rows:
+        r = torch.cat(rows)
+        ev.keep_rows({name: Ratio(r[:, i], r[:, 0], exp=name == "perplexity")
+                      for i, name in enumerate(names, 1)})
+
+
+def _weightless(model: Any) -> bool:
+    """A teacher outline (cached_teacher.teacher_outline): shapes on the meta device only."""
+    p = next(iter(model.parameters()), None) if model is not None else None
+    return p is not None and p.device.type == "meta"
 
 
 def _token_stats(ev: Any, model: Any, batch: dict, teacher: Any = None) -> _Stats:
@@ -261,6 +328,7 @@ def _measure(ev: Any, model: Any, batch: dict, teacher: Any) -> _Stats:
     inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
     keep = b["labels"][:, 1:] != -100
     labels = b["labels"][:, 1:][keep]
+    row_of = keep.nonzero(as_tuple=True)[0]
     v = ev.vocab_size or None
 
     models = [model] + ([teacher] if teacher is not None else [])
@@ -277,17 +345,20 @@ def _measure(ev: Any, model: Any, batch: dict, teacher: Any) -> _Stats:
                       teacher_bias=rows[1][2])
         stats = chunked_token_logprobs(rows[0][0], rows[0][1], labels, student_bias=rows[0][2],
                                        vocab_size=v, **kw)
-        return _Stats(stats, int(keep.sum()))
+        return _Stats(stats, int(keep.sum()), row_of, keep.shape[0])
     # A head that is more than a linear map: this batch's logits, once.
     import torch.nn.functional as F
 
     with ev.autocast():
         logits = [m(**inputs).logits[:, :-1, :v][keep].float() for m in models]
     s_nll = F.cross_entropy(logits[0], labels, reduction="none")
+    logp_s = F.log_softmax(logits[0], -1)
+    entropy = -torch.where(logp_s.exp() > 0, logp_s.exp() * logp_s, 0.0).sum(-1)
     agree = kl = None
     if teacher is not None:
         agree = logits[0].argmax(-1) == logits[1].argmax(-1)
-        logp_s, logp_t = F.log_softmax(logits[0], -1), F.log_softmax(logits[1], -1)
+        logp_t = F.log_softmax(logits[1], -1)
         kl = torch.where(logp_t.exp() > 0, logp_t.exp() * (logp_t - logp_s), 0.0).sum(-1)
-    return _Stats(type("S", (), {"student_nll": s_nll, "agree": agree, "kl": kl})(),
-                  int(keep.sum()))
+    return _Stats(type("S", (), {"student_nll": s_nll, "agree": agree, "kl": kl,
+                                 "student_entropy": entropy})(), int(keep.sum()), row_of,
+                  keep.shape[0])

@@ -11,6 +11,8 @@ from kdstudio.core.tasks.words import task_specific_presets
 class Classification(Task):
     name = "sequence-classification"
     title = "Text classifier"
+    answer_words = "class probabilities"
+    truth_words = "true labels"
     description = ("Sorts texts into your categories (sequence-classification). Task-specific "
                    "distillation: a teacher tuned for this task teaches exactly this task.")
     auto_class = "AutoModelForSequenceClassification"
@@ -32,6 +34,11 @@ class Classification(Task):
     headline_metric = ("accuracy", True)
     presets = task_specific_presets("class", "labels")
     method_defaults = {"logit_weight": 1.0, "hard_label_weight": 0.5, "temperature": 2.0}
+
+    def selection_figure(self) -> tuple[str, bool]:
+        """The KL divergence to the teacher's class probabilities: smooth, where accuracy on a
+        few hundred rows moves in steps of one row."""
+        return ("kl_to_teacher", False)
 
     # -- engine hooks ---------------------------------------------------------------------------
     def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
@@ -61,17 +68,21 @@ class Classification(Task):
         from kdstudio.core.measures import classification_metrics
 
         preds = torch.cat([o.argmax(-1) for o in ev.teacher_outputs()])
+        _keep_rows(ev, preds, ev.labels())
         return classification_metrics(preds, ev.labels())
 
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
         import torch
 
-        from kdstudio.core.measures import classification_metrics
+        from kdstudio.core.measures import class_kl, classification_metrics
 
-        s_pred = torch.cat([o.argmax(-1) for o in ev.outputs(student, ev.student_batches)])
-        t_pred = torch.cat([o.argmax(-1) for o in ev.teacher_outputs()])
+        s_out, t_out = torch.cat(ev.outputs(student, ev.student_batches)), torch.cat(ev.teacher_outputs())
+        s_pred, t_pred = s_out.argmax(-1), t_out.argmax(-1)
         m = classification_metrics(s_pred, ev.labels())
         m["agreement"] = (s_pred == t_pred).float().mean().item()
+        kl = class_kl(s_out, t_out)
+        m["kl_to_teacher"] = kl.mean().item()
+        _keep_rows(ev, s_pred, ev.labels(), agreement=(s_pred == t_pred).float(), kl_to_teacher=kl)
         return m
 
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
@@ -87,6 +98,14 @@ class Classification(Task):
     def output_check(self, labels: list[int] | None, vocab: int,
                      teacher_outputs: Any = None) -> OutputCheck:
         return _AccuracyCheck(labels)
+
+
+def _keep_rows(ev: Any, pred: Any, labels: Any, **more: Any) -> None:
+    """The figures' parts per eval row, for their intervals (intervals.py)."""
+    from kdstudio.core.intervals import MacroF1, Mean
+
+    rows = {"accuracy": Mean((pred == labels).float()), "macro_f1": MacroF1(pred, labels)}
+    ev.keep_rows(rows | {k: Mean(v) for k, v in more.items()})
 
 
 class _AccuracyCheck(KeptOutputsCheck):

@@ -20,6 +20,8 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class TokenClassification(Task):
     name = "token-classification"
     title = "Entity tagger"
+    answer_words = "tag probabilities for every word"
+    truth_words = "true tags"
     description = ("Tags the words of a text: places, times, people, food... "
                    "(token-classification, named-entity recognition). Task-specific "
                    "distillation: the student learns the teacher's tag for every word.")
@@ -52,6 +54,11 @@ class TokenClassification(Task):
         from kdstudio.core.tasks.word_tags import read_word_tags
 
         return Examples(**read_word_tags(train, evl, cfg, source))
+
+    def selection_figure(self) -> tuple[str, bool]:
+        """The share of words tagged as the teacher tags them: over every word, where entity
+        F1 over a few hundred sentences moves by whole entities."""
+        return ("agreement", True)
 
     # -- engine hooks ---------------------------------------------------------------------------
     def forward_features(self, model: Any, inputs: dict, *, want: frozenset[str] = frozenset(),
@@ -103,7 +110,9 @@ class TokenClassification(Task):
 
         gold, pred = _word_tags(ev.teacher_outputs(), ev.teacher_batches)
         names = tag_names(ev.teacher)
-        return tagging_metrics(_named(gold, names), _named(pred, names))
+        gold, pred = _named(gold, names), _named(pred, names)
+        ev.keep_rows(_rows(gold, pred))
+        return tagging_metrics(gold, pred)
 
     def student_metrics(self, ev: Any, student: Any) -> dict[str, float]:
         from kdstudio.core.measures import tagging_metrics
@@ -111,14 +120,16 @@ class TokenClassification(Task):
         names = tag_names(student)
         gold, pred = _word_tags(ev.outputs(student, ev.student_batches), ev.student_batches)
         _, t_pred = _word_tags(ev.teacher_outputs(), ev.teacher_batches)
-        m = tagging_metrics(_named(gold, names), _named(pred, names))
+        gold_n, pred_n = _named(gold, names), _named(pred, names)
+        m = tagging_metrics(gold_n, pred_n)
         # Different tokenizers may cut a long row at different words: the common words count.
-        same = total = 0
+        same, common = [], []
         for s_row, t_row in zip(pred, t_pred):
             n = min(len(s_row), len(t_row))
-            same += sum(a == b for a, b in zip(s_row[:n], t_row[:n]))
-            total += n
-        m["agreement"] = same / max(total, 1)
+            same.append(sum(a == b for a, b in zip(s_row[:n], t_row[:n])))
+            common.append(n)
+        m["agreement"] = sum(same) / max(sum(common), 1)
+        ev.keep_rows(_rows(gold_n, pred_n, agreement=(same, common)))
         return m
 
     def compare_answer(self, predictor: Any, text: str, gen: Any, top_k: int) -> Any:
@@ -158,6 +169,32 @@ def _word_tags(outputs: list[Any], batches: list[dict]) -> tuple[list[list[int]]
             gold.append(labels[r][keep].tolist())
             pred.append(guess[r][keep].tolist())
     return gold, pred
+
+
+def _rows(gold: list[list[str]], pred: list[list[str]], **more: Any) -> dict[str, Any]:
+    """The figures' parts per sentence, for their intervals (intervals.py): its entities right,
+    predicted and true, whose sums give seqeval's figures (entity F1 is 2 right over predicted
+    plus true), and its words right over its words; ``more``: (parts, words) per sentence."""
+    import torch
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from kdstudio.core.intervals import Ratio
+
+    counts = []
+    for g, p in zip(gold, pred):
+        # seqeval reads all sentences as one with an "O" between: the same entities as each
+        # sentence read alone.
+        true, found = set(get_entities(g)), set(get_entities(p))
+        counts.append((len(true & found), len(found), len(true),
+                       sum(a == b for a, b in zip(g, p)), len(g)))
+    c = torch.tensor(counts, dtype=torch.float64).reshape(-1, 5)
+    right, found, true, words_right, words = c.unbind(1)
+    rows = {"entity_f1": Ratio(2 * right, found + true), "entity_precision": Ratio(right, found),
+            "entity_recall": Ratio(right, true), "token_accuracy": Ratio(words_right, words)}
+    for name, (num, den) in more.items():
+        rows[name] = Ratio(torch.tensor(num, dtype=torch.float64),
+                           torch.tensor(den, dtype=torch.float64))
+    return rows
 
 
 def _named(rows: list[list[int]], names: list[str]) -> list[list[str]]:

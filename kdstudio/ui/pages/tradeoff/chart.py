@@ -48,7 +48,11 @@ def _tip(row: TableRow) -> str:
     if row.is_int8:
         parts[0] += ": the student exported as int8 ONNX"
     if row.quality_retained is not None:
-        parts.append(f"quality retained {row.quality_retained:.1%}"
+        from kdstudio.core.metrics import plus_minus
+
+        iv = ((row.quality_low, row.quality_high)
+              if row.quality_low is not None and row.quality_high is not None else None)
+        parts.append(f"quality retained {row.quality_retained:.1%}{plus_minus(iv, True)}"
                      + (f" (the student: {row.student_quality:.1%})"
                         if row.is_int8 and row.student_quality is not None else ""))
     if row.params is not None:
@@ -57,7 +61,11 @@ def _tip(row: TableRow) -> str:
         parts.append(f"{row.size_mb:.3g} MB on disk")
     if row.latency_ms is not None:
         parts.append(f"{row.latency_ms:.3g} ms per sample"
+                     + (f" (p10\u2013p90 {row.latency_p10:.3g}\u2013{row.latency_p90:.3g})"
+                        if row.latency_p10 is not None and row.latency_p90 is not None else "")
                      + (" (ONNX Runtime)" if row.is_int8 else ""))
+        if row.load:
+            parts.append(row.load)
     if row.is_int8 and row.max_abs_diff is not None:
         parts.append(f"largest difference from the student's outputs {row.max_abs_diff:.2g}")
     if row.note:
@@ -65,6 +73,23 @@ def _tip(row: TableRow) -> str:
     if not row.is_teacher:
         parts.append("click to open the run")
     return "\n".join(parts)
+
+
+def _quality_bars(plot_item: Any, placed: list[tuple[TableRow, tuple[float, float]]]) -> None:
+    """Each point's 95% interval of quality retained, where its run recorded one."""
+    import numpy as np
+    import pyqtgraph as pg
+
+    bars = [(x, y, r.quality_low * 100, r.quality_high * 100) for r, (x, y) in placed
+            if r.quality_low is not None and r.quality_high is not None]
+    if not bars:
+        return
+    a = np.array(bars, dtype=float)
+    item = pg.ErrorBarItem(x=a[:, 0], y=a[:, 1], top=np.maximum(a[:, 3] - a[:, 1], 0),
+                           bottom=np.maximum(a[:, 1] - a[:, 2], 0), beam=0.0,
+                           pen=pg.mkPen("#555555", width=1))
+    item.setObjectName("qualityErrorBars")
+    plot_item.addItem(item)
 
 
 def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params", axis: str = "",
@@ -96,6 +121,7 @@ def draw_tradeoff(plot_item: Any, rows: Sequence[TableRow], cost: str = "params"
     plot_item.addItem(ref)
     if not placed:
         return []
+    _quality_bars(plot_item, placed)
     front = front_rows([r for r, _ in placed], cost)
     front_ids = {id(r) for r in front}
     if len(front) >= 2:

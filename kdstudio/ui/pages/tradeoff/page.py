@@ -39,6 +39,7 @@ from kdstudio.ui.pages.tradeoff.queue_view import QueueView
 from kdstudio.ui.pages.tradeoff.results import TradeoffResults
 from kdstudio.ui.pages.tradeoff.setup import SweepSetup
 from kdstudio.ui.pages.tradeoff.teacher import TeacherShape
+from kdstudio.ui.pages.tradeoff.timing import TimingBar
 from kdstudio.ui.widgets.common import named
 
 
@@ -137,10 +138,13 @@ class TradeoffPage(Page):
         self.chooser = SweepChooser()
         self.chooser.picked.connect(self.show_sweep)
         self.results = TradeoffResults()
+        self.timing = TimingBar(self.ctx)
+        self.timing.timed.connect(self._on_timed)
         right = QWidget()
         rlay = QVBoxLayout(right)
         rlay.setContentsMargins(8, 0, 0, 0)
         rlay.addWidget(self.chooser)
+        rlay.addWidget(self.timing)
         rlay.addWidget(self.results, 1)
 
         split = self.make_splitter(Qt.Orientation.Horizontal, "tradeoffSplit", [scroll, right],
@@ -275,6 +279,15 @@ class TradeoffPage(Page):
         self.refresh_sweeps(select=sweep.id if sweep else None)
         if sweep is not None:
             self.reload_figures()
+            if status != "stopped":  # the finished students, timed together in one session
+                self.timing.show_for(sweep)
+                self.timing.start(only_if_needed=True)
+
+    def _on_timed(self, session: Any) -> None:
+        if session is not None:
+            self.message.setText("The teacher and the students were timed together: every "
+                                 "speed on the chart now comes from that one session.")
+        self.reload_figures()
 
     # -- sweeps on disk --------------------------------------------------------------------------
     def refresh_sweeps(self, select: str | None = None) -> None:
@@ -343,6 +356,7 @@ class TradeoffPage(Page):
         self.resume_button.setEnabled(can_resume)
         self.banner.resume_button.setEnabled(can_resume)
         self.banner.show_for(self.current, self.queue.sweep is None)
+        self.timing.show_for(s, blocked=busy)
 
     def _int8_missing(self) -> bool:
         """A student on show lacks the int8 export its sweep asks for (Resume makes it)."""

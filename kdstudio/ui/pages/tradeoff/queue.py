@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QWidget
 
 from kdstudio.core.errors import KDStudioError
 from kdstudio.core.events import Started
+from kdstudio.core.sweep.plan import record_planned
 from kdstudio.core.sweep.queue import (
     Sweep,
     SweepEntry,
@@ -141,6 +142,8 @@ class SweepQueue(QObject):
             run_dir = result.run_dir if result.summary else None
             wall = time.perf_counter() - self._t0 if self._fresh else None
             sweep.end(entry, result.status, run_dir=run_dir, wall_s=wall)
+            if result.status == "finished":
+                record_planned(sweep, entry, wall)
         self.entry_changed.emit(entry)
         if result is not None and result.status != "finished":
             self._finish("stopped")

@@ -33,6 +33,7 @@ from kdstudio.core.sweep.figures import (
     write_csv,
 )
 from kdstudio.core.sweep.queue import axis_label
+from kdstudio.core.sweep.timed import latency_cell, speedup_cell
 from kdstudio.ui.dialogs import show_error
 from kdstudio.ui.pages.tradeoff.chart import TradeoffChart
 from kdstudio.ui.widgets.common import named
@@ -179,7 +180,7 @@ class TradeoffResults(QWidget):
         metric = rows[0].headline_metric if rows else ""
         head = METRIC_LABELS.get(metric, metric or "Headline metric")
         columns = ["Student", "Parameters", "Share of teacher", "Size on disk (MB)",
-                   "Latency (ms)", "Speed-up", "Quality retained", head, "On the front"]
+                   "Latency (ms, p10\u2013p90)", "Speed-up", "Quality retained", head, "On the front"]
         if self.axis:
             columns.insert(1, "Temperature" if self.axis == "temperature" else "Method")
         t = self.table
@@ -200,8 +201,8 @@ class TradeoffResults(QWidget):
                 SortItem(fmt_params(r.params), r.params),
                 SortItem(_num(r.params_share, ".0%"), r.params_share),
                 SortItem(_num(r.size_mb, ".3g"), r.size_mb),
-                SortItem(_num(r.latency_ms, ".3g"), r.latency_ms),
-                SortItem(_num(r.speedup, ".2f", "x"), r.speedup),
+                SortItem(latency_cell(r), r.latency_ms),
+                SortItem(speedup_cell(r), r.speedup),
                 SortItem(_num(r.quality_retained, ".1%"), r.quality_retained),
                 SortItem(_num(hv, ".1%") if metric in PERCENT_METRICS else _num(hv, ".4g"), hv),
                 SortItem("", None),  # filled by _mark_front

@@ -22,6 +22,15 @@ STYLE = {  # (background, border, text) of an entry
 SYMBOL = {"warning": "\u26a0", "error": "\u2716"}
 
 
+def setting_for(setting: str, config: Any) -> str:
+    """The key whose control changes ``setting`` in this config: a run counted in epochs
+    (training.max_steps = 0) trains for fewer steps through its epochs."""
+    training = getattr(config, "training", None)
+    if setting == "training.max_steps" and getattr(training, "max_steps", None) == 0:
+        return "training.epochs"
+    return setting
+
+
 def setting_words(setting: str) -> str:
     """A config key in words: "training.learning_rate" -> "learning rate"."""
     return setting.rsplit(".", 1)[-1].replace("_", " ")
@@ -39,9 +48,11 @@ def setting_tip(setting: str) -> str:
 class HealthEntry(QFrame):
     """One alarm: its message, its advice and (when it names a setting) a button to it."""
 
-    def __init__(self, event: Any, on_open: Any, parent: QWidget | None = None):
+    def __init__(self, event: Any, on_open: Any, parent: QWidget | None = None,
+                 setting: str | None = None):
         super().__init__(parent)
-        self.alarm, self.setting = event.alarm, event.setting
+        setting = event.setting if setting is None else setting
+        self.alarm, self.setting = event.alarm, setting
         level = event.level if event.level in STYLE else "warning"
         self.level = level
         self.setObjectName(f"healthEntry_{event.alarm}")
@@ -68,15 +79,15 @@ class HealthEntry(QFrame):
         text_col.addWidget(self.message)
         text_col.addWidget(self.advice)
         self.button: QPushButton | None = None
-        if event.setting:
-            self.button = QPushButton(f"Show the {setting_words(event.setting)} setting")
+        if setting:
+            self.button = QPushButton(f"Show the {setting_words(setting)} setting")
             self.button.setObjectName(f"healthSettingButton_{event.alarm}")
-            self.button.setAccessibleName(f"Show the setting {event.setting}")
-            tip = setting_tip(event.setting)
-            self.button.setToolTip(f"Open the page with {event.setting} and put the cursor on it."
+            self.button.setAccessibleName(f"Show the setting {setting}")
+            tip = setting_tip(setting)
+            self.button.setToolTip(f"Open the page with {setting} and put the cursor on it."
                                    + (f"\n\n{tip}" if tip else ""))
             self.button.setCursor(Qt.CursorShape.PointingHandCursor)
-            self.button.clicked.connect(lambda: on_open(event.setting))
+            self.button.clicked.connect(lambda: on_open(setting))
             row = QHBoxLayout()
             row.setContentsMargins(0, 2, 0, 0)
             row.addStretch(1)
@@ -95,8 +106,10 @@ class HealthPanel(QWidget):
 
     setting_requested = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, config: Any = None):
         super().__init__(parent)
+        # config() is the run's config: which control changes a setting can depend on it.
+        self.config = config or (lambda: None)
         self.setObjectName("healthPanel")
         self.setAccessibleName("Run health")
         self.entries: dict[str, HealthEntry] = {}
@@ -113,7 +126,8 @@ class HealthPanel(QWidget):
         """Show one Health event (an alarm already shown is not repeated)."""
         if event.alarm in self.entries:
             return
-        entry = HealthEntry(event, self.setting_requested.emit)
+        entry = HealthEntry(event, self.setting_requested.emit,
+                            setting=setting_for(event.setting, self.config()))
         self.entries[event.alarm] = entry
         self.lay.addWidget(entry)
         self._retitle()
