@@ -1,11 +1,15 @@
-"""How long the GUI thread is blocked while a real distillation runs.
+"""How long the GUI thread is blocked while a real distillation runs, and how soon the
+window opens.
 
 Opens the main window offscreen, runs the built-in demo for a few steps (with evaluations),
 and meanwhile fires a 10 ms QTimer on the GUI thread: each tick's lateness is how long the
-event loop was busy. Prints p50/p99/max lateness while idle (the reference, same process)
-and while training, and the ratio. It asserts nothing.
+event loop was busy. Prints p50/p99/max lateness while idle (the reference, same process),
+in the first seconds after Run is pressed (the run's start: loading, tokenizing, the first
+evaluation) and while training, and the ratio. Then (unless --no-startup) it starts
+`kdstudio --demo` three times as a user would (packaging/build_frozen.py's time_to_window: a
+fresh HOME, offscreen) and prints the seconds until the window is shown. It asserts nothing.
 
-    QT_QPA_PLATFORM=offscreen python benchmarks/gui_latency.py [--steps 40]
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui_latency.py [--steps 40] [--no-startup]
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--start-window", type=float, default=5.0,
+                    help="seconds after Run that count as the run's start")
+    ap.add_argument("--no-startup", action="store_true", help="skip timing the window's opening")
     args = ap.parse_args()
     os.environ["KDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="kd-gui-bench-")
     from PySide6.QtCore import QElapsedTimer, QTimer
@@ -45,13 +52,16 @@ def main() -> None:
     w.ctx.config_replaced.emit()
     clock = QElapsedTimer()
     clock.start()
-    samples: dict[str, list[float]] = {"idle": [], "training": []}
+    samples: dict[str, list[float]] = {"idle": [], "run start": [], "training": []}
     phase = {"name": "idle", "last": clock.nsecsElapsed()}
     steps = []
 
     def tick() -> None:
         now = clock.nsecsElapsed()
-        samples[phase["name"]].append(max(0.0, (now - phase["last"]) / 1e6 - 10.0))
+        name = phase["name"]
+        if name == "training" and (time.perf_counter() - started["t"]) < args.start_window:
+            name = "run start"
+        samples[name].append(max(0.0, (now - phase["last"]) / 1e6 - 10.0))
         phase["last"] = now
 
     timer = QTimer()
@@ -85,7 +95,21 @@ def main() -> None:
     idle99 = max(percentile(samples["idle"], 0.99), 0.01)
     print(f"p99 lateness while training: {percentile(samples['training'], 0.99):.1f} ms "
           f"(budget 50 ms; {percentile(samples['training'], 0.99) / idle99:.1f}x idle p99)")
+    print(f"worst stall in the first {args.start_window:g} s after Run: "
+          f"{max(samples['run start']):.0f} ms (goal 100 ms)")
     w.close()
+    if not args.no_startup:
+        import importlib.util
+        import shutil
+
+        spec = importlib.util.spec_from_file_location(
+            "build_frozen", Path(__file__).resolve().parent.parent / "packaging" / "build_frozen.py")
+        frozen = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(frozen)
+        program = shutil.which("kdstudio", path=str(Path(sys.executable).parent))
+        times = frozen.time_to_window([program], runs=3, settle=1.0)
+        print(f"window shown after {', '.join(f'{t:.2f}' for t in times)} s "
+              f"(median {statistics.median(times):.2f} s; goal 1 s) for {program} --demo")
 
 
 if __name__ == "__main__":

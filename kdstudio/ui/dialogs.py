@@ -18,8 +18,11 @@ def show_exception(parent: QWidget | None, exc: BaseException) -> QMessageBox:
     """An engine error shows its own title; anything else is an unexpected error."""
     from kdstudio.core.errors import KDStudioError
 
-    if isinstance(exc, KDStudioError):
-        return show_error(parent, exc.title, str(exc))
+    if isinstance(exc, KDStudioError):  # config keys become the pages' controls
+        from kdstudio.ui.widgets.config_words import app_words
+
+        return show_error(parent, exc.title,
+                          app_words(str(exc), parent.window() if parent is not None else None))
     return show_error(parent, "Unexpected error",
                       f"Something went wrong that KD Studio did not expect: "
                       f"{type(exc).__name__}: {exc}")

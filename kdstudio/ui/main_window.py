@@ -34,6 +34,22 @@ from kdstudio.ui.worker import TrainingController
 
 DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
 PAGE_KEYS = ("models", "method", "data", "train", "compare", "runs", "tradeoff")
+# The step list's names, known before a page is built (each page class has the same as title).
+PAGE_TITLES = {"models": "Models", "method": "Method", "data": "Data", "train": "Train",
+               "compare": "Compare", "runs": "Runs", "tradeoff": "Tradeoff"}
+
+
+class Pages(dict):
+    """The pages by key; a page not built yet is built when it is asked for."""
+
+    def __init__(self, build: Any):
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: str) -> QWidget:
+        if key not in PAGE_KEYS:
+            raise KeyError(key)
+        return self._build(key)
 
 
 # The built-in demos (resources/demos/<demo_file> of each task family that ships one), in
@@ -76,7 +92,10 @@ def describe_device() -> str:
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, *, demo: bool = False, settings: Settings | None = None):
+    def __init__(self, *, demo: bool = False, settings: Settings | None = None,
+                 deferred: bool = False):
+        """deferred: build only the first page before the window shows, the others one per
+        turn of the event loop just after (the app's start-up); tests build all at once."""
         super().__init__()
         self.setObjectName("mainWindow")
         self.setWindowTitle("KD Studio")
@@ -103,14 +122,23 @@ class MainWindow(QMainWindow):
             "QListWidget#stepList::item:selected { background: #2f6fb3; color: white; }")
         self.stack = QStackedWidget()
         self.stack.setObjectName("pageStack")
-        self.pages: dict[str, QWidget] = {}
-        for key, page in self._make_pages().items():
-            self.pages[key] = page
-            self.stack.addWidget(page)
-            item = QListWidgetItem(f"{len(self.pages)}. {page.title}")
+        self.pages: dict[str, QWidget] = Pages(self._build_page)
+        self._slots: dict[str, QWidget] = {}
+        first = "train" if demo else PAGE_KEYS[0]
+        for i, key in enumerate(PAGE_KEYS):
+            slot = QWidget()
+            slot.setObjectName(f"pageSlot_{key}")
+            self._slots[key] = slot
+            self.stack.addWidget(slot)
+            item = QListWidgetItem(f"{i + 1}. {PAGE_TITLES[key]}")
             item.setData(Qt.ItemDataRole.UserRole, key)
             self.steps.addItem(item)
-        self.steps.currentRowChanged.connect(self.stack.setCurrentIndex)
+        for key in ([first] if deferred else PAGE_KEYS):
+            self._build_page(key)
+        self.steps.currentRowChanged.connect(self._show_row)
+        from kdstudio.ui.glossary import watch
+
+        watch(self.stack)  # every technical term a page shows is explained on hover
         # The demo opens where its Start button is; otherwise start at the first step.
         self.steps.setCurrentRow(PAGE_KEYS.index("train") if demo else 0)
         central = QWidget()
@@ -130,11 +158,6 @@ class MainWindow(QMainWindow):
 
         self.ctx.navigate.connect(self.show_page)
         self.ctx.show_setting.connect(self.show_setting)
-        from kdstudio.ui.pages.tradeoff.queue import show_on_runs_page
-
-        tradeoff = self.pages["tradeoff"]
-        tradeoff.open_run_requested.connect(lambda path: show_on_runs_page(self, path))
-        tradeoff.unfinished_found.connect(lambda text: self.statusBar().showMessage(text, 20000))
         self.ctx.run_event.connect(self._on_run_event)
         self.training.failed.connect(lambda title, msg: show_error(self, title, msg))
         self.training.finished.connect(self._on_run_finished)
@@ -145,23 +168,64 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         if self.settings.warning:
             QTimer.singleShot(0, lambda: show_warning(self, "Settings were reset", self.settings.warning))
+        if deferred:  # the other pages once the window has drawn itself, one per turn
+            QTimer.singleShot(40, self._build_next_page)
         # After the window is up: find the device (this is what first imports torch).
         QTimer.singleShot(0, lambda: self.jobs.submit(
             describe_device, lambda text: self.device_label.setText(text),
             lambda exc: self.device_label.setText("Device: unknown")))
 
     # -- construction ------------------------------------------------------------------------
-    def _make_pages(self) -> dict[str, QWidget]:
-        from kdstudio.ui.pages.compare.page import ComparePage
-        from kdstudio.ui.pages.data.page import DataPage
-        from kdstudio.ui.pages.method.page import MethodPage
-        from kdstudio.ui.pages.models.page import ModelsPage
-        from kdstudio.ui.pages.runs.page import RunsPage
-        from kdstudio.ui.pages.tradeoff.page import TradeoffPage
-        from kdstudio.ui.pages.train.page import TrainPage
+    @staticmethod
+    def _page_class(key: str) -> type:
+        if key == "models":
+            from kdstudio.ui.pages.models.page import ModelsPage as cls
+        elif key == "method":
+            from kdstudio.ui.pages.method.page import MethodPage as cls
+        elif key == "data":
+            from kdstudio.ui.pages.data.page import DataPage as cls
+        elif key == "train":
+            from kdstudio.ui.pages.train.page import TrainPage as cls
+        elif key == "compare":
+            from kdstudio.ui.pages.compare.page import ComparePage as cls
+        elif key == "runs":
+            from kdstudio.ui.pages.runs.page import RunsPage as cls
+        else:
+            from kdstudio.ui.pages.tradeoff.page import TradeoffPage as cls
+        return cls
 
-        classes = (ModelsPage, MethodPage, DataPage, TrainPage, ComparePage, RunsPage, TradeoffPage)
-        return {key: cls(self.ctx) for key, cls in zip(PAGE_KEYS, classes)}
+    def _build_page(self, key: str) -> QWidget:
+        """Build one page into its place in the stack (once)."""
+        if dict.__contains__(self.pages, key):
+            return dict.__getitem__(self.pages, key)
+        page = self._page_class(key)(self.ctx)
+        dict.__setitem__(self.pages, key, page)
+        slot = self._slots.pop(key)
+        index = self.stack.indexOf(slot)
+        current = self.stack.currentIndex()
+        self.stack.insertWidget(index, page)
+        self.stack.removeWidget(slot)
+        slot.deleteLater()
+        self.stack.setCurrentIndex(current)
+        if key == "tradeoff":
+            from kdstudio.ui.pages.tradeoff.queue import show_on_runs_page
+
+            page.open_run_requested.connect(lambda path: show_on_runs_page(self, path))
+            page.unfinished_found.connect(lambda text: self.statusBar().showMessage(text, 20000))
+        return page
+
+    def _build_next_page(self) -> None:
+        if self._slots:
+            self._build_page(next(iter(self._slots)))
+            QTimer.singleShot(0, self._build_next_page)
+
+    def _build_all_pages(self) -> None:
+        for key in list(self._slots):
+            self._build_page(key)
+
+    def _show_row(self, row: int) -> None:
+        self._build_page(PAGE_KEYS[row])
+        self.stack.setCurrentIndex(row)
 
     def _make_menus(self) -> None:
         mb = self.menuBar()
@@ -190,7 +254,7 @@ class MainWindow(QMainWindow):
 
         view = mb.addMenu("&View")
         for i, key in enumerate(PAGE_KEYS):
-            self._action(view, self.pages[key].title, lambda k=key: self.show_page(k),
+            self._action(view, PAGE_TITLES[key], lambda k=key: self.show_page(k),
                          QKeySequence(f"Ctrl+{i + 1}"))
 
         help_ = mb.addMenu("&Help")
@@ -217,6 +281,7 @@ class MainWindow(QMainWindow):
         section and focus it; False (and a status-bar note) when no page shows it."""
         from kdstudio.ui.widgets.reveal import find_control, reveal
 
+        self._build_all_pages()
         for key, page in self.pages.items():
             control = find_control(page, setting)
             if control is not None:
@@ -296,6 +361,7 @@ class MainWindow(QMainWindow):
             show_error(self, "A run is already in progress",
                        "Stop the current run, or wait for it to finish, before starting another.")
             return
+        self._build_all_pages()  # every page follows the run from its start
         if resume is None:
             try:
                 self.ctx.config.validate()

@@ -204,7 +204,7 @@ def test_language_model_methods_show_for_causal_lm_only_and_explain_themselves(w
     assert "teacher's own" in texts["methodSequenceLevelText"] and \
         "different tokenizers" in texts["methodSequenceLevelText"] and \
         "generation pass" in texts["methodSequenceLevelText"]
-    assert "own mistakes" in texts["methodOnPolicyText"] and "lambda" in texts["methodOnPolicyText"]
+    assert "own mistakes" in texts["methodOnPolicyText"] and "lambda" not in texts["methodOnPolicyText"]
     assert "sorts" in texts["methodCrossTokenizerText"] and "need not match" in texts["methodCrossTokenizerText"]
     assert "what the teacher adds" in texts["methodBaselineText"]
     # Generation settings only matter to the methods that generate.
@@ -213,7 +213,7 @@ def test_language_model_methods_show_for_causal_lm_only_and_explain_themselves(w
     assert window.ctx.config.method.sequence_level is True
     assert page.lm.gen_box.isEnabled() and page.lm.reuse.isEnabled()
     page.lm.sequence_level.click()
-    page.lm.on_policy.setValue(0.5)
+    page.lm.on_policy.setValue(50)  # shown as a percentage of the batches
     assert window.ctx.config.method.on_policy_share == 0.5
     assert page.lm.gen_box.isEnabled() and not page.lm.reuse.isEnabled()
     page.task_buttons["sequence-classification"].click()
@@ -226,7 +226,7 @@ def test_language_model_settings_round_trip_through_toml(window, page, qtbot):
     page.task_buttons["causal-lm"].click()
     lm = page.lm
     lm.sequence_level.click()
-    lm.on_policy.setValue(0.25)
+    lm.on_policy.setValue(25)
     lm.cross_tokenizer.setValue(0.3)
     values = {"prompt_tokens": 12, "max_new_tokens": 48, "temperature": 0.7, "top_p": 0.9,
               "max_prompts": 500, "batch_size": 16}
@@ -258,7 +258,7 @@ def test_language_model_settings_round_trip_through_toml(window, page, qtbot):
     data["generation"].update(prompt_tokens=4, temperature=0.0, max_prompts=0, reuse="")
     data["evaluation"]["baseline"] = False
     window.ctx.replace_config(config_from_dict(data))
-    assert not lm.sequence_level.isChecked() and lm.on_policy.value() == 1.0
+    assert not lm.sequence_level.isChecked() and lm.on_policy.value() == 100
     assert lm.cross_tokenizer.value() == 0.0 and lm.cross_tokenizer.text() == "0 (off)"
     assert lm.gen_rows["prompt_tokens"].value() == 4
     assert lm.gen_rows["temperature"].text() == "0 (greedy)" and lm.gen_rows["max_prompts"].text() == "all"
@@ -294,7 +294,8 @@ def test_plug_in_terms_get_controls_from_their_fields(window, page):
     kind = page.advanced.controls[("method", "similarity_loss")]
     assert page.advanced.plugins.isVisible() and weight.isVisible()
     assert weight.accessibleName() == "Similarity-structure distillation"
-    assert kind.accessibleName() == "Loss" and "softmax" in kind.toolTip()
+    assert kind.accessibleName() == "Compare the similarities by" and "softmax" in kind.toolTip()
+    assert [kind.itemText(i)[:3] for i in range(kind.count())] == ["KL:", "Mea"]  # not "kl"
     assert not kind.isEnabled()  # the weight is 0 by default
     weight.setValue(0.5)
     assert window.ctx.config.method.similarity_weight == 0.5

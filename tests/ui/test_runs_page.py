@@ -118,7 +118,12 @@ def test_table_lists_both_runs_with_status_and_headline(qtbot, ctx, two_runs):
     assert column(page, "status") == ["finished", "finished"]
     for row, result in enumerate((b, a)):
         value = result.summary["student_metrics"]["perplexity"]
-        assert cell(page, row, "headline") == f"Perplexity {value:.4g}"
+        # With ± half its 95% interval (metrics.plus_minus), which the run recorded.
+        from kdstudio.core.metrics import interval_of, plus_minus
+
+        interval = interval_of(result.summary["intervals"], "perplexity")
+        assert interval is not None
+        assert cell(page, row, "headline") == f"Perplexity {value:.4g}{plus_minus(interval)}"
         assert cell(page, row, "speedup") == f"{result.summary['speedup']:.2f}x"
         assert cell(page, row, "quality_retained") == f"{result.summary['quality_retained']:.1%}"
     assert cell(page, 0, "teacher") == "gpt2"  # the folder path, shortened
@@ -311,7 +316,7 @@ def test_onnx_int8_export_shows_its_figures_and_is_recorded(qtbot, ctx, tiny):
     with qtbot.waitSignal(page.export_done, timeout=4 * WAIT) as done:
         page.findChild(QAbstractButton, "exportButton").click()
         assert [b.text() for b in page.export_dialog.findChildren(QRadioButton)] == [
-            "PyTorch folder (as today)", "ONNX", "ONNX int8 (smallest)", "ONNX fp16",
+            "PyTorch folder (the student as trained)", "ONNX", "ONNX int8 (smallest)", "ONNX fp16",
             "safetensors fp16"]
         choose_export(qtbot, page, "onnx-int8")
         assert not page.act_export.isEnabled() and page.export_progress.isVisible()

@@ -106,7 +106,7 @@ def test_a_short_run_draws_every_plot(window, qtbot, tiny):
 
     evals = [e for e in events if isinstance(e, Eval)]
     assert list(page.plots.eval_curve.xData) == [e.step for e in evals] == [0, 2, 4, 6]
-    assert page.plots.metric == "perplexity"
+    assert page.plots.metric_key == "perplexity"
     line = page.plots.teacher_line
     assert line is not None and line.value() == pytest.approx(evals[0].teacher_metrics["perplexity"])
     assert line.label.textItem.toPlainText() == "teacher"

@@ -40,8 +40,8 @@ class PastRun:
         return len(kept)
 
 
-def past_runs(task: str, teacher: str) -> list[PastRun]:
-    """Finished runs of this teacher for this task, in the run store."""
+def past_runs(task: str | None, teacher: str | None) -> list[PastRun]:
+    """Finished runs of this teacher for this task (None: any), in the run store."""
     base = runs_dir()
     if not base.is_dir():
         return []
@@ -49,7 +49,8 @@ def past_runs(task: str, teacher: str) -> list[PastRun]:
     for p in base.iterdir():
         run = Run(p)
         s = run.summary()
-        if s.get("status") != "finished" or s.get("task") != task or s.get("teacher") != teacher:
+        if s.get("status") != "finished" or (task is not None and s.get("task") != task) \
+                or (teacher is not None and s.get("teacher") != teacher):
             continue
         try:
             cfg = tomllib.loads(run.config_path.read_text(encoding="utf-8"))
@@ -114,3 +115,47 @@ def known_figures(task: str, teacher: str, device_type: str = "") -> Figures:
     fig.teacher = {k: statistics.median(v) for k, v in t.items()}
     fig.students = {k: {key: statistics.median(v) for key, v in d.items()} for k, d in per.items()}
     return fig
+
+
+@dataclass
+class MachineSpeed:
+    """How fast this machine trained, from its finished runs of any teacher and data."""
+
+    flops: float      # parameter-token FLOPs per second: steps x tokens x (2T + 6S) / seconds
+    setup_s: float    # seconds around the steps: loading, evaluations, the final measurement
+    runs: int
+
+
+def run_flop_count(summary: dict[str, Any], config: dict[str, Any]) -> float | None:
+    """steps x tokens per step x (2 x teacher + 6 x student parameters) of a finished run:
+    the teacher's forward and the student's forward and backward (None if not recorded)."""
+    tr, data = config.get("training", {}), config.get("data", {})
+    steps = summary.get("steps") or summary.get("total_steps")
+    t, st = summary.get("teacher_params"), summary.get("student_params")
+    if not all(isinstance(x, (int, float)) and x > 0 for x in (steps, t, st)):
+        return None
+    tokens = (int(tr.get("batch_size") or 1) * int(data.get("max_length") or 1)
+              * int(tr.get("grad_accum_steps") or 1))
+    return float(steps) * tokens * (2 * float(t) + 6 * float(st))
+
+
+def machine_speed(device_kind: str, runs: list[PastRun] | None = None) -> MachineSpeed | None:
+    """The median speed of this machine's finished runs on this kind of device (None if none).
+
+    The time estimate's rough guess uses it in place of a typical device speed: a machine's
+    own runs say far more about it than any table."""
+    runs = past_runs(None, None) if runs is None else runs
+    speeds, setups = [], []
+    for r in runs:
+        dur = r.summary.get("duration_s")
+        work = run_flop_count(r.summary, r.config)
+        if r.device_type != device_kind or not work or not isinstance(dur, (int, float)) \
+                or dur <= 0:
+            continue
+        speeds.append(work / dur)
+        if r.wall_s:
+            setups.append(max(0.0, r.wall_s - dur))
+    if not speeds:
+        return None
+    return MachineSpeed(statistics.median(speeds),
+                        statistics.median(setups) if setups else -1.0, len(speeds))

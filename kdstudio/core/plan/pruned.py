@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdstudio.core.plan.speedup import ESTIMATE_HOW, bounded_speedup
 from kdstudio.core.prune_plan import choose_layers, plan_shape
 from kdstudio.core.pruning import (
     PruneShape,
@@ -27,7 +28,8 @@ def pruned_estimate(student: Any, teacher_config: Any, task: str, *, vocab_rows:
     student a StudentConfig describes, pruned from a teacher of ``teacher_config``.
 
     Keys: parameters, teacher_parameters, share_of_teacher, weights_mb, train_memory_mb,
-    speedup (teacher's block parameters over the student's: compute per token), layers
+    speedup (teacher's block parameters over the student's: compute per token, capped at
+    what the parameter and layer counts allow), speedup_how (how it was made), layers
     (kept teacher layers; by importance only once it is measured, else evenly spaced),
     heads, hidden_size, intermediate_size, vocab_size, note (what the planner picked).
     """
@@ -65,7 +67,10 @@ def pruned_estimate(student: Any, teacher_config: Any, task: str, *, vocab_rows:
         "parameters": params, "teacher_parameters": t_params,
         "share_of_teacher": params / t_params, "weights_mb": params * 4 / 2**20,
         "train_memory_mb": params * 16 / 2**20,
-        "speedup": t_blocks / s_blocks if s_blocks else float("inf"),
+        "speedup": bounded_speedup(t_blocks, s_blocks, teacher_params=t_params,
+                                   student_params=params, teacher_layers=d.layers,
+                                   student_layers=len(shape.layers)),
+        "speedup_how": ESTIMATE_HOW,
         "layers": list(shape.layers), "heads": heads, "hidden_size": hidden,
         "intermediate_size": inter, "vocab_size": vocab_rows or d.vocab, "note": note,
     }

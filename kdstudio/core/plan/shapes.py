@@ -31,6 +31,7 @@ from kdstudio.core.models import (
     quiet_transformers,
     resolve_model_source,
 )
+from kdstudio.core.plan.speedup import ESTIMATE_HOW, bounded_speedup
 from kdstudio.core.tasks import get_task
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -183,7 +184,8 @@ def derived_estimate(info: dict[str, Any], kept_layers: list[int], *,
     Same width: the teacher's parameters minus the removed blocks (exact). A narrower
     student passes its own per-layer and total counts (see derive_meta). The speed-up is an
     estimate: the teacher's layer compute over the student's, taking a block's compute as
-    proportional to its parameters (embeddings, head and attention over long texts left out).
+    proportional to its parameters, capped at what the parameter and layer counts allow
+    (plan/speedup.py).
     """
     per_layer = info["layer_params"]
     n = len(per_layer)
@@ -203,7 +205,11 @@ def derived_estimate(info: dict[str, Any], kept_layers: list[int], *,
         "parameters": student_params,
         "removed_parameters": info["parameters"] - student_params,
         "share_of_teacher": student_params / info["parameters"],
-        "speedup": sum(per_layer) / student_compute if student_compute else float("inf"),
+        "speedup": bounded_speedup(sum(per_layer), student_compute,
+                                   teacher_params=info["parameters"],
+                                   student_params=student_params, teacher_layers=n,
+                                   student_layers=len(kept_layers)),
+        "speedup_how": ESTIMATE_HOW,
         "weights_mb": student_params * 4 / 2**20,
         "train_memory_mb": student_params * 16 / 2**20,
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kdstudio.core.device import device_type, resolve_device_name
-from kdstudio.core.plan.measured import PastRun, past_runs, same_setup
+from kdstudio.core.plan.measured import PastRun, machine_speed, past_runs, same_setup
 from kdstudio.core.plan.memory import ModelShape
 from kdstudio.core.tasks import get_task
 
@@ -38,7 +38,7 @@ def format_duration(seconds: float) -> str:
 class TimeEstimate:
     total_s: float
     per_entry: dict[int, float]
-    method: str       # "measured", "rough" or "unknown"
+    method: str       # "measured", "calibrated" (this machine's speed), "rough" or "unknown"
     note: str         # how it was estimated, in a sentence
 
     @property
@@ -174,8 +174,20 @@ def estimate_run_times(config: Any, students: dict[int, Any], *,
                 + f" of this teacher on this data, {dtype.upper() if dtype != 'cpu' else 'CPU'}")
         return TimeEstimate(sum(per.values()), per, "measured", note)
 
-    flops = ROUGH_FLOPS.get(dtype, ROUGH_FLOPS["cpu"])
     tokens = config.training.batch_size * config.data.max_length * config.training.grad_accum_steps
+    speed = machine_speed(dtype)
+    if speed is not None:
+        # This machine's own speed, in the currency its runs recorded: whole parameter counts.
+        t_all = float(teacher_shape.params)
+        setup = speed.setup_s if speed.setup_s >= 0 else ROUGH_SETUP_S.get(dtype, 20.0)
+        per = {key: setup + steps * tokens * (2 * t_all + 6 * _student_params(
+                   teacher_shape, spec, config)) / speed.flops
+               for key, spec in students.items()}
+        n = speed.runs
+        return TimeEstimate(sum(per.values()), per, "calibrated",
+                            f"from the models' sizes and the speed this machine measured in "
+                            f"{n} earlier run" + ("" if n == 1 else "s"))
+    flops = ROUGH_FLOPS.get(dtype, ROUGH_FLOPS["cpu"])
     for key in students:
         per[key] = (ROUGH_SETUP_S.get(dtype, 20.0)
                     + steps * tokens * (2 * t_work + 6 * work[key]) / flops)
@@ -183,3 +195,20 @@ def estimate_run_times(config: Any, students: dict[int, Any], *,
     return TimeEstimate(sum(per.values()), per, "rough",
                         f"a rough guess from the models' sizes and a typical speed of {where}; "
                         "it is measured once the first run finishes")
+
+
+def _student_params(shape: ModelShape, spec: Any, config: Any) -> float:
+    """The student's whole parameter count (what runs record), for the calibrated guess."""
+    from kdstudio.core.plan.memory import derived_student_params
+
+    if not spec.name and getattr(spec, "target", 0):
+        return shape.params * spec.target
+    if not spec.name:
+        layers = spec.layers if spec.layers >= 1 else max(1, round(spec.layers * shape.num_layers))
+        return float(derived_student_params(shape, int(layers)))
+    from kdstudio.core.plan.memory import model_shape
+
+    try:
+        return float(model_shape(spec.name, config.task).params)
+    except Exception:  # noqa: BLE001 - an unreachable Hub id: assume half the teacher
+        return shape.params / 2

@@ -12,6 +12,7 @@ from typing import Any
 from kdstudio.core.errors import KDStudioError, SweepError
 from kdstudio.core.plan.measured import Figures, PastRun, known_figures, past_runs
 from kdstudio.core.plan.memory import ModelShape
+from kdstudio.core.plan.record import record_estimate
 from kdstudio.core.plan.time import (
     ROUGH_FLOPS,
     ROUGH_SETUP_S,
@@ -32,8 +33,29 @@ def estimate_time(sweep: Sweep, entries: list[SweepEntry] | None = None, *,
     """
     entries = sweep.todo(retry_failed=True) if entries is None else entries
     walls = {e.run_dir: e.wall_s for e in sweep.entries if e.run_dir and e.wall_s}
-    return estimate_run_times(sweep.base, {e.index: e.spec for e in entries}, known_walls=walls,
-                              teacher_shape=teacher_shape, device=device)
+    est = estimate_run_times(sweep.base, {e.index: e.spec for e in entries}, known_walls=walls,
+                             teacher_shape=teacher_shape, device=device)
+    if est.method != "unknown":  # the plan's word for each run, kept for record_planned
+        _PLANNED.setdefault(str(sweep.folder), {}).update(
+            {i: (s, est.method, est.note) for i, s in est.per_entry.items()})
+    return est
+
+
+# What the latest estimate of each sweep (by folder) said of each entry, in this process:
+# written into the entry's run when it ends, beside what it took.
+_PLANNED: dict[str, dict[int, tuple[float, str, str]]] = {}
+
+
+def record_planned(sweep: Sweep, entry: SweepEntry, measured_s: float | None) -> None:
+    """Write what the plan estimated for this entry into its run's summary, with the whole
+    time it took (measured_s; None leaves the run's own duration to compare)."""
+    planned = _PLANNED.get(str(sweep.folder), {}).get(entry.index)
+    if planned is None or not entry.run_dir:
+        return
+    try:
+        record_estimate(entry.run_dir, *planned, measured_s=measured_s)
+    except OSError:  # the record is a courtesy; the run itself is already safe on disk
+        pass
 
 
 def teacher_shape_for(config: Any) -> ModelShape:
@@ -53,4 +75,4 @@ def teacher_shape_for(config: Any) -> ModelShape:
 
 __all__ = ["BUDGET_KINDS", "ROUGH_FLOPS", "ROUGH_SETUP_S", "BudgetAdvice", "Candidate", "Figures",
            "PastRun", "TimeEstimate", "estimate_time", "fit_budget", "format_duration",
-           "known_figures", "past_runs", "teacher_shape_for"]
+           "known_figures", "past_runs", "record_planned", "teacher_shape_for"]

@@ -7,9 +7,10 @@
             lay = self.page_layout("Data")          # margins, spacing, heading "dataHeading"
             lay.addWidget(...)
 
-``page_layout(heading, scroll="methodScroll")`` puts the whole page in a scroll area (``self.outer``
-is then the layout around it, for a bar below); ``scroll_area`` and ``make_splitter`` make the
-scrolled columns and the splitters pages hold inside.
+``page_layout`` puts the whole page in a scroll area ("<name>Scroll", or ``scroll``; ``self.outer``
+is the layout around it, for a bar below): in a window smaller than the page can be, the page
+scrolls rather than cutting or squeezing its text. ``scroll_area`` and ``make_splitter`` make
+the scrolled columns and the splitters pages hold inside.
 """
 
 from __future__ import annotations
@@ -44,19 +45,17 @@ class Page(QWidget):
 
     def page_layout(self, heading: str | None, *, scroll: str = "",
              margins: tuple[int, int, int, int] = (16, 12, 16, 12), spacing: int = 10) -> QVBoxLayout:
-        """The layout the page fills, its heading (if any) already in it. With ``scroll`` (the
-        scroll area's objectName) the content scrolls and ``self.outer`` holds the scroll area."""
-        if scroll:
-            content = QWidget()
-            lay = QVBoxLayout(content)
-            area = self.scroll_area(content, scroll)
-            area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-            self.outer = QVBoxLayout(self)
-            self.outer.setContentsMargins(0, 0, 0, 0)
-            self.outer.addWidget(area, 1)
-        else:
-            lay = QVBoxLayout(self)
-            self.outer = lay
+        """The layout the page fills, its heading (if any) already in it. The content scrolls
+        (``scroll``: the scroll area's objectName) and ``self.outer`` holds the scroll area."""
+        content = QWidget()
+        content.setObjectName(f"{self.page_name}Content")
+        lay = QVBoxLayout(content)
+        # Below the content's minimum size (a small screen, a large scale factor) it scrolls.
+        area = self.scroll_area(content, scroll or f"{self.page_name}Scroll")
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.outer = QVBoxLayout(self)
+        self.outer.setContentsMargins(0, 0, 0, 0)
+        self.outer.addWidget(area, 1)
         lay.setContentsMargins(*margins)
         lay.setSpacing(spacing)
         if heading is not None:

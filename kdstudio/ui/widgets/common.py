@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from PySide6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLineEdit, QWidget
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QLabel, QLineEdit, QWidget
 
 W = TypeVar("W", bound=QWidget)
 
@@ -18,6 +19,38 @@ def named(widget: W, name: str, accessible: str, tip: str = "") -> W:
     if tip:
         widget.setToolTip(tip)
     return widget
+
+
+class _KeepLines(QObject):
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            need = obj.heightForWidth(obj.width())
+            if need > 0 and need != obj.minimumHeight():
+                obj.setMinimumHeight(need)
+        return False
+
+
+def keep_lines(label: QLabel) -> QLabel:
+    """Keep a word-wrapped label as tall as its lines at its width: some layouts (forms,
+    stacked widgets) give it the height of its one-line hint and cut the rest."""
+    label.setWordWrap(True)
+    label.installEventFilter(_KeepLines(label))
+    return label
+
+
+def fit_placeholder(edit: QLineEdit, text: str) -> QLineEdit:
+    """Set ``text`` as the edit's placeholder and keep the edit wide enough to show it whole
+    (a layout sizes a line edit by a stock width, whatever its placeholder says)."""
+    from PySide6.QtWidgets import QStyle
+
+    edit.setPlaceholderText(text)
+    frame = edit.style().pixelMetric(QStyle.PixelMetric.PM_DefaultFrameWidth, None, edit)
+    margins = edit.textMargins()
+    # 4: QLineEdit's own inner margin (2px a side); 4 more for the cursor and rounding.
+    need = edit.fontMetrics().horizontalAdvance(text) + 2 * frame + margins.left() \
+        + margins.right() + 8
+    edit.setMinimumWidth(max(edit.minimumWidth(), need))
+    return edit
 
 
 def make_plot(name: str, title: str, x_label: str, y_label: str, *, grid: bool = False,
@@ -42,6 +75,9 @@ def make_plot(name: str, title: str, x_label: str, y_label: str, *, grid: bool =
         item.showGrid(x=True, y=True, alpha=0.15)
     item.setDownsampling(auto=True, mode="peak")
     item.setClipToView(True)
+    from kdstudio.ui.widgets.plot_title import fitting_titles
+
+    fitting_titles(plot)
     return plot
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from kdstudio.ui.widgets.common import named
+from kdstudio.ui.widgets.common import fit_placeholder, named
 
 MAX_PINNED = 20  # each one is answered at every evaluation: more would slow the run down
 
@@ -56,7 +56,7 @@ class PinnedEditor(QWidget):
         self.edit = named(QLineEdit(), "pinnedInputEdit", "New pinned input",
                           "A prompt or sentence the student should answer at every evaluation "
                           "during training.")
-        self.edit.setPlaceholderText("Type an input to pin and press Enter\u2026")
+        fit_placeholder(self.edit, "Type an input to pin and press Enter\u2026")
         self.add_button = named(QPushButton("Pin"), "pinnedAddButton", "Pin the typed input",
                                 f"Add the text on the left to the pinned inputs (at most "
                                 f"{MAX_PINNED}).")

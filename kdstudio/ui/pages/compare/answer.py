@@ -45,7 +45,8 @@ MEMORY_LABELS = {
 
 def figures_text(answer: Any) -> str:
     """'Latency 12.3 ms · 81.0 tokens/s · peak GPU memory 310 MB' (only what was measured)."""
-    parts = [f"Latency {answer.latency_ms:,.1f} ms"]
+    lat = getattr(answer, "latency", None)
+    parts = [f"Latency {lat.text('.3g') if lat is not None else f'{answer.latency_ms:,.1f} ms'}"]
     if answer.tokens_per_s:
         parts.append(f"{answer.tokens_per_s:,.1f} tokens/s")
     if answer.peak_memory_mb:
@@ -56,7 +57,13 @@ def figures_text(answer: Any) -> str:
 
 def figures_tip(answer: Any) -> str:
     """What each figure of figures_text measures."""
-    tips = ["Latency: the time from your input to the whole answer."]
+    lat = getattr(answer, "latency", None)
+    tips = ["Latency: one pass of the model over your input, the median of repeats timed in "
+            "turns with the other model after a warm-up; p10\u2013p90 is the middle 80% of "
+            "the repeats." if lat is not None else
+            "Latency: the time from your input to the whole answer."]
+    if lat is not None and lat.load.busy:
+        tips.append(f"Under load: {lat.load.words()}, so this figure is slower than usual.")
     if answer.tokens_per_s:
         tips.append("Tokens/s: new tokens written per second.")
     if answer.peak_memory_mb:
@@ -130,8 +137,23 @@ class ProbabilityBars(QWidget):
         p.end()
 
 
+# What the scores mean, and the score below which two sentences are about different things.
+SCORE_MEANING = ("Scores are cosine similarity to your input: 1 = the same meaning, below "
+                 "about 0.5 = unrelated.")
+CLOSE_SCORE = 0.5
+
+
+def neighbours_note(best: float) -> str:
+    """The words above the closest sentences: what the numbers are, and whether any is close."""
+    if best < CLOSE_SCORE:
+        return (f"Nothing in the data is close in meaning to your input (the best score is "
+                f"{best:.2f}). " + SCORE_MEANING)
+    return SCORE_MEANING
+
+
 class NeighbourList(QWidget):
-    """The closest sentences of the evaluation data, each with its cosine similarity."""
+    """The closest sentences of the evaluation data, each with its cosine similarity, under
+    a line that says what the scores mean (and when nothing is close)."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -151,11 +173,17 @@ class NeighbourList(QWidget):
             if item.widget():
                 item.widget().deleteLater()
         self._rows = list(rows)
-        for i, (text, cos) in enumerate(rows):
+        self.note = QLabel(neighbours_note(max(c for _, c in rows)) if rows else "")
+        self.note.setObjectName("neighboursNote")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: palette(placeholder-text);")
+        self.grid.addWidget(self.note, 0, 0, 1, 2)
+        for i, (text, cos) in enumerate(rows, start=1):
             score = QLabel(f"{cos:.3f}")
-            score.setToolTip("Cosine similarity to your input (1 = the same direction)")
+            score.setToolTip("Cosine similarity to your input: 1 = the same meaning, below "
+                             "about 0.5 = unrelated.")
             score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
-            if i == 0:
+            if i == 1:
                 score.setStyleSheet("font-weight: bold;")
             sentence = QLabel(text)
             sentence.setWordWrap(True)
@@ -163,8 +191,9 @@ class NeighbourList(QWidget):
             sentence.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.grid.addWidget(score, i, 0)
             self.grid.addWidget(sentence, i, 1)
-        self.grid.setRowStretch(len(rows), 1)
-        self.setAccessibleDescription("; ".join(f"{t} (cosine {c:.3f})" for t, c in rows))
+        self.grid.setRowStretch(len(rows) + 1, 1)
+        self.setAccessibleDescription(" ".join([self.note.text()] + [
+            f"{t} (cosine {c:.3f});" for t, c in rows]).strip())
 
 
 class ElidedLabel(QLabel):
@@ -287,7 +316,20 @@ class AnswerView(QFrame):
 def verdict(task: str | Task, cmp: Any) -> str:
     """One plain sentence on how the two answers differ (the task words the difference)."""
     t, s = cmp.teacher, cmp.student
-    if s.latency_ms > 0 and t.latency_ms > 0:
+    ratio = getattr(cmp, "speedup", None)
+    if ratio is not None:
+        # Only a difference beyond the spread of the paired timings is called one.
+        if ratio.faster:
+            speed = f"On this input the student answered {ratio.value:.1f}x faster than the teacher"
+        elif ratio.slower:
+            speed = (f"On this input the student answered {1 / ratio.value:.1f}x slower than "
+                     "the teacher")
+        else:
+            speed = "On this input the student answered about as fast as the teacher"
+        busy = cmp.timing.load.words() if cmp.timing.load.busy else ""
+        if busy:
+            speed += f" ({busy})"
+    elif s.latency_ms > 0 and t.latency_ms > 0:
         ratio = t.latency_ms / s.latency_ms
         speed = (f"On this input the student answered {ratio:.1f}x faster than the teacher"
                  if ratio >= 1 else

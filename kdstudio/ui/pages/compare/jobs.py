@@ -33,9 +33,8 @@ def compare_job(run_dir: str, comparer: Any, text: str | None, gen: dict[str, An
     from kdstudio.core.errors import KDStudioError
 
     if comparer is None:
+        # No warm-up answer needed: Comparer.compare times both with a warm-up of its own.
         comparer = Comparer.from_run(run_dir, device="auto")
-        # One short answer first, so one-off start-up work does not count in the first timing.
-        comparer.compare("Hello", GenerationSettings(max_new_tokens=2))
     result = comparer.compare(text, GenerationSettings(**gen)) if text is not None else None
     tokens: Any = None
     if result is not None and get_task(comparer.task).shows_token_view:

@@ -38,6 +38,7 @@ from kdstudio.ui.pages.compare.jobs import (
 )
 from kdstudio.ui.pages.compare.pinned import PinnedPanel
 from kdstudio.ui.pages.compare.table import FiguresPanel, table_from_summary
+from kdstudio.ui.pages.compare.teacher_note import TeacherNote, teacher_not_held
 from kdstudio.ui.pages.compare.token_strip import TokenPanel
 
 
@@ -59,6 +60,7 @@ class ComparePage(Page):
         self._comparer_dir = ""
         self._failed_dir = ""
         self._history_dir = ""
+        self._teacher_wanted = ""  # a run that did not hold its teacher: loaded when asked
         self._epoch = 0  # bumped when loaded models go stale: a job's older models are not kept
         self._busy = False
         self._live = False
@@ -102,6 +104,9 @@ class ComparePage(Page):
         wl = QVBoxLayout(work)
         wl.setContentsMargins(0, 0, 0, 0)
         wl.setSpacing(10)
+        self.teacher_note = TeacherNote()
+        self.teacher_note.load_requested.connect(self.load_teacher)
+        wl.addWidget(self.teacher_note)
         self.input_panel = InputPanel()
         self.input_panel.compare_requested.connect(self.compare)
         self.input_panel.pin_requested.connect(self._pin_current)
@@ -121,8 +126,7 @@ class ComparePage(Page):
         wl.addWidget(self.token_panel)
         self.left.addWidget(work)
 
-        right = QWidget()
-        right.setMinimumWidth(300)
+        right = QWidget()  # as wide as its figures need (FiguresTable.minimumSizeHint)
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.setSpacing(10)
@@ -228,6 +232,7 @@ class ComparePage(Page):
         if not path:
             self._summary, self._task = {}, None
             self.run_info.setText("")
+            self.teacher_note.hide()
             return
         self._summary = Run(Path(path)).summary()
         s = self._summary
@@ -241,6 +246,9 @@ class ComparePage(Page):
         self.input_panel.set_task(self._task)
         self.token_panel.setVisible(self._task is not None and self._task.shows_token_view)
         self.figures_box.set_figures(table_from_summary(s), s)
+        self.teacher_note.show_for(s)
+        if self._comparer_dir == path:
+            self.teacher_note.loaded()
         self._history_dir = ""
         self._update_buttons()
         self._ensure_loaded()
@@ -259,8 +267,24 @@ class ComparePage(Page):
         if self._history_dir != self._run_dir:
             self._history_dir = path = self._run_dir
             self.ctx.jobs.submit(lambda: history_job(path), self._on_history)
-        if not self._busy and self._comparer_dir != self._run_dir and self._failed_dir != self._run_dir:
+        if not self._busy and self._comparer_dir != self._run_dir and \
+                self._failed_dir != self._run_dir and not self._teacher_unasked():
             self._start(None)
+
+    def _teacher_unasked(self) -> bool:
+        """The run did not hold its teacher and the user has not asked to load it: its weights
+        may be large, so they load only on "Load the teacher"."""
+        return teacher_not_held(self._summary) and self._teacher_wanted != self._run_dir
+
+    def load_teacher(self) -> None:
+        """Load the selected run's teacher and student in a background job; then Compare
+        shows both answers side by side."""
+        if not self._run_dir:
+            return
+        self._teacher_wanted, self._failed_dir = self._run_dir, ""
+        self.teacher_note.loading()
+        if not self._busy:
+            self._start(None)  # else _on_done's _ensure_loaded starts it
 
     def compare(self) -> None:
         """Compare teacher and student on the text in the input box (in a background job)."""
@@ -271,6 +295,11 @@ class ComparePage(Page):
             return
         if not self._run_dir:
             show_error(self, "No run to compare", "Pick a finished run at the top of the page first.")
+            return
+        if self._teacher_unasked():
+            show_error(self, "The teacher is not loaded",
+                       "This run read the teacher's answers from its cache. Press "
+                       "'Load the teacher' first; then Compare answers with both.")
             return
         if not self._busy:
             self._start(text)
@@ -299,6 +328,8 @@ class ComparePage(Page):
             if epoch == self._epoch:
                 self._comparer, self._comparer_dir = comparer, run_dir
             self.figures_box.set_figures(comparer.table(), self._summary)
+            if teacher_not_held(self._summary):
+                self.teacher_note.loaded()
             if result is not None:
                 self.teacher_view.show_answer(comparer.task, text, result.teacher)
                 self.student_view.show_answer(comparer.task, text, result.student)
@@ -317,6 +348,8 @@ class ComparePage(Page):
         self._busy = False
         if self._comparer_dir != run_dir:
             self._failed_dir = run_dir  # no automatic retry; pressing Compare tries again
+        if run_dir == self._run_dir:
+            self.teacher_note.failed()
         self.input_panel.set_busy(False, "Compare", "The comparison did not complete.")
         self._update_buttons()
         show_exception(self, exc)
@@ -328,7 +361,11 @@ class ComparePage(Page):
 
     def _update_buttons(self) -> None:
         if not self._busy:
-            self.input_panel.compare_button.setEnabled(bool(self._run_dir))
+            self.input_panel.compare_button.setEnabled(bool(self._run_dir)
+                                                       and not self._teacher_unasked())
+            if self._teacher_unasked():
+                self.input_panel.status.setText("Press Load the teacher (above) to compare "
+                                                "answers side by side.")
 
     # -- input helpers -------------------------------------------------------------------------
     def _use_example(self, text: str) -> None:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.ui.pages.compare.table import name_parts
+from kdstudio.ui.widgets.common import keep_lines
 from kdstudio.ui.widgets.pinned import PinnedEditor
 
 MATCH = QColor(46, 160, 67, 45)  # a faint green behind a student answer equal to the teacher's
@@ -63,7 +64,7 @@ class PinnedPanel(QGroupBox):
         self.empty = QLabel("Nothing pinned yet. Type an input below and press Pin, or press "
                             "'Pin this input' under your own input.")
         self.empty.setObjectName("pinnedEmpty")
-        self.empty.setWordWrap(True)
+        keep_lines(self.empty)
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setStyleSheet("color: palette(placeholder-text); padding: 16px;")
         self.stack = QStackedWidget()

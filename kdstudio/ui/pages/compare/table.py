@@ -24,12 +24,14 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.metrics import METRIC_LABELS, PERCENT_METRICS
+from kdstudio.core.timing import summary_session
 
 ROWS = (
     ("parameters", "Parameters", "Number of weights in the model."),
     ("size_mb", "Size on disk", "Size of the saved weights."),
     ("latency_ms", "Latency", "Median time to answer one input, measured at the end "
-                                          "of training."),
+                              "of training with both models timed in turns; in brackets the "
+                              "p10\u2013p90 spread (the middle 80% of the repeats)."),
     ("speedup", "Speed-up", "How many times faster the student answers than the teacher."),
     ("metric", "Score", "The run's main quality figure on the evaluation data (named below)."),
     ("before", "Before distilling", "The student's score before training: what "
@@ -95,11 +97,23 @@ def _num(x: Any, unit: str, digits: int = 1) -> str:
     return f"{x:,.{digits}f} {unit}"
 
 
-def _pct(x: Any) -> str:
-    """A share; above 100% says so (metrics.format_quality), never bare."""
-    from kdstudio.core.metrics import format_quality
+def _pct(x: Any, intervals: Any = None) -> str:
+    """A share with ± half its 95% interval (intervals["quality_retained"], when the run
+    recorded one); above 100% says so (metrics.format_quality), never bare."""
+    from kdstudio.core.metrics import format_quality, interval_of
 
-    return format_quality(x) if isinstance(x, (int, float)) else DASH
+    return (format_quality(x, interval=interval_of(intervals, "quality_retained"))
+            if isinstance(x, (int, float)) else DASH)
+
+
+def _pm(text: str, intervals: Any, name: str, metric: str) -> str:
+    """A figure's cell with ± half its 95% interval, when the run recorded one."""
+    from kdstudio.core.metrics import interval_of, plus_minus
+
+    if text == DASH:
+        return text
+    pct = metric in PERCENT_METRICS or name == "quality_retained"
+    return text + plus_minus(interval_of(intervals, name), pct)
 
 
 def fmt_metric(metric: str, x: Any) -> str:
@@ -112,6 +126,22 @@ def fmt_speedup(x: Any) -> str:
     if not isinstance(x, (int, float)) or x <= 0:
         return DASH
     return f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+
+
+def _latency(summary: dict[str, Any], role: str, fallback: Any) -> str:
+    """The median with its spread (a run from before timing sessions: the median alone)."""
+    from kdstudio.core.timing import summary_latency
+
+    lat = summary_latency(summary, role) if summary else None
+    return lat.text() if lat is not None else _num(fallback, "ms")
+
+
+def _speedup(summary: dict[str, Any], x: Any) -> str:
+    spread = (summary or {}).get("speedup_spread")
+    text = fmt_speedup(x)
+    if text != DASH and isinstance(spread, list) and len(spread) == 2:
+        text += f" ({spread[0]:.2f}\u2013{spread[1]:.2f}x)"
+    return text
 
 
 class FiguresTable(QTableWidget):
@@ -148,7 +178,18 @@ class FiguresTable(QTableWidget):
         return QSize(300, header + ROW_H * len(ROWS) + 2 * self.frameWidth())
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(240, self.sizeHint().height())
+        # 276: the right-hand column's 300px less the group box's margins.
+        return QSize(max(276, self._fit_width()), self.sizeHint().height())
+
+    def _fit_width(self) -> int:
+        # The columns share the width evenly (Stretch): each needs room for the widest cell
+        # of any column, such as "100.4% (above the teacher) ± 0.3%".
+        shown = [c for c in range(self.columnCount()) if not self.isColumnHidden(c)]
+        if not shown:
+            return 0
+        header = self.horizontalHeader()
+        widest = max(max(self.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in shown)
+        return self.verticalHeader().sizeHint().width() + widest * len(shown) + 2 * self.frameWidth()
 
     def updateGeometries(self) -> None:
         super().updateGeometries()
@@ -190,21 +231,30 @@ class FiguresTable(QTableWidget):
         if not isinstance(b_q, (int, float)) and plain and isinstance(t_val, (int, float)) \
                 and isinstance(b_val, (int, float)) and t_val > 0 and b_val > 0:
             b_q = t_val / b_val if metric == "perplexity" else b_val / t_val
+        # The 95% intervals the run recorded (none for older runs: the figures alone).
+        ivs, ivs_before = summary.get("intervals"), summary.get("intervals_before")
+        ivs_plain = b_info.get("intervals")
         student_par, student_mb = fmt_params(s_par) + _share(s_par, t_par), _num(s_mb, "MB") + _share(s_mb, t_mb)
         values = {
             "parameters": (fmt_params(t_par), student_par, student_par),
             "size_mb": (_num(t_mb, "MB"), student_mb, student_mb),
-            "latency_ms": (_num(t_ms, "ms"), _num(s_ms, "ms"), _num(s_ms, "ms")),
-            "speedup": ("1x", fmt_speedup(table.get("speedup")), fmt_speedup(table.get("speedup"))),
-            "metric": (fmt_metric(metric, t_val), fmt_metric(metric, s_val), fmt_metric(metric, b_val)),
-            "before": (DASH, fmt_metric(metric, before), fmt_metric(metric, before)),
-            "quality_retained": ("100%", _pct(q), _pct(b_q)),
+            "latency_ms": (_latency(summary, "teacher", t_ms), _latency(summary, "student", s_ms),
+                           _latency(summary, "student", s_ms)),
+            "speedup": ("1x", _speedup(summary, table.get("speedup")),
+                        _speedup(summary, table.get("speedup"))),
+            "metric": (_pm(fmt_metric(metric, t_val), ivs, f"teacher.{metric}", metric),
+                       _pm(fmt_metric(metric, s_val), ivs, metric, metric),
+                       _pm(fmt_metric(metric, b_val), ivs_plain, metric, metric)),
+            "before": (DASH, _pm(fmt_metric(metric, before), ivs_before, metric, metric),
+                       fmt_metric(metric, before)),
+            "quality_retained": ("100%", _pct(q, ivs), _pct(b_q, ivs_plain)),
         }
         self.metric_label = METRIC_LABELS.get(metric) or metric.replace("_", " ").capitalize()
         for r, (key, _, _) in enumerate(ROWS):
             for c in range(len(COLUMNS)):
                 self._set(r, c, values[key][c])
         self.setColumnHidden(2, plain is None)
+        self.updateGeometry()  # the widest figure sets the table's least width
         if plain is not None:
             for key in ("parameters", "size_mb", "latency_ms", "speedup"):
                 self.item([k for k, _, _ in ROWS].index(key), 2).setToolTip(SAME_SHAPE)
@@ -212,6 +262,13 @@ class FiguresTable(QTableWidget):
                 "It starts from the same student as the distilled one.")
         for key in ("speedup", "quality_retained"):
             self.item([k for k, _, _ in ROWS].index(key), 0).setToolTip("The teacher is the reference.")
+        session = summary_session(summary)
+        if session is not None:
+            row = [k for k, _, _ in ROWS].index("latency_ms")
+            where = (f"Timed together on {session.device} at {session.timed_at}"
+                     + (f", {session.load.words()}" if session.load.busy else "") + ".")
+            for c in range(len(COLUMNS)):
+                self.item(row, c).setToolTip(f"{self.item(row, c).text()}. {where}")
         if isinstance(t_par, (int, float)) and isinstance(s_par, (int, float)):
             self.item(0, 0).setToolTip(f"{int(t_par):,} parameters")
             self.item(0, 1).setToolTip(f"{int(s_par):,} parameters, {s_par / t_par:.1%} of the "

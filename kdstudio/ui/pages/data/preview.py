@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.ui.widgets.common import keep_lines
 
 TEXT_TINT = QColor(46, 125, 220, 28)   # the column used as text
 LABEL_TINT = QColor(60, 170, 90, 32)   # the column used as labels
@@ -41,7 +42,8 @@ class PreviewTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setAlternatingRowColors(True)
-        self.setWordWrap(False)
+        # A long text wraps within its column (at most 520px wide) rather than being cut.
+        self.setWordWrap(True)
         self.horizontalHeader().setObjectName("previewTableHeader")
         self.verticalHeader().setObjectName("previewTableRowHeader")
         self.findChild(QAbstractButton).setObjectName("previewTableCorner")
@@ -65,6 +67,7 @@ class PreviewTable(QTableWidget):
         self.resizeColumnsToContents()
         for c in range(len(columns)):  # long texts must not push the other columns away
             self.setColumnWidth(c, min(max(self.columnWidth(c), 80), 520))
+        self.resizeRowsToContents()
 
     def mark(self, text_column: str | None, label_column: str | None) -> None:
         """Tint and embolden the columns in use."""
@@ -87,8 +90,7 @@ def _value_label(name: str, accessible: str) -> QLabel:
     label = QLabel("\u2013")
     label.setObjectName(name)
     label.setAccessibleName(accessible)
-    label.setWordWrap(True)
-    return label
+    return keep_lines(label)
 
 
 class CountsBox(QGroupBox):

@@ -29,12 +29,15 @@ from kdstudio.ui.pages.method.text import (
     CACHE_TEXT,
     DTYPE_TEXT,
     HIDDEN_LOSS_TEXT,
+    PLUGIN_WORDS,
     PREPARE_TEXT,
-    WEIGHTS_TRADE,
     format_pairs,
     parse_pairs,
+    weight_labels,
+    weights_trade,
 )
 from kdstudio.ui.widgets.binding import Binder, field_help
+from kdstudio.ui.widgets.common import fit_placeholder, keep_lines
 
 # (section, key) -> (label, minimum, maximum, step, decimals); bounds within the field's own
 SPINS = {
@@ -42,9 +45,10 @@ SPINS = {
     ("method", "hard_label_weight"): ("True labels", 0.0, 100.0, 0.1, 3),
     ("method", "hidden_weight"): ("Hidden layers", 0.0, 100.0, 0.1, 3),
     ("method", "embedding_weight"): ("Sentence embeddings", 0.0, 100.0, 0.1, 3),
-    ("method", "beta"): ("Jensen-Shannon balance (beta)", 0.0, 1.0, 0.05, 2),
-    ("method", "alpha"): ("Skew mix (alpha)", 0.0, 1.0, 0.05, 2),
-    ("teacher", "cache_k"): ("Answers kept per position (k, 0 = automatic)", 0.0, 65536.0, 64.0, 0),
+    ("method", "beta"): ("Jensen-Shannon: lean toward reverse KL", 0.0, 1.0, 0.05, 2),
+    ("method", "alpha"): ("Skew KL: share of the other model mixed in", 0.0, 1.0, 0.05, 2),
+    ("teacher", "cache_k"): ("Teacher's answers kept per word (top-k, 0 = automatic)", 0.0,
+                             65536.0, 64.0, 0),
     ("teacher", "prepare_epochs"): ("Fine-tuning epochs", 0.01, 100.0, 0.5, 2),
     ("teacher", "prepare_learning_rate"): ("Fine-tuning learning rate", 0.0, 1.0, 1e-5, 6),
 }
@@ -64,6 +68,8 @@ def _plugin_label(term: Any, name: str) -> str:
     "Loss")."""
     if term is not None and name == term.weight_key:
         return term.label[:1].upper() + term.label[1:]
+    if name in PLUGIN_WORDS:
+        return PLUGIN_WORDS[name][0]
     words = name.replace("_", " ")
     if term is not None and words.startswith(term.name + " "):
         words = words[len(term.name) + 1:]
@@ -74,7 +80,7 @@ def plugin_control(binder: Binder, name: str, tp: type, rules: dict, label: str)
     """A bound control for one plug-in setting, chosen from its type and rules: a combo box for
     choices, a check box for a switch, a spin box for a number (within min/max)."""
     if rules.get("choices"):
-        return binder.combo("method", name, label)
+        return binder.combo("method", name, label, PLUGIN_WORDS.get(name, ("", {}))[1])
     if tp is bool:
         return binder.check("method", name, label)
     if tp is int:
@@ -92,6 +98,7 @@ class AdvancedSettings(QWidget):
         self.setObjectName("methodAdvanced")
         self.binder = Binder(ctx)
         self.rows: dict[tuple[str, str], tuple[QFormLayout, QWidget]] = {}
+        self.row_labels: dict[tuple[str, str], QLabel] = {}
         self._pairs_seen = ""
 
         self.toggle = QToolButton()
@@ -110,21 +117,21 @@ class AdvancedSettings(QWidget):
         weights.setObjectName("methodWeightsGroup")
         wform = self._form(weights, ["logit_weight", "hard_label_weight", "hidden_weight",
                                      "embedding_weight", "balance"], "method")
-        trade = QLabel(WEIGHTS_TRADE)
-        trade.setWordWrap(True)
-        trade.setObjectName("methodWeightsNote")
-        wform.addRow(trade)
+        self.trade = QLabel(weights_trade(ctx.config.task))
+        keep_lines(self.trade)
+        self.trade.setObjectName("methodWeightsNote")
+        wform.addRow(self.trade)
         details = QGroupBox("Loss details")
         details.setObjectName("methodDetailsGroup")
         dform = self._form(details, ["beta", "alpha", "hidden_loss"], "method")
         self.pairs = QLineEdit()
         self.pairs.setObjectName("method_layer_pairs")
         self.pairs.setAccessibleName("Hidden layer pairs")
-        self.pairs.setPlaceholderText("automatic (each student layer to its teacher layer)")
+        self.pairs.setMinimumWidth(260)
+        fit_placeholder(self.pairs, "automatic (each student layer to its teacher layer)")
         self.pairs.setToolTip(field_help("method", "layer_pairs") + " Type pairs as student:teacher, "
                               "separated by commas, e.g. 1:2, 2:4, 3:6.")
         self.pairs.editingFinished.connect(self._pairs_edited)
-        self.pairs.setMinimumWidth(260)
         self._add_row(dform, ("method", "layer_pairs"), "Hidden layer pairs", self.pairs)
         teacher = QGroupBox("Teacher")
         teacher.setObjectName("methodTeacherGroup")
@@ -200,6 +207,7 @@ class AdvancedSettings(QWidget):
         name.setToolTip(field_help(*field))
         form.addRow(name, w)
         self.rows[field] = (form, w)
+        self.row_labels[field] = name
 
     def set_open(self, open_: bool) -> None:
         self.toggle.blockSignals(True)
@@ -217,6 +225,10 @@ class AdvancedSettings(QWidget):
             self.pairs.setText(format_pairs(cfg.method.layer_pairs))
             self._pairs_seen = self.pairs.text()
         task = get_task(cfg.task)
+        self.trade.setText(weights_trade(task))
+        for key, words in weight_labels(task).items():  # the task's own answers, in words
+            self.row_labels[("method", key)].setText(words + ":")
+            self.controls[("method", key)].setAccessibleName(words)
         visible = {f: task.shows_setting(*f) for f in self.rows}
         for field, term in self.plugin_terms.items():
             visible[field] = term is None or term.applies_to(task)

@@ -34,7 +34,7 @@ from kdstudio.ui.pages.method.text import (
     SEQUENCE_LEVEL,
 )
 from kdstudio.ui.widgets.binding import Binder, field_help
-from kdstudio.ui.widgets.common import named, show_value
+from kdstudio.ui.widgets.common import fit_placeholder, named, show_value
 
 # key -> (label, minimum, maximum, step, decimals or None for whole numbers, special text at minimum)
 GEN_SPINS: dict[str, tuple[str, float, float, float, int | None, str]] = {
@@ -68,8 +68,8 @@ class LanguageModelMethods(QGroupBox):
         self.sequence_level = b.check("method", "sequence_level", "Sequence-level distillation",
                                       "Learn from the teacher's own texts (sequence-level)")
         self.on_policy = b.spin("method", "on_policy_share", "Share of batches on the student's "
-                                "own texts (on-policy lambda)", step=0.1, decimals=2,
-                                special="0 (off)")
+                                "own texts (on-policy)", step=10, decimals=0, scale=100,
+                                suffix=" % of batches", special="0 (off)")
         self.cross_tokenizer = b.spin("method", "cross_tokenizer_weight",
                                       "Cross-tokenizer loss weight", hi=100.0, step=0.1,
                                       decimals=3, special="0 (off)")
@@ -81,7 +81,7 @@ class LanguageModelMethods(QGroupBox):
         grid.setVerticalSpacing(10)
         grid.setColumnStretch(1, 1)
         rows = [(self.sequence_level, None, SEQUENCE_LEVEL, "methodSequenceLevelText"),
-                (self.on_policy, "On-policy share (lambda):", ON_POLICY, "methodOnPolicyText"),
+                (self.on_policy, "On-policy: batches on the student's own texts:", ON_POLICY, "methodOnPolicyText"),
                 (self.cross_tokenizer, "Cross-tokenizer weight:", CROSS_TOKENIZER,
                  "methodCrossTokenizerText")]
         for r, (w, label, text, name) in enumerate(rows):
@@ -118,8 +118,8 @@ class LanguageModelMethods(QGroupBox):
         b.bind(self.reuse, "generation", "reuse", self.reuse.editingFinished,
                lambda: self.reuse.text().strip(), lambda v: show_value(self.reuse, v),
                label="Reuse the generations of an earlier run")
-        self.reuse.setPlaceholderText("empty: the teacher writes new continuations")
         self.reuse.setMinimumWidth(260)
+        fit_placeholder(self.reuse, "empty: the teacher writes new continuations")
         self.reuse_button = named(QPushButton("Choose..."), "generation_reuse_choose",
                                   "Choose the generations to reuse",
                                   "Pick the generations.jsonl of an earlier sequence-level run.")

@@ -10,6 +10,7 @@ task's method defaults, so the config stays valid.
 from __future__ import annotations
 
 import dataclasses
+import html
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -34,13 +35,13 @@ from kdstudio.ui.pages.method.advanced import AdvancedSettings
 from kdstudio.ui.pages.method.lm import BaselineBox, LanguageModelMethods
 from kdstudio.ui.pages.method.text import (
     CAUTION,
-    CUSTOM_TEXT,
     EMBEDDING_LOSS_TEXT,
     LOGIT_LOSS_TEXT,
     NO_LOGITS,
     PRESETS,
     TEMPERATURE,
     WHY,
+    custom_text,
     matching_preset,
     presets_of,
 )
@@ -223,7 +224,7 @@ class MethodPage(Page):
         self.custom_button.setChecked(current is None)
         self.custom_button.setVisible(current is None)
         self.custom_button.blockSignals(False)
-        self.explain.setText(current.explanation if current else CUSTOM_TEXT)
+        self.explain.setText(current.explanation if current else custom_text(task))
         logits = task.shows_setting("method", "temperature")
         self.settings_form.setRowVisible(self.temp_row, logits)
         self.settings_form.setRowVisible(self.logit_loss, task.shows_setting("method", "logit_loss"))
@@ -252,7 +253,10 @@ class MethodPage(Page):
         try:
             self.ctx.config.validate()
         except ConfigError as exc:
-            self.validity.setText(f"<span style='color:#b3261e'>&#x2717; {exc}</span>")
+            from kdstudio.ui.widgets.config_words import app_words
+
+            words = html.escape(app_words(str(exc), self.window()))
+            self.validity.setText(f"<span style='color:#b3261e'>&#x2717; {words}</span>")
             return
         self.validity.setText(
             "<span style='color:#2e7d32'>&#x2713; The run config is valid.</span>")

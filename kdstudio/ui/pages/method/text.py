@@ -32,9 +32,9 @@ SEQUENCE_LEVEL = ("<b>Sequence-level distillation</b>: the teacher first writes 
                   "teacher before training starts (a later run can reuse the texts).")
 ON_POLICY = ("<b>On-policy distillation</b>: the student writes its own continuations and the "
              "teacher scores every word of them, so the student learns from its own mistakes "
-             "instead of only from texts it would never have written. The share (lambda) says "
-             "how many batches do this: 0 learns only from the data, 1 only from the student's "
-             "own texts. Generating costs time on each of those batches.")
+             "instead of only from texts it would never have written. The share says how many "
+             "batches do this: 0% learns only from the data, 100% only from the student's own "
+             "texts. Generating costs time on each of those batches.")
 GENERATION = ("How the continuations are written: the first tokens of each text are the "
               "prompt; the temperature and top-p set how freely words are sampled (0 always "
               "picks the likeliest word).")
@@ -55,20 +55,34 @@ TEMPERATURE = ("Softens the teacher's probabilities before the student copies th
                "are used as they are; higher values (2 to 4) flatten them, so the student also "
                "sees how likely the teacher finds the wrong answers, which is much of what it "
                "has to teach. Too high and every answer looks alike.")
-WEIGHTS_TRADE = ("Each weight says how much one lesson counts in the student's loss. More weight "
-                 "on the teacher's probabilities copies the teacher more closely (its mistakes "
-                 "too); more on the true labels keeps the student closer to the data; hidden "
-                 "layers add guidance from inside the teacher. Only the ratios matter much; a "
-                 "weight of 0 switches that lesson off.")
+def weights_trade(task: str | Task) -> str:
+    """What the loss weights trade off, in the words of the task's own answers (a sentence
+    encoder has no probabilities and its data no right answers to learn)."""
+    t = get_task(task)
+    truth = (f"; more on the {t.truth_words} keeps the student closer to the data"
+             if t.truth_words else "")
+    return ("Each weight says how much one lesson counts in the student's loss. More weight "
+            f"on the teacher's {t.answer_words} copies the teacher more closely (its mistakes "
+            f"too){truth}; hidden layers add guidance from inside the teacher. Only the ratios "
+            "matter much; a weight of 0 switches that lesson off.")
+
+
+def weight_labels(task: str | Task) -> dict[str, str]:
+    """The words for the two answer lessons' weights: what this task's teacher gives, and
+    the data's right answers."""
+    t = get_task(task)
+    answers = t.answer_words.replace(" for every word", "")
+    return {"logit_weight": f"Teacher's {answers}",
+            "hard_label_weight": (t.truth_words or "true answers").capitalize()}
 NO_LOGITS = ("Sentence encoders output vectors, not probabilities, so the temperature and the "
              "logit loss do not apply to this task.")
 
 LOGIT_LOSS_TEXT = {
     "forward_kl": "Forward KL: cover everything the teacher finds likely (the standard)",
     "reverse_kl": "Reverse KL: focus on the teacher's most likely answers",
-    "jsd": "Jensen-Shannon: a balance of the two (set by beta)",
-    "skew_kl": "Skew KL: forward KL, steadier early in training (set by alpha)",
-    "skew_reverse_kl": "Skew reverse KL: reverse KL, steadier (set by alpha)",
+    "jsd": "Jensen-Shannon: a balance of the two (balance under Advanced settings)",
+    "skew_kl": "Skew KL: forward KL, steadier early in training",
+    "skew_reverse_kl": "Skew reverse KL: reverse KL, steadier early in training",
 }
 HIDDEN_LOSS_TEXT = {"mse": "Mean squared error (match the values)",
                     "cosine": "Cosine (match the direction only)"}
@@ -113,7 +127,19 @@ PRESETS: dict[Task, list[Preset]] = {
            for p in task.presets]
     for task in all_tasks()}
 
-CUSTOM_TEXT = ("<b>Custom weights</b>, set under Advanced settings. " + WEIGHTS_TRADE)
+def custom_text(task: str | Task) -> str:
+    return "<b>Custom weights</b>, set under Advanced settings. " + weights_trade(task)
+
+
+# The words for the plug-in methods' settings (core/terms), where the field's own name is
+# not plain enough: field -> (label, the words for each choice).
+PLUGIN_WORDS: dict[str, tuple[str, dict[str, str]]] = {
+    "similarity_loss": ("Compare the similarities by", {
+        "kl": "KL: how each sentence ranks the others (the standard)",
+        "mse": "Mean squared error of the cosine similarities"}),
+    "similarity_temperature": ("Focus on the closest sentences (temperature)", {}),
+    "attention_relation_heads": ("Relation heads", {}),
+}
 
 
 def presets_of(task: str | Task) -> list[Preset]:

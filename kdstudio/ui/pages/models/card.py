@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
+
+from kdstudio.core.plan.speedup import ESTIMATE_HOW, speedup_text
 from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
@@ -31,7 +33,8 @@ ROWS = (
                                               "before activations."),
     ("speedup", "Expected speed-up", "An estimate: the teacher's layer compute divided by "
                                      "the student's (a layer's work grows with its "
-                                     "parameters). Embeddings, the output head and attention "
+                                     "parameters), never more than the parameters or the "
+                                     "layers shrink. Embeddings, the output head and attention "
                                      "over long texts are not counted; the Compare page "
                                      "measures the real figure."),
 )
@@ -128,7 +131,7 @@ class ModelCard(QGroupBox):
         v["vocab_size"].setText(f"{teacher['vocab_size']:,} tokens (the teacher's tokenizer)")
         v["weights_mb"].setText(fmt_mb(est["weights_mb"]))
         v["train_memory_mb"].setText(fmt_mb(est["train_memory_mb"]))
-        v["speedup"].setText(f"about {est['speedup']:.1f}x faster (estimate)")
+        v["speedup"].setText(speedup_text(est["speedup"], est.get("speedup_how", ESTIMATE_HOW)))
         self._show_rows({k for k, _, _ in ROWS})
         self.form.setRowVisible(0, False)
         notes = []

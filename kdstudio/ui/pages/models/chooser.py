@@ -131,8 +131,9 @@ class ModelChooser(QGroupBox):
     def _build_inputs(self) -> None:
         r, R = self.role, self.Role
         if r == "student":
-            w = QLabel("The teacher's design with fewer layers, initialised from the teacher's "
-                       "own layers. Pick the layers below.")
+            w = self.derived_text = QLabel("The teacher's design with fewer layers, starting "
+                                           "from the teacher's own layers. Pick the layers below.")
+            w.setObjectName("derivedStudentText")
             w.setWordWrap(True)
             self._add_page("derived", w)
 

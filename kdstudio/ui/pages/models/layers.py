@@ -24,6 +24,10 @@ from PySide6.QtWidgets import (
 )
 
 BOXES_PER_ROW = 12
+# As core.models.evenly_spaced keeps them.
+COUNT_TIP = ("Fewer layers: a smaller, faster student that keeps less of the teacher's quality. "
+             "Kept layers are spread evenly: with two or more, the first and the last are among "
+             "them; a single kept layer is the teacher's last.")
 FRESH_NOTE = ("A narrower width cannot start from the teacher's weights: the student begins "
               "from random values (fresh initialisation) and needs much more training and data "
               "to catch up.")
@@ -71,9 +75,7 @@ class LayerPicker(QGroupBox):
         self.count = QSpinBox()
         self.count.setObjectName("studentLayerCount")
         self.count.setAccessibleName("Number of teacher layers the student keeps")
-        self.count.setToolTip("Fewer layers: a smaller, faster student that keeps less of the "
-                              "teacher's quality. Kept layers are spread evenly, first and last "
-                              "included.")
+        self.count.setToolTip(COUNT_TIP)
         self.count.setKeyboardTracking(False)
         self.count.valueChanged.connect(self._count_changed)
         self.of_label = QLabel()

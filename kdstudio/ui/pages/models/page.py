@@ -263,6 +263,10 @@ class ModelsPage(Page):
     def _update_student_estimate(self) -> None:
         """The derived student's size and speed-up: arithmetic at once, a narrower one in a job."""
         self._estimate.forget()
+        from kdstudio.ui.pages.models.sources import derived_words
+
+        self.student_chooser.derived_text.setText(derived_words(
+            self.ctx.config.student, self.teacher_insp.info if self.teacher_insp else None))
         if self.teacher_insp is None:
             self.student_card.show_message(
                 "Waiting for the teacher to load..." if self.teacher_chooser.is_busy() else

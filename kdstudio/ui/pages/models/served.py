@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushBu
 
 from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.widgets.binding import Binder
+from kdstudio.ui.widgets.common import fit_placeholder
 
 API_KEY_ENV = "KDSTUDIO_TEACHER_API_KEY"  # core/teacher_serve.py's; the engine loads lazily
 
@@ -25,7 +26,7 @@ class ServedTeacherBox(QGroupBox):
         self._test = LatestJob(ctx.jobs)
         self.binder = Binder(ctx)
         self.address = QLineEdit()
-        self.address.setPlaceholderText("http://HOST:8000/v1 - empty: the teacher runs here")
+        fit_placeholder(self.address, "http://HOST:8000/v1 - empty: the teacher runs here")
         self.binder.bind(self.address, "teacher", "endpoint", self.address.editingFinished,
                          lambda: self.address.text().strip(), self.address.setText,
                          label="Served teacher address", name="servedEndpointEdit")

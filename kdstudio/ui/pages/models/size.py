@@ -20,6 +20,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QToolButton, QWidget
 
+from kdstudio.core.plan.speedup import ESTIMATE_HOW, speedup_text
 from kdstudio.ui.jobs import LatestJob
 from kdstudio.ui.pages.models.card import fmt_count, fmt_mb
 from kdstudio.ui.widgets.binding import Binder
@@ -210,7 +211,7 @@ class SizeControl(QGroupBox):
         line = (f"<b>{fmt_count(est['parameters'])} parameters</b> "
                 f"({est['share_of_teacher']:.0%} of the teacher) \u00b7 "
                 f"{fmt_mb(est['weights_mb'])} on disk \u00b7 "
-                f"about {est['speedup']:.1f}x faster (estimate)<br>"
+                f"{speedup_text(est['speedup'], est.get('speedup_how', ESTIMATE_HOW))}<br>"
                 f"Shape: {len(est['layers'])} of {n_teacher} layers ({kept}), "
                 f"{est['heads']} heads, width {est['hidden_size']}, "
                 f"{est['intermediate_size']:,} MLP neurons, "

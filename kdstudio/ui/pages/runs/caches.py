@@ -27,12 +27,16 @@ from PySide6.QtWidgets import (
 
 from kdstudio.core.teacher_source import size_text
 from kdstudio.ui.dialogs import show_error
+from kdstudio.ui.glossary import attach
 
 COLUMNS = [("Teacher", "The teacher whose answers are stored."),
-           ("Top-k", "How many of the teacher's most likely next tokens are kept per position."),
-           ("Positions", "Token positions stored (the training data's, once)."),
+           ("Answers kept per word", "How many of the teacher's likeliest next words are "
+                                     "kept for each word of the data; the rest are too unlikely "
+                                     "to matter."),
+           ("Words stored", "How many words (tokens) of the training data have the teacher's "
+                            "answers stored, each once."),
            ("Size", "Space on disk."),
-           ("Bytes / position", "Disk space per stored position."),
+           ("Disk per word", "Bytes on disk for each stored word's answers."),
            ("Created", "When the teacher pass wrote it."),
            ("Used by", "The runs that read it instead of running the teacher.")]
 
@@ -48,7 +52,7 @@ class TeacherCachesDialog(QDialog):
         self.setWindowTitle("Teacher caches")
         self.resize(900, 360)
         intro = QLabel(
-            "A teacher cache holds a teacher's most likely next tokens for one data set and "
+            "A teacher cache holds a teacher's likeliest next words for one data set and "
             "length, written by one teacher pass. Runs, resumes and the students of a sweep on "
             "the same teacher, data and length read it instead of running the teacher at every "
             "step. Deleting one only costs a teacher pass the next time it is needed.<br>"
@@ -84,6 +88,7 @@ class TeacherCachesDialog(QDialog):
         self.caches: list[Any] = []
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.refresh()
+        attach(self)
 
     def refresh(self) -> None:
         from kdstudio.core.teacher_cache import list_caches

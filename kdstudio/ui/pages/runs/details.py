@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QSplitter,
     QStackedWidget,
-    QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.ui.pages.runs.model import STATUS_COLORS, short_model
+from kdstudio.ui.pages.runs.summary_table import SummaryTable
 from kdstudio.ui.widgets.common import make_plot as _make_plot
 
 # Distinct, colour-blind-friendly line colours (Tableau 10), then generated hues.
@@ -41,6 +41,18 @@ def colour(i: int, n: int = 10) -> Any:
 def make_plot(name: str, title: str, x_label: str, y_label: str) -> pg.PlotWidget:
     """The Runs page's plots: with a faint grid (they are redrawn rarely)."""
     return _make_plot(name, title, x_label, y_label, grid=True)
+
+
+def legend_below(plot: pg.PlotWidget) -> pg.LegendItem:
+    """A legend under the plot, outside the curves: in a corner it covered the last point
+    of a rising quality curve."""
+    item = plot.getPlotItem()
+    legend = pg.LegendItem(labelTextColor="#333333", colCount=4)
+    # The row under the bottom axis, across the whole plot: under the view box alone its
+    # entries widened a narrow plot past its widget, cutting the title.
+    item.layout.addItem(legend, 4, 0, 1, 3)
+    item.legend = legend  # curves plotted with a name join it
+    return legend
 
 
 @dataclass
@@ -119,7 +131,7 @@ class RunDetailsPanel(QWidget):
         self.error_label.setStyleSheet(f"color: {STATUS_COLORS['failed']};")
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.summary_table = QTableWidget(0, 4)
+        self.summary_table = SummaryTable(0, 4)
         self.summary_table.setObjectName("summaryTable")
         self.summary_table.setAccessibleName("Before and after distillation")
         self.summary_table.setToolTip("The teacher, the student before training and the student after "
@@ -131,11 +143,10 @@ class RunDetailsPanel(QWidget):
         self.summary_table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.summary_table.setAlternatingRowColors(True)
         self.summary_table.setShowGrid(False)
-        self.summary_table.setWordWrap(False)
-        head = self.summary_table.horizontalHeader()
-        head.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in (1, 2, 3):
-            head.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        # Long metric names wrap onto a second line instead of being cut in a narrow panel.
+        self.summary_table.setWordWrap(True)
+        self.summary_table.verticalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
         self.summary_note = QLabel()
         self.summary_note.setObjectName("summaryNote")
         self.summary_note.setWordWrap(True)
@@ -149,17 +160,15 @@ class RunDetailsPanel(QWidget):
         self.generations_view.setVisible(False)
 
         self.loss_plot = make_plot("runLossPlot", "Loss by step", "step", "loss")
-        self.loss_plot.getPlotItem().addLegend(offset=(-10, 10), labelTextColor="#333333",
-                                              brush=pg.mkBrush(255, 255, 255, 210))
+        legend_below(self.loss_plot)
         self.metric_plot = make_plot("metricPlot", "Evaluation", "step", "")
-        self.metric_plot.getPlotItem().addLegend(offset=(-10, 10), labelTextColor="#333333",
-                                              brush=pg.mkBrush(255, 255, 255, 210))
+        legend_below(self.metric_plot)
         self.metric_combo = QComboBox()
         self.metric_combo.setObjectName("metricCombo")
         self.metric_combo.setAccessibleName("Evaluation metric to plot")
         self.metric_combo.setToolTip("Which evaluation figure of the student to draw by step.")
-        self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.metric_combo.setMinimumContentsLength(18)
+        # As wide as its longest metric name ("Nearest-neighbour topic accuracy"), never cut.
+        self.metric_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.metric_combo.currentIndexChanged.connect(lambda _i: self._draw_metric())
 
         left = QWidget()
@@ -173,14 +182,16 @@ class RunDetailsPanel(QWidget):
         rl.setContentsMargins(6, 0, 0, 0)
         curves_label = QLabel("<b>Training curves</b>")
         curves_label.setObjectName("curvesHeading")
-        rl.addWidget(curves_label, 0, 0)
+        # Heading and metric picker share a row across both plots: the picker squeezed above
+        # one plot cut its longest names.
         pick = QHBoxLayout()
+        pick.addWidget(curves_label)
         pick.addStretch(1)
         metric_label = QLabel("Metric:")
         metric_label.setBuddy(self.metric_combo)
         pick.addWidget(metric_label)
         pick.addWidget(self.metric_combo)
-        rl.addLayout(pick, 0, 1)
+        rl.addLayout(pick, 0, 0, 1, 2)
         rl.addWidget(self.loss_plot, 1, 0)
         rl.addWidget(self.metric_plot, 1, 1)
         rl.setColumnStretch(0, 1)
@@ -267,6 +278,10 @@ class RunDetailsPanel(QWidget):
                          "Resume it to finish training and measure it.")
         elif status == "running":
             notes.append("The run is still training; the figures after training come when it ends.")
+        from kdstudio.core.plan.record import estimate_check
+
+        if status == "finished" and estimate_check(s):  # how far off the plan's estimate was
+            notes.append(estimate_check(s))
         self._set_note(" ".join(notes))
         self._show_generations(d)
         self._draw_all()
@@ -306,10 +321,6 @@ class RunDetailsPanel(QWidget):
         t.clear()
         t.setColumnCount(len(header))
         t.setHorizontalHeaderLabels(header)
-        head = t.horizontalHeader()
-        head.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for c in range(1, len(header)):
-            head.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         t.setRowCount(len(rows))
         for r, (label, values) in enumerate(rows):
             t.setItem(r, 0, QTableWidgetItem(label))
@@ -321,6 +332,7 @@ class RunDetailsPanel(QWidget):
                     font.setBold(True)
                     item.setFont(font)
                 t.setItem(r, c, item)
+        t.fit()
 
     def _set_note(self, text: str) -> None:
         self.summary_note.setText(text)

@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kdstudio.ui.glossary import attach
+
 
 @dataclass(frozen=True)
 class ExportChoice:
@@ -40,7 +42,7 @@ class ExportChoice:
 
 
 CHOICES = (
-    ExportChoice("pytorch", "PyTorch folder (as today)", None, None,
+    ExportChoice("pytorch", "PyTorch folder (the student as trained)", None, None,
                  "A copy of the student folder, loadable with transformers' from_pretrained. "
                  "You choose where it goes."),
     ExportChoice("onnx", "ONNX", "onnx", None,
@@ -57,6 +59,29 @@ CHOICES = (
 
 
 FORMAT_NAMES = {"onnx": "ONNX"}
+
+
+def plain_note(note: str) -> str:
+    """An export note in the app's words: the engine's notes (and the export's README) name
+    the graph operations and library calls; a person needs what it means for the model."""
+    from kdstudio.core.export.onnx_export import FP16_NOTE
+    from kdstudio.core.export.quantize import NOTE as INT8_NOTE
+
+    plain = {
+        INT8_NOTE: "int8: the weights are stored as 8-bit whole numbers, a quarter of their "
+                   "usual size, the word table too; the numbers passing between the layers are "
+                   "rounded the same way as the model runs. Answers change a little: the "
+                   "figures above measure how much.",
+        FP16_NOTE: "fp16: the model computes in half precision, made for GPUs; the speed "
+                   "above was measured on this computer's CPU, which runs it too but rarely "
+                   "faster.",
+    }
+    if note in plain:
+        return plain[note]
+    if "tied weight matrix stored once" in note:
+        return "The word table the model reads and writes with is stored once, not twice."
+    return note.replace("(cosine_to_student)", "").replace("cosine_to_teacher",
+                                                           "similarity to the teacher")
 
 
 def convert_student(run_dir: Path, choice: ExportChoice, report: Any) -> tuple[Any, list, dict]:
@@ -118,6 +143,7 @@ class ExportChoiceDialog(QDialog):
         lay.addSpacing(8)
         lay.addWidget(box)
         self.resize(520, self.sizeHint().height())
+        attach(self)
 
     def choice(self) -> ExportChoice:
         return CHOICES[max(0, self.group.checkedId())]
@@ -171,7 +197,7 @@ class ExportResultDialog(QDialog):
         self.table.setMinimumWidth(head.length() + frame)
         self.table.setFixedHeight(head.height() + frame +
                                   sum(self.table.rowHeight(r) for r in range(len(rows))))
-        notes = QLabel("".join(f"<p>{html.escape(n)}</p>" for n in result.notes))
+        notes = QLabel("".join(f"<p>{html.escape(plain_note(n))}</p>" for n in result.notes))
         notes.setObjectName("exportNotes")
         notes.setWordWrap(True)
         notes.setStyleSheet("color: #666666;")
@@ -200,6 +226,7 @@ class ExportResultDialog(QDialog):
         bottom.addWidget(box)
         lay.addLayout(bottom)
         self.resize(max(640, self.table.minimumWidth() + 32), self.sizeHint().height())
+        attach(self)
 
     def figure(self, row: int, column: int = 1) -> str:
         item = self.table.item(row, column)
@@ -215,6 +242,8 @@ def summary_sentence(name: str, choice: ExportChoice, result: Any) -> str:
     if result.size_ratio:
         size += f" ({result.size_ratio:.1%} of the student)"
     kept = f", quality kept {result.quality_kept:.1%}" if result.quality_kept is not None else ""
+    lat, student = result.latencies()  # medians with their p10-p90 spreads, timed in turns
+    busy = f" ({lat.load.words()})" if lat.load.busy else ""
     return (f"Exported the student of '{name}' as {choice.label}: {size}, "
-            f"{result.latency_ms:.3g} ms per sample against {result.student_latency_ms:.3g} ms"
+            f"{lat.text()} per sample against {student.text()}{busy}"
             f"{kept}. Folder: {result.path}")

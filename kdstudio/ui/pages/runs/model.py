@@ -64,7 +64,12 @@ class RunRow:
     headline_label: str = ""
     headline_value: float | None = None
     quality_retained: float | None = None
+    # 95% intervals [low, high] of the headline figure and of quality retained (None: the run
+    # recorded none, as runs from before intervals).
+    headline_interval: tuple[float, float] | None = None
+    quality_interval: tuple[float, float] | None = None
     speedup: float | None = None
+    speedup_spread: list[float] | None = None  # p10-p90 of the ratio, timed in turns
     has_checkpoint: bool = False
     has_student: bool = False
     error: str = ""
@@ -124,6 +129,8 @@ def read_row(path: Path, labels: dict[str, str]) -> RunRow:
         status = "damaged"
     if not isinstance(status, str):
         status = "damaged"
+    from kdstudio.core.metrics import interval_of
+
     head = _text(s.get("headline_metric"))
     after = s.get("student_metrics") if isinstance(s.get("student_metrics"), dict) else {}
     try:
@@ -135,7 +142,10 @@ def read_row(path: Path, labels: dict[str, str]) -> RunRow:
         task=_text(s.get("task")), teacher=_text(s.get("teacher")), student=_text(s.get("student")),
         status=status, headline=head, headline_label=labels.get(head, head).split(" (")[0],
         headline_value=_num(after.get(head)), quality_retained=_num(s.get("quality_retained")),
-        speedup=_num(s.get("speedup")), has_checkpoint=has_cp,
+        headline_interval=interval_of(s.get("intervals"), head),
+        quality_interval=interval_of(s.get("intervals"), "quality_retained"),
+        speedup=_num(s.get("speedup")), speedup_spread=s.get("speedup_spread"),
+        has_checkpoint=has_cp,
         has_student=(run.student_dir / "config.json").is_file(), error=_text(s.get("error")))
 
 
@@ -187,13 +197,19 @@ class RunsTableModel(QAbstractTableModel):
         if key in ("teacher", "student"):
             return short_model(getattr(r, key)) or "-"
         if key == "headline":
-            return f"{r.headline_label} {r.headline_value:.4g}" if r.headline_value is not None else "-"
+            from kdstudio.core.metrics import plus_minus
+
+            if r.headline_value is None:
+                return "-"
+            return f"{r.headline_label} {r.headline_value:.4g}{plus_minus(r.headline_interval)}"
         if key == "quality_retained":
             from kdstudio.core.metrics import format_quality
 
-            return format_quality(r.quality_retained)
+            return format_quality(r.quality_retained, interval=r.quality_interval)
         if key == "speedup":
-            return f"{r.speedup:.2f}x" if r.speedup is not None else "-"
+            from kdstudio.core.timing import speedup_text
+
+            return speedup_text(r.speedup, r.speedup_spread)
         return getattr(r, key) or "-"
 
     def sort_key(self, row: int, column: int) -> Any:

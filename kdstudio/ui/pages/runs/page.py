@@ -33,7 +33,6 @@ from kdstudio.ui.pages.runs.actions import RunActionsMixin
 from kdstudio.ui.pages.runs.details import RunDetailsPanel, load_details
 from kdstudio.ui.pages.runs.model import (
     COL,
-    COLUMNS,
     PATH_ROLE,
     RESUMABLE,
     RunRow,
@@ -175,12 +174,13 @@ class RunsPage(RunActionsMixin, Page):
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
         head = self.table.horizontalHeader()
         head.setHighlightSections(False)
+        # Every column as wide as its text: stretching name, teacher and student left them the
+        # crumbs of a wide headline column ("Na…"); a narrow window scrolls the table instead.
+        # No stretched last section either: with no room left Qt gives it a default 100 px,
+        # whatever its text ("11.00x (11.00–866.60)").
         head.setStretchLastSection(False)
         head.setMinimumSectionSize(64)
-        for i, (key, _, _) in enumerate(COLUMNS):
-            mode = QHeaderView.ResizeMode.Stretch if key in ("name", "teacher", "student") else \
-                QHeaderView.ResizeMode.ResizeToContents
-            head.setSectionResizeMode(i, mode)
+        head.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
 
         self.details = RunDetailsPanel()
         split = self.make_splitter(Qt.Orientation.Vertical, "runsSplitter", [self.table, self.details],

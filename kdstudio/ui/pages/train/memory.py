@@ -9,6 +9,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from kdstudio.ui.jobs import LatestJob
+from kdstudio.ui.widgets.common import keep_lines
 
 STYLES = {
     "ok": "QFrame#memoryFrame { background: #eef7ee; border: 1px solid #9ccc9c; border-radius: 4px; }",
@@ -28,7 +29,7 @@ class MemoryLine(QFrame):
         self.label = QLabel("Memory: not estimated yet.")
         self.label.setObjectName("memoryEstimate")
         self.label.setAccessibleName("Memory estimate")
-        self.label.setWordWrap(True)
+        keep_lines(self.label)  # wrapped: as tall as its lines at any width and scale
         self.label.setToolTip("A rough estimate of the memory training needs (teacher, student, "
                               "optimizer state, activations) against what the device has free.")
         self.apply_button = QPushButton("Apply suggestion")

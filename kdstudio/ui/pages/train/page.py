@@ -48,7 +48,7 @@ class TrainPage(Page):
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
         super().__init__(ctx, "train", parent)
-        self.metric = ""               # the headline metric of the run on show
+        self.headline = ""               # the headline metric of the run on show
         self.last_step: Any = None
         self._estimate_stale = True
         self._teacher_info: tuple[str, dict] | None = None
@@ -118,7 +118,8 @@ class TrainPage(Page):
         self.status = QLabel("Ready. Press Start training when the settings look right.")
         self.status.setObjectName("trainStatus")
         self.status.setWordWrap(True)
-        self.health = HealthPanel()  # the run's alarms; each opens the setting it names
+        # The run's alarms; each opens the setting it names.
+        self.health = HealthPanel(config=lambda: self.ctx.config)
         self.health.setting_requested.connect(self.ctx.show_setting)
 
         self.plots = TrainPlots()
@@ -176,7 +177,12 @@ class TrainPage(Page):
             self.progress.setRange(0, max(1, self.progress.maximum()))
             self.progress.setValue(self.progress.maximum())
             self.progress.setFormat("Finished: %v of %m steps")
-            self.status.setText("Finished. Compare teacher and student on the Compare page.")
+            keep = (getattr(result, "summary", None) or {}).get("keep")
+            keep = keep if isinstance(keep, dict) else {}
+            early = isinstance(keep.get("step"), int) and keep.get("step") != keep.get("last_step")
+            kept = (f" Kept the student of step {keep['step']}, the best on the validation rows."
+                    if early else "")
+            self.status.setText(f"Finished.{kept} Compare teacher and student on the Compare page.")
             self.eta_label.setText("Left 0:00")
         elif status == "stopped" and not getattr(result, "summary", None):
             # Stopped while loading or preparing: no run folder, nothing to resume.
@@ -202,7 +208,7 @@ class TrainPage(Page):
         self.log.clear()
         self.answers.clear()
         self.health.clear()
-        self.metric = ""
+        self.headline = ""
         self.last_step = None
         self._status_follows_steps = False
         self._live_plot_events = None
@@ -231,7 +237,7 @@ class TrainPage(Page):
             self._on_run_finished(SimpleNamespace(status=e.status, run_dir=e.run_dir))
         if live and self._live_plot_events is not None and isinstance(e, (Step, Eval)):
             self._live_plot_events.append(e)
-        line = describe(e, self.metric)
+        line = describe(e, self.headline)
         if line is not None:
             self.log.add(*line, stamp=live)
 
@@ -243,8 +249,8 @@ class TrainPage(Page):
         if live:
             from kdstudio.core.runs import Run
 
-            self.metric = Run(Path(e.run_dir)).summary().get("headline_metric", "") or self.metric
-            self.plots.set_metric(self.metric, metric_label(self.metric))
+            self.headline = Run(Path(e.run_dir)).summary().get("headline_metric", "") or self.headline
+            self.plots.set_metric(self.headline, metric_label(self.headline))
             self.status.setText(f"Training on {e.device}\u2026")
             if e.start_step > 0:
                 self._load_past_curves(e.run_dir, e.start_step)
@@ -268,10 +274,13 @@ class TrainPage(Page):
 
     def _on_eval(self, e: Any) -> None:
         metrics, teacher = e.metrics or {}, e.teacher_metrics or {}
-        if self.metric not in metrics and metrics:
-            self.metric = next(iter(metrics))
-            self.plots.set_metric(self.metric, metric_label(self.metric))
-        self.plots.add_eval(e.step, metrics.get(self.metric), teacher.get(self.metric))
+        if self.headline not in metrics and metrics:
+            self.headline = next(iter(metrics))
+            self.plots.set_metric(self.headline, metric_label(self.headline))
+        from kdstudio.core.metrics import interval_of
+
+        self.plots.add_eval(e.step, metrics.get(self.headline), teacher.get(self.headline),
+                            interval_of(getattr(e, "intervals", None), self.headline))
         if e.samples:
             self.answers.show_samples(e.step, e.samples)
 
@@ -286,7 +295,7 @@ class TrainPage(Page):
             starts = [i for i, e in enumerate(history["events"]) if isinstance(e, Started)]
             past = history["events"][:starts[-1]] if starts else []
             self.plots.reset()
-            self.plots.set_metric(self.metric, metric_label(self.metric))
+            self.plots.set_metric(self.headline, metric_label(self.headline))
             for e in past:
                 if isinstance(e, (Step, Eval)) and e.step <= start_step:
                     self._plot_only(e)
@@ -317,8 +326,8 @@ class TrainPage(Page):
         if self.ctx.training.is_running():
             return
         self._clear()
-        self.metric = history["metric"]
-        self.plots.set_metric(self.metric, history["label"])
+        self.headline = history["metric"]
+        self.plots.set_metric(self.headline, history["label"])
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("Step %v of %m")

@@ -62,7 +62,11 @@ class TrainPlots(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("trainPlots")
-        self.loss_plot = _plot("lossPlot", "Loss (lower: closer to the teacher)", "loss")
+        # A short title: the long one was cut in a small window; the meaning is on hover.
+        self.loss_plot = _plot("lossPlot", "Loss", "loss")
+        closer = "Loss: lower means the student is closer to the teacher."
+        self.loss_plot.setToolTip(closer)
+        self.loss_plot.getPlotItem().titleLabel.setToolTip(closer)
         self.loss_legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextColor="#333",
                                                  brush=pg.mkBrush(255, 255, 255, 210))
         self.eval_plot = _plot("evalPlot", "Student quality", "")
@@ -88,9 +92,21 @@ class TrainPlots(QWidget):
                                 anchor=(0.5, 0.5))
         self.hint.setPos(0.5, 0.5)
         self.loss_plot.addItem(self.hint)
+        # The hint lives in data coordinates: keep it in the middle of whatever range is shown
+        # (a run's start fixes the x-axis to its steps, which would leave it on the left edge),
+        # wrapped to the plot's width when the plot is narrow.
+        self._hint_width = self.hint.textItem.boundingRect().width()
+        vb = self.loss_plot.getPlotItem().getViewBox()
+        vb.sigRangeChanged.connect(self._centre_hint)
+        vb.sigResized.connect(self._centre_hint)
         self.loss_curves: dict[str, pg.PlotDataItem] = {}
         self.eval_curve = self.eval_plot.plot([], [], name="student", pen=pg.mkPen("#1f77b4", width=2),
                                               symbol="o", symbolSize=6, symbolBrush="#1f77b4")
+        # Each evaluation's 95% interval (bootstrapped over the eval rows), when it has one.
+        self.eval_bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0.0,
+                                         pen=pg.mkPen("#1f77b4", width=1))
+        self.eval_bars.setObjectName("evalErrorBars")
+        self.eval_plot.addItem(self.eval_bars)
         self.teacher_line: pg.InfiniteLine | None = None
         # InfiniteLines do not count for auto-range; this invisible twin keeps the line in view.
         self.teacher_anchor = self.eval_plot.plot([], [], pen=INVISIBLE)
@@ -104,6 +120,13 @@ class TrainPlots(QWidget):
         self._timer.timeout.connect(lambda: self.flush(everything=False))
         self.reset()
 
+    def _centre_hint(self, *_: Any) -> None:
+        vb = self.loss_plot.getPlotItem().getViewBox()
+        room = vb.sceneBoundingRect().width() - 12
+        self.hint.setTextWidth(max(60.0, room) if room < self._hint_width else -1)
+        (x0, x1), (y0, y1) = vb.viewRange()
+        self.hint.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+
     # -- data in -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Empty every plot for a new run (curves are removed; they come back as data arrives)."""
@@ -114,6 +137,7 @@ class TrainPlots(QWidget):
         self.loss_curves.clear()
         self.losses: dict[str, Series] = {}
         self.evals = Series()
+        self.eval_intervals: list[tuple[float, float, float, float]] = []  # x, y, low, high
         self.lr, self.speed, self.memory = Series(), Series(), Series()
         if self.teacher_line is not None:
             self.eval_plot.removeItem(self.teacher_line)
@@ -122,7 +146,7 @@ class TrainPlots(QWidget):
         self._steps_dirty = self._evals_dirty = True
         self._small_dirty = [True, True, True]  # lr, speed, memory
         self._turn = 0
-        self.metric = ""
+        self.metric_key = ""
         self.eval_plot.getPlotItem().setTitle("Student quality", color="#333", size="10pt")
         for plot in self._plots():
             plot.getPlotItem().enableAutoRange()
@@ -152,15 +176,20 @@ class TrainPlots(QWidget):
     def set_metric(self, metric: str, label: str) -> None:
         # A long title would force the plot wider than its column (pyqtgraph then clips it):
         # keep the title short and name the metric along the axis.
-        self.metric = metric
+        self.metric_key = metric
         item = self.eval_plot.getPlotItem()
         item.setTitle("Student quality", color="#333", size="10pt")
         item.setLabel("left", label.split(" (")[0])
         self.eval_plot.setToolTip(label)
 
-    def add_eval(self, step: int, value: float | None, teacher: float | None) -> None:
+    def add_eval(self, step: int, value: float | None, teacher: float | None,
+                 interval: tuple[float, float] | None = None) -> None:
+        """One evaluation's point, the teacher's figure, and the point's 95% interval (None:
+        an older run's events, or a figure without one: the point alone)."""
         if value is not None:
             self.evals.append(step, value)
+            if interval is not None:
+                self.eval_intervals.append((step, value, interval[0], interval[1]))
         if teacher is not None:
             self.teacher_value = teacher
         self._evals_dirty = True
@@ -212,6 +241,10 @@ class TrainPlots(QWidget):
 
     def _draw_evals(self) -> None:
         self.eval_curve.setData(*self.evals.data())
+        bars = np.array(self.eval_intervals, dtype=float).reshape(-1, 4)
+        # A percentile interval need not be centred on the figure: top and bottom apart.
+        self.eval_bars.setData(x=bars[:, 0], y=bars[:, 1], top=np.maximum(bars[:, 3] - bars[:, 1], 0),
+                               bottom=np.maximum(bars[:, 1] - bars[:, 2], 0), beam=0.0)
         if self.teacher_value is not None:
             if self.teacher_line is None:
                 self.teacher_line = pg.InfiniteLine(
