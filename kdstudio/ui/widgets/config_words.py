@@ -20,9 +20,27 @@ from PySide6.QtWidgets import QAbstractButton, QComboBox, QWidget
 
 from kdstudio.ui.widgets.reveal import find_control
 
-SECTIONS = ("model", "method", "teacher", "student", "data", "training", "evaluation",
-            "generation", "export", "sweep", "distributed")
-_KEY = r"\b(?:%s)\.\w+\b" % "|".join(SECTIONS)
+
+
+def _known_keys() -> list[str]:
+    """Every 'section.field' of a run config: only these are words to translate (a file name
+    such as data.csv, or a key the user mistyped, stays as it is)."""
+    import dataclasses
+
+    from kdstudio.core.config import RunConfig
+
+    keys = []
+    for section in dataclasses.fields(RunConfig):
+        kind = section.type if isinstance(section.type, type) else None
+        default = getattr(RunConfig(), section.name, None)
+        if kind is None and dataclasses.is_dataclass(default):
+            kind = type(default)
+        if kind is not None and dataclasses.is_dataclass(kind):
+            keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(kind)]
+    return sorted(keys, key=len, reverse=True)  # the longest first: no key cut at a shorter one
+
+
+_KEY = r"(?<![\w./\\])(?:%s)(?![\w.])" % "|".join(re.escape(k) for k in _known_keys())
 # Keys no Binder control shows (the model choosers), in the words of their page.
 UNBOUND = {"student.name": ("Student", "Models"), "teacher.name": ("Teacher", "Models"),
            "student.revision": ("Student revision", "Models"),
