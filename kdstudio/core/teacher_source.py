@@ -435,8 +435,9 @@ def write_eval_answers(cfg: Any, task: Any, evaluator: Any, teacher: Any, tmodel
 K_LADDER = (64, 128, 256, 512, 1024)
 K_COVERAGE = 0.9
 # The default k's size limit: one stored position takes at most this many bytes. One number
-# holds both of issue 18's goals: k = 128 at the LM demo's 2,048 tokens (166 B) and k = 64 at
-# a 151,936-token vocabulary (176 B), where each id costs more bits (README, the cache's format).
+# keeps both density goals (<= 300 B; <= 200 B at 152k tokens): k = 128 at the LM demo's 2,048
+# tokens (166 B) and k = 64 at a 151,936-token vocabulary (176 B), where each id costs more bits
+# (README, the cache's format).
 K_BYTES = 250
 
 
