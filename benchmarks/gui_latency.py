@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--start-window", type=float, default=5.0,
                     help="seconds after Run that count as the run's start")
+    ap.add_argument("--idle", type=float, default=3.0,
+                    help="seconds of idle reference before Run is pressed")
     ap.add_argument("--no-startup", action="store_true", help="skip timing the window's opening")
     args = ap.parse_args()
     os.environ["KDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="kd-gui-bench-")
@@ -84,7 +86,7 @@ def main() -> None:
         QTimer.singleShot(0, app.quit)
 
     w.ctx.run_finished.connect(finished)
-    QTimer.singleShot(3000, start_training)
+    QTimer.singleShot(int(args.idle * 1000), start_training)
     app.exec()  # the real event loop, as the app runs it
     wall = done[0]
     print(f"Demo run of {len(steps)} steps in {wall:.1f} s with the window open "

@@ -91,6 +91,17 @@ def describe_device() -> str:
     return f"CPU: {os.cpu_count()} cores (no GPU found)"
 
 
+def warm_engine() -> None:
+    """Import the training engine ahead of the first run, in a background job. An import holds
+    the interpreter's lock while extension modules load: left to the run's own thread, it froze
+    the window for about a quarter of a second when Run was pressed (benchmarks/gui_latency.py)."""
+    import importlib
+
+    for name in ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
+                 "kdstudio.core.run_steps", "kdstudio.core.trainer"):
+        importlib.import_module(name)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, *, demo: bool = False, settings: Settings | None = None,
                  deferred: bool = False):
@@ -174,6 +185,7 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, lambda: self.jobs.submit(
             describe_device, lambda text: self.device_label.setText(text),
             lambda exc: self.device_label.setText("Device: unknown")))
+        QTimer.singleShot(0, lambda: self.jobs.submit(warm_engine, lambda _r: None, lambda _e: None))
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod

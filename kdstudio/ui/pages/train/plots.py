@@ -91,7 +91,9 @@ class TrainPlots(QWidget):
         self.hint = pg.TextItem("The curves appear here once training starts.", color="#999",
                                 anchor=(0.5, 0.5))
         self.hint.setPos(0.5, 0.5)
-        self.loss_plot.addItem(self.hint)
+        # Outside auto-range: a hint that moved the range would be re-centred, move the range
+        # again and repaint the plot without end (about 100 repaints a second).
+        self.loss_plot.addItem(self.hint, ignoreBounds=True)
         # The hint lives in data coordinates: keep it in the middle of whatever range is shown
         # (a run's start fixes the x-axis to its steps, which would leave it on the left edge),
         # wrapped to the plot's width when the plot is narrow.
@@ -121,11 +123,19 @@ class TrainPlots(QWidget):
         self.reset()
 
     def _centre_hint(self, *_: Any) -> None:
+        if not self.hint.isVisible():
+            return
         vb = self.loss_plot.getPlotItem().getViewBox()
         room = vb.sceneBoundingRect().width() - 12
-        self.hint.setTextWidth(max(60.0, room) if room < self._hint_width else -1)
+        width = max(60.0, room) if room < self._hint_width else -1
+        if width != getattr(self, "_hint_text_width", None):  # re-wrapping costs a relayout
+            self._hint_text_width = width
+            self.hint.setTextWidth(width)
         (x0, x1), (y0, y1) = vb.viewRange()
-        self.hint.setPos((x0 + x1) / 2, (y0 + y1) / 2)
+        centre = ((x0 + x1) / 2, (y0 + y1) / 2)
+        if centre != getattr(self, "_hint_centre", None):
+            self._hint_centre = centre
+            self.hint.setPos(*centre)
 
     # -- data in -------------------------------------------------------------------------------
     def reset(self) -> None:
