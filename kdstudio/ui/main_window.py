@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +94,15 @@ def describe_device() -> str:
 
 
 def warm_engine() -> None:
-    """Import the training engine ahead of the first run, in a background job. An import holds
+    """Import the training engine ahead of the first run, in a background thread. An import holds
     the interpreter's lock while extension modules load: left to the run's own thread, it froze
     the window for about a quarter of a second when Run was pressed (benchmarks/gui_latency.py)."""
     import importlib
 
-    for name in ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
-                 "kdstudio.core.run_steps", "kdstudio.core.trainer"):
-        importlib.import_module(name)
+    with contextlib.suppress(Exception):  # a missing part is the run's to report, not this
+        for name in ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
+                     "kdstudio.core.run_steps", "kdstudio.core.trainer"):
+            importlib.import_module(name)
 
 
 class MainWindow(QMainWindow):
@@ -185,7 +188,9 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, lambda: self.jobs.submit(
             describe_device, lambda text: self.device_label.setText(text),
             lambda exc: self.device_label.setText("Device: unknown")))
-        QTimer.singleShot(0, lambda: self.jobs.submit(warm_engine, lambda _r: None, lambda _e: None))
+        # Its own thread, not the job pool's two, which the demo teacher's loading may hold.
+        QTimer.singleShot(0, lambda: threading.Thread(target=warm_engine, name="warm-engine",
+                                                      daemon=True).start())
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod
