@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import threading
 from pathlib import Path
@@ -32,6 +31,7 @@ from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
 from kdstudio.ui.jobs import JobRunner
 from kdstudio.ui.settings import Settings
+from kdstudio.ui.startup import describe_device, warm_engine
 from kdstudio.ui.worker import TrainingController
 
 DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
@@ -76,33 +76,6 @@ def demo_config(task: str | Task = DEFAULT_TASK) -> RunConfig:
 
 def app_icon() -> QIcon:
     return QIcon(str(resources_dir() / "icons" / "kdstudio.svg"))
-
-
-def describe_device() -> str:
-    """The status bar's device text (imports torch, so it runs in a background job)."""
-    import torch
-
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        free, total = torch.cuda.mem_get_info(0)
-        return f"GPU: {p.name}, {free / 2**30:.1f} of {total / 2**30:.0f} GiB free"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "GPU: Apple Metal (mps)"
-    import os
-
-    return f"CPU: {os.cpu_count()} cores (no GPU found)"
-
-
-def warm_engine() -> None:
-    """Import the training engine ahead of the first run, in a background thread. An import holds
-    the interpreter's lock while extension modules load: left to the run's own thread, it froze
-    the window for about a quarter of a second when Run was pressed (benchmarks/gui_latency.py)."""
-    import importlib
-
-    with contextlib.suppress(Exception):  # a missing part is the run's to report, not this
-        for name in ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
-                     "kdstudio.core.run_steps", "kdstudio.core.trainer"):
-            importlib.import_module(name)
 
 
 class MainWindow(QMainWindow):
