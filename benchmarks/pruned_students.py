@@ -31,6 +31,7 @@ from kdstudio.core.metrics import quality_retained
 from kdstudio.core.models import check_compatibility, count_params, load_model, resolve_model_source
 from kdstudio.core.student_prep import derived_student, importance_dir
 from kdstudio.core.tasks import get_task
+from kdstudio.core.teacher_prep import prepared_teacher
 
 
 def main() -> None:
@@ -49,11 +50,13 @@ def main() -> None:
     data = load_text_data(base.data, task, seed=base.training.seed)
     source = resolve_model_source(base.teacher.name)
     teacher = load_model(source, task, label_names=data.label_names, role="teacher")
-    teacher.model.eval()
     device = torch.device("cpu")
     logs: list[str] = []
     ctx = SimpleNamespace(emit=lambda e: logs.append(e.message) if isinstance(e, Log) else None,
                           stop=None, device=device)
+    # A classifier's teacher is the one fine-tuned for the task (read back once prepared).
+    teacher = prepared_teacher(base, task, teacher, data, ctx)
+    teacher.model.eval()
     es = EvalSet(task, data.eval_texts, data.eval_labels, max_samples=base.evaluation.max_samples,
                  max_length=base.data.max_length, pack=base.data.pack,
                  batch_size=base.evaluation.batch_size)
@@ -67,6 +70,7 @@ def main() -> None:
         variants.append((f"extra {i + 1}", [a.strip() for a in extra.split(";") if a.strip()]))
     rows = []
     t_metrics = None
+    t_size = None
     for label, overrides in variants:
         cfg = base.with_overrides(overrides) if overrides else base
         logs.clear()
@@ -90,7 +94,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             student.save_pretrained(tmp)
             size = sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
-        t_size = sum(p.stat().st_size for p in Path(source).glob("*.safetensors"))
+        if t_size is None:  # the teacher saved the same way as the students
+            with tempfile.TemporaryDirectory() as tmp:
+                teacher.model.save_pretrained(tmp)
+                t_size = sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
         row = {"student": label, "desc": desc, "params": count_params(student),
                "share": count_params(student) / count_params(teacher.model),
                "size_mb": size / 2**20, "size_share": size / t_size,

@@ -413,7 +413,7 @@ def _quality_note(s: dict[str, Any], console: Any) -> None:
     base = s.get("baseline") if isinstance(s.get("baseline"), dict) else {}
     # The plain-training baseline is recommended only where the task can train one.
     note = quality_note(s.get("quality_retained"), base.get("quality_retained"),
-                        baseline=baseline_possible(s.get("task")))
+                        baseline=baseline_possible(s.get("task")), teacher=s.get("teacher") or "")
     if note:
         console.print(f"[yellow]{note}[/]")
 

@@ -156,7 +156,7 @@ Quality retained ({s.get('headline_metric')}): {f'{qr:.1%}' if qr is not None el
 | Weights on disk (MB) | {fmt_metric(s.get('teacher_size_mb'))} | {fmt_metric(s.get('student_size_mb'))} |
 | Latency per sample | {_latency(s, 'teacher')} | {_latency(s, 'student')} |
 
-Speed-up: {speedup_text(s.get('speedup'), s.get('speedup_spread'))}{_timing_note(s)}
+Speed-up: {speedup_text(s.get('speedup'), s.get('speedup_spread'), s.get('speedup_rounds'))}{_timing_note(s)}
 
 The full configuration is in config.toml; every logged event in metrics.jsonl.
 """

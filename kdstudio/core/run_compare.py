@@ -284,7 +284,7 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, ...]]:
         add("Latency per sample", t_lat.text() if t_lat else "", "", s_lat.text() if s_lat else "")
     speedup = _number(s.get("speedup"))
     if speedup is not None:
-        add("Speed-up", "1x", "", speedup_text(speedup, s.get("speedup_spread")))
+        add("Speed-up", "1x", "", speedup_text(speedup, s.get("speedup_spread"), s.get("speedup_rounds")))
     session = summary_session(s)
     if session is not None and session.load.busy:
         add("Timing", "", "", session.load.words())

@@ -37,7 +37,7 @@ from kdstudio.core.models import (
     resolve_model_source,
 )
 from kdstudio.core.runs import Run
-from kdstudio.core.student_prep import derived_student
+from kdstudio.core.student_prep import derived_student, derived_words
 from kdstudio.core.tasks import Task, get_task
 from kdstudio.core.teacher_prep import prepared_teacher
 from kdstudio.core.weight_checks import check_teacher_weights
@@ -180,7 +180,7 @@ def setup_run(cfg: RunConfig, ctx: RunContext, run: Run | None) -> Setup:
     teacher = prepared_teacher(cfg, task, teacher, data, ctx)
     check_stop(stop)
 
-    emit(Stage("load student", cfg.student.name or f"derived from the teacher ({cfg.student.layers:g} layers)"))
+    emit(Stage("load student", cfg.student.name or derived_words(cfg.student)))
     kept: list[int] | None = None
     if cfg.student.name:
         s_source = resolve_model_source(cfg.student.name, revision=cfg.student.revision,

@@ -43,6 +43,15 @@ CALIBRATION_BATCH = 16
 STAGE = "measure importance"
 
 
+def derived_words(s: Any) -> str:
+    """The stage's words for a derived student (``s``: the config's student section)."""
+    if s.target_size > 0:
+        return f"pruned from the teacher to about {s.target_size:.0%} of its parameters ({s.shape})"
+    if s.layer_indices:
+        return f"derived from the teacher (layers {', '.join(map(str, s.layer_indices))})"
+    return f"derived from the teacher ({s.layers:g} layers)"
+
+
 def derived_student(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any
                     ) -> tuple[torch.nn.Module, Any, list[int], str]:
     """The run's derived student: (model, tokenizer, kept teacher layers, description).
@@ -290,5 +299,5 @@ def unknown_share(teacher_tok: Any, student_tok: Any, texts: list[str], max_leng
     return changed, unknown, total
 
 
-__all__ = ["CALIBRATION_TEXTS", "data_vocabulary", "derived_student",
+__all__ = ["CALIBRATION_TEXTS", "data_vocabulary", "derived_student", "derived_words",
            "importance_dir", "teacher_importance", "trimmed_tokenizer", "unknown_share"]

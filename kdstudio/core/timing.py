@@ -21,6 +21,9 @@ from typing import Any, Protocol
 SPREAD = "p10\u2013p90"          # what the spread is: the middle 80% of the repeats
 SPREAD_WORDS = "the middle 80% of the repeats"
 WARMUP = 3                      # untimed rounds first: caches, allocator, lazy kernels
+# Fewer timed rounds than this give no spread: the p10 and p90 of 1-4 values are the values
+# themselves, so a speed difference from them is shown but never claimed.
+MIN_SPREAD_ROUNDS = 5
 # Others' share of the CPU (or the GPU's utilisation) from which a figure counts as taken
 # under load: on a 4-core machine, one other busy process is 25%.
 BUSY_CPU = 0.25
@@ -162,15 +165,21 @@ class Ratio:
     value: float
     low: float
     high: float
+    rounds: int = 0  # paired rounds behind it (0: not recorded, a figure from before)
+
+    @property
+    def sure(self) -> bool:
+        """Enough rounds for the spread to mean anything (MIN_SPREAD_ROUNDS)."""
+        return self.rounds == 0 or self.rounds >= MIN_SPREAD_ROUNDS
 
     @property
     def faster(self) -> bool:
         """b is faster beyond the spread."""
-        return self.low > 1.0
+        return self.sure and self.low > 1.0
 
     @property
     def slower(self) -> bool:
-        return self.high < 1.0
+        return self.sure and self.high < 1.0
 
     def to_list(self) -> list[float]:
         return [round(self.value, 3), round(self.low, 3), round(self.high, 3)]
@@ -195,9 +204,12 @@ class Session:
         return min((len(v) for v in self.samples.values()), default=0)
 
     def latency(self, name: str) -> Latency:
-        p10, med, p90 = quantiles(self.samples[name])
-        return Latency(med, p10, p90, len(self.samples[name]), self.device, self.timed_at,
-                       self.load)
+        """The median, with its p10-p90 spread from MIN_SPREAD_ROUNDS rounds on."""
+        values = self.samples[name]
+        p10, med, p90 = quantiles(values)
+        if len(values) < MIN_SPREAD_ROUNDS:
+            p10 = p90 = None
+        return Latency(med, p10, p90, len(values), self.device, self.timed_at, self.load)
 
     def ratio(self, a: str, b: str) -> Ratio | None:
         """a's time over b's: the ratio of the medians, with the p10-p90 of the paired ratios."""
@@ -206,14 +218,14 @@ class Session:
             return None
         value = self.latency(a).median_ms / self.latency(b).median_ms
         low, _, high = quantiles(pairs)
-        return Ratio(value, min(low, value), max(high, value))
+        return Ratio(value, min(low, value), max(high, value), len(pairs))
 
     def to_dict(self) -> dict[str, Any]:
         models = {}
         for name, times in self.samples.items():
-            lat = self.latency(name)
-            models[name] = {"median_ms": round(lat.median_ms, 4), "p10_ms": round(lat.p10_ms, 4),
-                            "p90_ms": round(lat.p90_ms, 4),
+            p10, median, p90 = quantiles(times)
+            models[name] = {"median_ms": round(median, 4), "p10_ms": round(p10, 4),
+                            "p90_ms": round(p90, 4),
                             "samples_ms": [round(t, 4) for t in times]}
         return {"device": self.device, "timed_at": self.timed_at, "warmup": self.warmup,
                 "repeats": self.repeats, "spread": SPREAD, "load": self.load.to_dict(),
@@ -288,7 +300,9 @@ def run_figures(session: Session, teacher: str = "teacher", student: str = "stud
     ratio = session.ratio(teacher, student)
     return {"teacher_latency_ms": round(t.median_ms, 3), "student_latency_ms": round(s.median_ms, 3),
             "speedup": round(ratio.value, 3) if ratio else None,
-            "speedup_spread": [round(ratio.low, 3), round(ratio.high, 3)] if ratio else None,
+            "speedup_spread": ([round(ratio.low, 3), round(ratio.high, 3)]
+                               if ratio and ratio.sure else None),
+            "speedup_rounds": ratio.rounds if ratio else None,
             "latency": session.to_dict()}
 
 
@@ -306,11 +320,21 @@ def summary_session(summary: dict[str, Any]) -> Session | None:
     return Session.from_dict(summary.get("latency"))
 
 
-def speedup_text(speedup: Any, spread: Any = None) -> str:
-    """'2.03x (1.95-2.10)'; '-' when not measured."""
+def speedup_text(speedup: Any, spread: Any = None, rounds: Any = None) -> str:
+    """'2.03x (1.95-2.10)'; '2.03x (2 rounds, no spread)' from fewer than MIN_SPREAD_ROUNDS
+    timed rounds; '-' when not measured."""
     if not _finite(speedup):
         return "-"
     out = f"{speedup:.2f}x"
     if isinstance(spread, (list, tuple)) and len(spread) == 2 and all(_finite(v) for v in spread):
         out += f" ({spread[0]:.2f}\u2013{spread[1]:.2f})"
+    else:
+        out += few_rounds(rounds)
     return out
+
+
+def few_rounds(rounds: Any) -> str:
+    """' (2 rounds, no spread)' for a timing of fewer than MIN_SPREAD_ROUNDS rounds, else ''."""
+    if isinstance(rounds, int) and not isinstance(rounds, bool) and 0 < rounds < MIN_SPREAD_ROUNDS:
+        return f" ({rounds} round{'s' * (rounds != 1)}, no spread)"
+    return ""

@@ -117,6 +117,25 @@ def test_quality_above_100_percent_is_explained_never_bare(capsys, tiny):
     assert "111.7%" in out and "Above 100% means" in out  # the table may wrap the cell
 
 
+
+def test_a_builtin_teacher_level_with_its_student_is_not_called_weak(capsys, tiny):
+    """A demo's teacher is trained for its demo: 100.4% says the two are level, in the CLI as in
+    the app; a teacher of the user's keeps the warning, and so does a built-in one far behind."""
+    from kdstudio.core.metrics import BUILTIN_ABOVE, quality_note
+
+    result = run_training(tiny_config("causal-lm", tiny["gpt2"], name="b", training={"max_steps": 1}))
+    summary_path = result.run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(quality_retained=1.004, teacher="everyday-gpt")
+    summary_path.write_text(json.dumps(summary))
+    assert main(["show", "b"]) == 0
+    out = " ".join(_out(capsys).split())
+    assert "a point either way is chance" in out and "weak teacher" not in out
+    assert quality_note(1.004, teacher="everyday-gpt") == BUILTIN_ABOVE
+    assert quality_note(1.08, teacher="everyday-gpt").startswith(ABOVE_TEACHER)
+    assert quality_note(1.004, teacher="my-org/teacher").startswith(ABOVE_TEACHER)
+    assert quality_note(0.98, teacher="everyday-gpt") == ""
+
 # -- a NaN teacher ---------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -69,3 +69,16 @@ def test_verdict_counts_the_words_tagged_differently():
     line = verdict("token-classification", Comparison(t, s))
     assert "2.0x faster" in line and "1 of 2 words" in line
     assert "alike" in verdict("token-classification", Comparison(t, t))
+
+
+def test_a_verdict_from_too_few_timing_rounds_shows_the_ratio_but_claims_nothing():
+    from kdstudio.core.timing import Session
+
+    t = ModelAnswer("x", 8.0, tags=[("now", "O", 0.9)])
+    s = ModelAnswer("x", 4.0, tags=[("now", "O", 0.9)])
+    few = Comparison(t, s, Session({"teacher": [8.0, 8.1], "student": [4.0, 4.1]}))
+    line = verdict("token-classification", few)
+    assert "2.0x faster than the teacher in 2 timing rounds, too few to tell from noise" in line
+    many = Comparison(t, s, Session({"teacher": [8.0] * 5, "student": [4.0] * 5}))
+    assert "answered 2.0x faster than the teacher" in verdict("token-classification", many)
+    assert "too few" not in verdict("token-classification", many)

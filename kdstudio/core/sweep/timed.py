@@ -138,6 +138,9 @@ def run_timing(row: Any, summary: dict[str, Any]) -> None:
     spread = summary.get("speedup_spread")
     if isinstance(spread, list) and len(spread) == 2 and all(_finite(v) for v in spread):
         row.speedup_low, row.speedup_high = float(spread[0]), float(spread[1])
+    rounds = summary.get("speedup_rounds")
+    if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds > 0:
+        row.speed_rounds = rounds
 
 
 def apply_session(rows: Sequence[Any], session: Session | None) -> None:
@@ -152,7 +155,8 @@ def apply_session(rows: Sequence[Any], session: Session | None) -> None:
         lat, ratio = session.latency(name), session.ratio("teacher", name)
         r.latency_ms, r.latency_p10, r.latency_p90 = lat.median_ms, lat.p10_ms, lat.p90_ms
         if ratio is not None:
-            r.speedup, r.speedup_low, r.speedup_high = ratio.value, ratio.low, ratio.high
+            r.speedup, r.speed_rounds = ratio.value, ratio.rounds
+            r.speedup_low, r.speedup_high = (ratio.low, ratio.high) if ratio.sure else (None, None)
         r.timed_together, r.load = True, session.load.words()
 
 

@@ -319,7 +319,12 @@ def verdict(task: str | Task, cmp: Any) -> str:
     ratio = getattr(cmp, "speedup", None)
     if ratio is not None:
         # Only a difference beyond the spread of the paired timings is called one.
-        if ratio.faster:
+        if not ratio.sure and not 0.95 < ratio.value < 1.05:
+            word, times = (("faster", ratio.value) if ratio.value > 1
+                           else ("slower", 1 / ratio.value))
+            speed = (f"On this input the student answered {times:.1f}x {word} than the teacher "
+                     f"in {ratio.rounds} timing rounds, too few to tell from noise")
+        elif ratio.faster:
             speed = f"On this input the student answered {ratio.value:.1f}x faster than the teacher"
         elif ratio.slower:
             speed = (f"On this input the student answered {1 / ratio.value:.1f}x slower than "

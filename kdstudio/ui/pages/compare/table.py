@@ -141,6 +141,10 @@ def _speedup(summary: dict[str, Any], x: Any) -> str:
     text = fmt_speedup(x)
     if text != DASH and isinstance(spread, list) and len(spread) == 2:
         text += f" ({spread[0]:.2f}\u2013{spread[1]:.2f}x)"
+    elif text != DASH:
+        from kdstudio.core.timing import few_rounds
+
+        text += few_rounds((summary or {}).get("speedup_rounds"))
     return text
 
 

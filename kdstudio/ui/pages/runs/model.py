@@ -70,6 +70,7 @@ class RunRow:
     quality_interval: tuple[float, float] | None = None
     speedup: float | None = None
     speedup_spread: list[float] | None = None  # p10-p90 of the ratio, timed in turns
+    speedup_rounds: int | None = None          # rounds behind it (fewer than 5: no spread)
     has_checkpoint: bool = False
     has_student: bool = False
     error: str = ""
@@ -144,7 +145,7 @@ def read_row(path: Path, labels: dict[str, str]) -> RunRow:
         headline_value=_num(after.get(head)), quality_retained=_num(s.get("quality_retained")),
         headline_interval=interval_of(s.get("intervals"), head),
         quality_interval=interval_of(s.get("intervals"), "quality_retained"),
-        speedup=_num(s.get("speedup")), speedup_spread=s.get("speedup_spread"),
+        speedup=_num(s.get("speedup")), speedup_spread=s.get("speedup_spread"), speedup_rounds=s.get("speedup_rounds"),
         has_checkpoint=has_cp,
         has_student=(run.student_dir / "config.json").is_file(), error=_text(s.get("error")))
 
@@ -209,7 +210,7 @@ class RunsTableModel(QAbstractTableModel):
         if key == "speedup":
             from kdstudio.core.timing import speedup_text
 
-            return speedup_text(r.speedup, r.speedup_spread)
+            return speedup_text(r.speedup, r.speedup_spread, r.speedup_rounds)
         return getattr(r, key) or "-"
 
     def sort_key(self, row: int, column: int) -> Any:
@@ -243,8 +244,8 @@ class RunsTableModel(QAbstractTableModel):
                 from kdstudio.core.metrics import quality_note
                 from kdstudio.core.objective import baseline_possible
 
-                return quality_note(r.quality_retained,
-                                    baseline=baseline_possible(r.task)) or None
+                return quality_note(r.quality_retained, baseline=baseline_possible(r.task),
+                                    teacher=r.teacher or "") or None
             return None
         if role == Qt.ItemDataRole.ForegroundRole and key == "status":
             return QBrush(QColor(STATUS_COLORS.get(r.status, STATUS_COLORS["unknown"])))

@@ -11,11 +11,6 @@ from PySide6.QtWidgets import QPlainTextEdit, QWidget
 from kdstudio.core.events import Checkpoint, Eval, Failed, Finished, Health, Log, Stage, Started
 
 MAX_LINES = 5000
-# Above 100% for a teacher that ships with KD Studio: it is trained for its demo, so the
-# figure says the two are level, not that the teacher is weak.
-BUILTIN_ABOVE = ("Above 100% means the student scored a little higher than its teacher on the "
-                 "evaluation texts: on a few hundred texts, a point either way is chance, so the "
-                 "student is as good as the teacher here.")
 COLOURS = {"warning": "#8a5a00", "error": "#b3261e", "done": "#1b6e2d"}
 
 
@@ -72,9 +67,8 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
             # One decimal above 100%: "keeps 100%" beside a note on figures above 100% puzzles.
             kept = (f" The student keeps {format_quality(q, 1 if 1 < q < 1.005 else 0)} of "
                     "the teacher's quality.")
-            note = quality_note(q, baseline=baseline_possible(e.summary.get("task")))
-            if note and q < 1.03 and _builtin(e.summary.get("teacher", "")):
-                note = BUILTIN_ABOVE
+            note = quality_note(q, baseline=baseline_possible(e.summary.get("task")),
+                                teacher=e.summary.get("teacher") or "")
             # The engine's note names the config key; the app names its control.
             note = note.replace("(evaluation.baseline)", "(\u201cCompare with plain training\u201d "
                                 "on the Method page)")
@@ -89,13 +83,6 @@ def describe(e: Any, metric: str = "") -> tuple[str, str] | None:
     if isinstance(e, Health):
         return f"{e.message} {e.advice}".strip(), "error" if e.level == "error" else "warning"
     return None
-
-
-def _builtin(teacher: str) -> bool:
-    """Whether the run's teacher is one that ships with KD Studio (a demo's)."""
-    from kdstudio.core.catalog import BUILTIN_ALIASES, BUILTIN_MODELS
-
-    return BUILTIN_ALIASES.get(teacher, teacher) in BUILTIN_MODELS
 
 
 class LogPane(QPlainTextEdit):
