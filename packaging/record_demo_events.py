@@ -30,26 +30,55 @@ def main() -> int:
                                 "token-classification or causal-lm")
     p.add_argument("--home", help="KDSTUDIO_HOME for the run (default: a new temporary folder; "
                                   "reuse one to keep a prepared teacher)")
+    p.add_argument("--from-run", metavar="RUN_DIR",
+                   help="take the events of a finished `kdstudio demo --task TASK` run instead "
+                        "of running the demo again")
     args = p.parse_args()
-    home = Path(args.home or tempfile.mkdtemp(prefix="kdstudio-record-"))
-    kdstudio = Path(sys.executable).with_name("kdstudio")
-    env = {**os.environ, "KDSTUDIO_HOME": str(home)}
-    before = set((home / "runs").glob("*")) if (home / "runs").is_dir() else set()
-    subprocess.run([str(kdstudio), "demo", "--task", args.task], env=env, check=True)
-    runs = sorted(set((home / "runs").glob("*")) - before)
-    if not runs:
-        print(f"The demo wrote no run under {home / 'runs'}.", file=sys.stderr)
-        return 1
+    if args.from_run:
+        run = Path(args.from_run)
+        problem = _not_the_demo(run, args.task)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+    else:
+        home = Path(args.home or tempfile.mkdtemp(prefix="kdstudio-record-"))
+        kdstudio = Path(sys.executable).with_name("kdstudio")
+        env = {**os.environ, "KDSTUDIO_HOME": str(home)}
+        before = set((home / "runs").glob("*")) if (home / "runs").is_dir() else set()
+        subprocess.run([str(kdstudio), "demo", "--task", args.task], env=env, check=True)
+        runs = sorted(set((home / "runs").glob("*")) - before)
+        if not runs:
+            print(f"The demo wrote no run under {home / 'runs'}.", file=sys.stderr)
+            return 1
+        run = runs[-1]
     records = [json.loads(line) for line in
-               (runs[-1] / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+               (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     alarms = [r for r in records if r.get("kind") == "health"]
     kept = [r for r in records if r.get("kind") in KEPT]
     target = OUT / f"{args.task}.jsonl"
     target.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    print(f"{len(kept)} records of {runs[-1]} written to {target.relative_to(ROOT)}")
+    print(f"{len(kept)} records of {run} written to {target.relative_to(ROOT)}")
     for a in alarms:
         print(f"alarm at step {a['step']}: {a['alarm']}: {a['message']}")
     return 0
+
+
+def _not_the_demo(run: Path, task: str) -> str:
+    """Why RUN_DIR is not a whole, finished run of the demo's own config ('' when it is)."""
+    import tomllib
+
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"{run} is not a run folder ({e})."
+    demo = tomllib.loads((ROOT / "resources" / "demos" / f"{task}.toml").read_text(encoding="utf-8"))
+    if summary.get("status") != "finished":
+        return f"{run} did not finish (status {summary.get('status')!r})."
+    if config.get("name") != demo["name"] or config.get("task") != task:
+        return (f"{run} is the run {config.get('name')!r} ({config.get('task')}), not the "
+                f"{task} demo {demo['name']!r}.")
+    return ""
 
 
 if __name__ == "__main__":

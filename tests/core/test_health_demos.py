@@ -1,4 +1,4 @@
-"""The run-health watch stays quiet on the three built-in demos: it replays the Step, Eval
+"""The run-health watch stays quiet on the four built-in demos: it replays the Step, Eval
 and Finished events that a full run of each demo recorded (tests/core/demo_events, written
 by `packaging/record_demo_events.py TASK`, a whole `kdstudio demo --task TASK` run), with the
 demo's own loss terms and headline figure. Each recording must carry the figures that the
@@ -16,13 +16,13 @@ from kdstudio.core.runs import resources_dir
 from kdstudio.core.tasks import get_task
 
 HERE = Path(__file__).parent / "demo_events"
-DEMOS = ["sentence-embedding", "sequence-classification", "causal-lm"]
+DEMOS = ["sentence-embedding", "sequence-classification", "causal-lm", "token-classification"]
 # What each demo's recording must carry beyond losses and the headline figure: the sentence
-# vectors' spread (embedding collapse), the pinned prompts' answers (repetition) and the
-# plain-training baseline (worse than plain). A recording that also carries "entropy" (the
-# language-model demo's, recorded since evaluations report it) replays entropy collapse too.
+# vectors' spread (embedding collapse), the pinned prompts' answers (repetition), the student's
+# entropy (entropy collapse) and the plain-training baseline (worse than plain).
 CARRIES = {"sentence-embedding": {"embedding_spread"}, "sequence-classification": set(),
-           "causal-lm": {"samples", "baseline_metrics"}}
+           "causal-lm": {"samples", "baseline_metrics", "entropy"},
+           "token-classification": set()}
 
 
 def _carried(evals, finished) -> set[str]:
