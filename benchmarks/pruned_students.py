@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--vocabulary", default="teacher")
     ap.add_argument("--layer-choice", default="even")
     ap.add_argument("--extra", default="", help="extra students: SECTION.KEY=VALUE;... | ...")
+    ap.add_argument("--random", action="store_true",
+                    help="also measure each student's shape with fresh random weights (step 0)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -91,6 +93,12 @@ def main() -> None:
         with torch.no_grad():
             s_metrics = ev.student_metrics(student)
         headline, _ = task.headline(data.eval_labels is not None)
+        random_kept = None
+        if args.random:  # the same shape and config, fresh random weights
+            torch.manual_seed(cfg.training.seed)
+            fresh = type(student)(student.config).eval()
+            with torch.no_grad():
+                random_kept = quality_retained(headline, t_metrics, ev.student_metrics(fresh))
         with tempfile.TemporaryDirectory() as tmp:
             student.save_pretrained(tmp)
             size = sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
@@ -106,7 +114,7 @@ def main() -> None:
                "importance_s": None if had or not importance_dir(cfg, teacher, data).exists()
                else json.loads((importance_dir(cfg, teacher, data) / "importance.json")
                                .read_text())["seconds"],
-               "build_s": build_s, "notes": [m for m in logs if "unknown" in m or "picks" in m
+               "build_s": build_s, "random_quality_kept": random_kept, "notes": [m for m in logs if "unknown" in m or "picks" in m
                                              or "For about" in m]}
         rows.append(row)
         keep = row["quality_kept"]
@@ -114,7 +122,8 @@ def main() -> None:
               f"{row['size_mb']:.2f} MB ({row['size_share']:.0%})  quality kept at step 0 "
               f"{keep if keep is None else f'{keep:.1%}'}  "
               + " ".join(f"{k} {v:.4g}" for k, v in s_metrics.items())
-              + (f"  [importance pass {row['importance_s']:.1f} s]" if row["importance_s"] else ""),
+              + (f"  [importance pass {row['importance_s']:.1f} s]" if row["importance_s"] else "")
+              + (f"  random init: {random_kept:.1%}" if random_kept is not None else ""),
               flush=True)
         for n in row["notes"]:
             print("    " + n, flush=True)

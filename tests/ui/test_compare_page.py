@@ -461,3 +461,27 @@ def test_the_figures_add_plain_training_when_the_run_has_a_baseline(qtbot, make_
     assert "Plain training" in page.findChild(QWidget, "compareFiguresNote").text()
     qtbot.waitUntil(lambda: ready(page), timeout=WAIT)
     assert table.has_baseline()  # still there once the models have loaded
+
+
+def test_latency_and_speed_up_give_their_spread_a_second_line(qtbot):
+    """A figure and its p10-p90 spread on one line made the table, and so the page, wider than a
+    1280-px window; the spread now takes a line of its own, and cell() reads them as one."""
+    from kdstudio.core.timing import Session, run_figures
+    from kdstudio.ui.pages.compare.table import ROW_H, ROWS, FiguresTable
+
+    table = FiguresTable()
+    qtbot.addWidget(table)
+    session = Session({"teacher": [7.5, 7.6, 7.7, 7.8, 7.9], "student": [4.4, 4.5, 4.6, 4.7, 4.8]})
+    summary = {**run_figures(session), "teacher_metrics": {"accuracy": 0.9},
+               "student_metrics": {"accuracy": 0.88}}
+    table.set_figures({"parameters": (100, 50), "size_mb": (1.0, 0.5), "latency_ms": (7.7, 4.6),
+                       "speedup": summary["speedup"], "headline_metric": "accuracy",
+                       "quality_retained": 0.88 / 0.9}, summary)
+    row = {key: r for r, (key, _, _) in enumerate(ROWS)}
+    assert table.item(row["latency_ms"], 1).text() == "4.6 ms\np10\u2013p90 4.44\u20134.76"
+    assert table.cell("latency_ms", 1) == "4.6 ms (p10\u2013p90 4.44\u20134.76)"
+    assert re.fullmatch(r"1\.67x faster \(1\.6\d\u20131\.7\dx\)", table.cell("speedup", 1))
+    assert table.rowHeight(row["latency_ms"]) > ROW_H == table.rowHeight(row["parameters"])
+    assert table.rowHeight(row["speedup"]) > ROW_H
+    one_line = max(table.fontMetrics().horizontalAdvance(table.cell("latency_ms", c)) for c in (0, 1))
+    assert table.sizeHintForColumn(1) < one_line  # the column is as wide as its longer line

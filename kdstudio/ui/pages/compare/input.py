@@ -82,7 +82,7 @@ class InputPanel(QGroupBox):
         self.gen_box = QWidget()
         gen = QHBoxLayout(self.gen_box)
         gen.setContentsMargins(0, 0, 0, 0)
-        gen.setSpacing(10)
+        gen.setSpacing(6)
         self.max_tokens = QSpinBox()
         self.max_tokens.setObjectName("genMaxNewTokens")
         self.max_tokens.setAccessibleName("Maximum new tokens")

@@ -41,6 +41,7 @@ ROWS = (
 )
 DASH = "–"
 ROW_H = 24
+TWO_LINES = ("latency_ms", "speedup")  # a figure, then its spread on a second line
 COLUMNS = ("Teacher", "Student", "Plain training")
 PLAIN_TIP = ("Plain training (no teacher): the same student trained for the same steps on the "
              "ordinary loss alone, without the teacher (evaluation.baseline). The gap to the "
@@ -179,7 +180,8 @@ class FiguresTable(QTableWidget):
 
     def sizeHint(self) -> QSize:
         header = max(self.horizontalHeader().height(), self.horizontalHeader().sizeHint().height())
-        return QSize(300, header + ROW_H * len(ROWS) + 2 * self.frameWidth())
+        rows = sum(self.rowHeight(r) for r in range(self.rowCount()))
+        return QSize(300, header + rows + 2 * self.frameWidth())
 
     def minimumSizeHint(self) -> QSize:
         # 276: the right-hand column's 300px less the group box's margins.
@@ -215,7 +217,11 @@ class FiguresTable(QTableWidget):
         """The text shown for a row key ('parameters', ...) in column 0 (teacher), 1 (student)
         or 2 (plain training, shown only when the run trained a baseline)."""
         row = [k for k, _, _ in ROWS].index(key)
-        return self.item(row, column).text()
+        text = self.item(row, column).text()
+        if "\n" in text:  # the spread on its own line (_set): as one line, in brackets again
+            head, spread = text.split("\n", 1)
+            text = f"{head} ({spread})"
+        return text
 
     def set_figures(self, table: dict[str, Any], summary: dict[str, Any]) -> None:
         """Fill from a Comparer.table() dict; the metric values come from the summary."""
@@ -272,17 +278,30 @@ class FiguresTable(QTableWidget):
             where = (f"Timed together on {session.device} at {session.timed_at}"
                      + (f", {session.load.words()}" if session.load.busy else "") + ".")
             for c in range(len(COLUMNS)):
-                self.item(row, c).setToolTip(f"{self.item(row, c).text()}. {where}")
+                self.item(row, c).setToolTip(f"{self.cell('latency_ms', c)}. {where}")
         if isinstance(t_par, (int, float)) and isinstance(s_par, (int, float)):
             self.item(0, 0).setToolTip(f"{int(t_par):,} parameters")
             self.item(0, 1).setToolTip(f"{int(s_par):,} parameters, {s_par / t_par:.1%} of the "
                                        "teacher's")
 
     def _set(self, row: int, col: int, text: str) -> None:
+        tip = text
+        if ROWS[row][0] in TWO_LINES and " (" in text:
+            # The spread on a line of its own: one line each made the table (and so the page)
+            # wider than a 1280-px window.
+            head, spread = text.split(" (", 1)
+            text = f"{head}\n{spread.removesuffix(')')}"
+        self.setRowHeight(row, ROW_H * 2 - 6 if "\n" in text or self._two_lines(row, col)
+                          else ROW_H)
         item = QTableWidgetItem(text)
         item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        item.setToolTip(text)
+        item.setToolTip(tip)
         self.setItem(row, col, item)
+
+    def _two_lines(self, row: int, col: int) -> bool:
+        """Another cell of the row already takes two lines."""
+        return any((it := self.item(row, c)) is not None and "\n" in it.text()
+                   for c in range(self.columnCount()) if c != col)
 
 
 class FiguresPanel(QGroupBox):
@@ -292,7 +311,7 @@ class FiguresPanel(QGroupBox):
         super().__init__("What the student saves and keeps", parent)
         self.setObjectName("compareFigures")
         lay = QVBoxLayout(self)
-        lay.setContentsMargins(12, 10, 12, 10)
+        lay.setContentsMargins(8, 10, 8, 10)
         lay.setSpacing(6)
         self.table = FiguresTable()
         self.note = QLabel()

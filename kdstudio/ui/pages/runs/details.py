@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -32,6 +32,9 @@ from kdstudio.ui.widgets.common import make_plot as _make_plot
 # Distinct, colour-blind-friendly line colours (Tableau 10), then generated hues.
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+PLOTS_MIN = 380  # the two training-curve plots side by side, at their narrowest
 
 
 def colour(i: int, n: int = 10) -> Any:
@@ -205,6 +208,7 @@ class RunDetailsPanel(QWidget):
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 3)
         split.setSizes([500, 560])
+        self.split = split
 
         content = QWidget()
         lay = QVBoxLayout(content)
@@ -333,6 +337,16 @@ class RunDetailsPanel(QWidget):
                     item.setFont(font)
                 t.setItem(r, c, item)
         t.fit()
+        QTimer.singleShot(0, self._give_table_room)  # once the page has laid itself out
+
+    def _give_table_room(self) -> None:
+        """The figures first: the table takes the width it needs, the curves keep at least
+        PLOTS_MIN (a 1280-px window showed "Student after" only by scrolling sideways)."""
+        sizes, need = self.split.sizes(), self.summary_table.needed_width() + 8
+        if sum(sizes) > 0 and sizes[0] < need:
+            left = min(need, sum(sizes) - PLOTS_MIN)
+            if left > sizes[0]:
+                self.split.setSizes([left, sum(sizes) - left])
 
     def _set_note(self, text: str) -> None:
         self.summary_note.setText(text)

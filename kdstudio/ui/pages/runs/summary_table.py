@@ -57,3 +57,11 @@ class SummaryTable(QTableWidget):
         word = max((fm.horizontalAdvance(w) for t in labels for w in t.split()), default=0) + self._margin()
         head.resizeSection(0, max(word, self.viewport().width() - rest))
         self.resizeRowsToContents()
+        self._needed = rest + word
+
+    def needed_width(self) -> int:
+        """The width that shows every column without a sideways scroll (labels wrapped to
+        their longest word): what the details' splitter gives the table where it can."""
+        bar = self.verticalScrollBar()
+        extra = bar.sizeHint().width() if bar.isVisible() else 0
+        return getattr(self, "_needed", 0) + 2 * self.frameWidth() + extra
