@@ -78,6 +78,17 @@ def _not_the_demo(run: Path, task: str) -> str:
     if config.get("name") != demo["name"] or config.get("task") != task:
         return (f"{run} is the run {config.get('name')!r} ({config.get('task')}), not the "
                 f"{task} demo {demo['name']!r}.")
+    from dataclasses import asdict
+
+    from kdstudio.core.config import load_config
+
+    ran = asdict(load_config(run / "config.toml"))
+    shipped = asdict(load_config(ROOT / "resources" / "demos" / f"{task}.toml"))
+    changed = sorted(f"{section}.{key}" for section, values in shipped.items()
+                     if isinstance(values, dict) for key, value in values.items()
+                     if ran.get(section, {}).get(key) != value)
+    if changed:
+        return f"{run} ran the demo with other settings: {', '.join(changed)}."
     return ""
 
 
