@@ -116,8 +116,10 @@ def derived_student(cfg: Any, teacher: LoadedModel, data: TextData, ctx: Any
              + (f", {len(token_ids)} of {dims.vocab} tokens" if token_ids else "")
              + f": {s_params:,} parameters, {s_params / t_params:.0%} of the teacher's "
                "(initialised from its most important parts)."))
+    notes = ([f"width {hidden}"] if hidden != dims.hidden else []) + \
+        ([f"{len(token_ids):,} of {dims.vocab:,} tokens"] if token_ids else [])
     desc = f"{len(shape.layers)}-layer student pruned from {cfg.teacher.name}" + \
-        (f" (width {hidden})" if hidden != dims.hidden else "")
+        (f" ({', '.join(notes)})" if notes else "")
     return student, tok, list(shape.layers), desc
 
 

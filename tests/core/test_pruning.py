@@ -345,3 +345,14 @@ def test_a_width_pruned_student_projects_back_onto_the_channels_it_kept():
     w = dist.embed_proj.weight
     assert w.shape == (32, 16) and torch.equal(w[kept, torch.arange(16)], torch.ones(16))
     assert w.sum() == 16  # a pure selection: each kept channel back in its place
+
+
+def test_the_load_student_stage_names_what_the_student_is():
+    """A target size overrides student.layers: the stage must not say '3 layers' for it."""
+    from kdstudio.core.student_prep import derived_words
+
+    assert derived_words(StudentConfig(layers=3)) == "derived from the teacher (3 layers)"
+    assert derived_words(StudentConfig(layers=3, layer_indices=[0, 5])) == \
+        "derived from the teacher (layers 0, 5)"
+    assert derived_words(StudentConfig(layers=3, target_size=0.3, shape="both")) == \
+        "pruned from the teacher to about 30% of its parameters (both)"
