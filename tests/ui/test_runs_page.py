@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import shutil
 import sys
 import threading
@@ -191,7 +192,8 @@ def test_selecting_a_run_shows_its_summary_figures_and_curves(qtbot, ctx, two_ru
     split.setSizes([150, sum(split.sizes()) - 150])
     page.details._give_table_room()
     left, right = split.sizes()
-    assert left >= t.needed_width() > 150 and right >= 380
+    assert left >= t.needed_width() > 150
+    assert right >= max(380, page.details._pick.sizeHint().width())
     qtbot.waitUntil(lambda: t.horizontalScrollBar().maximum() == 0, timeout=WAIT)
     curves = [i for i in page.details.loss_plot.getPlotItem().listDataItems()]
     assert len(curves) == 1 and list(curves[0].getData()[0]) == [1.0, 2.0]
@@ -353,7 +355,9 @@ def test_onnx_int8_export_shows_its_figures_and_is_recorded(qtbot, ctx, tiny):
                           "Perplexity (lower is better)", "Quality kept (of the student's)"]
     assert labels[-1] == "Largest difference from PyTorch"
     assert "MB (" in dialog.figure(0) and "% of the student)" in dialog.figure(0)
-    assert dialog.figure(1).endswith("as fast)")
+    # (a timing under load says so after the figure: the machine's state is not the test's)
+    assert re.fullmatch(r"[\d.]+ ms \([\d.]+x as (fast|slow)\)( \(timed while .+\))?",
+                        dialog.figure(1)), dialog.figure(1)
     # the spread from 5 timed rounds on (the tests' runs time 2: the median alone)
     repeats = r.summary["latency"]["repeats"]
     assert (" ms (p10\u2013p90 " in dialog.figure(1, 2)) == (repeats >= 5), dialog.figure(1, 2)

@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QSplitter,
     QStackedWidget,
-    QTableWidgetItem,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -195,6 +194,7 @@ class RunDetailsPanel(QWidget):
         pick.addWidget(metric_label)
         pick.addWidget(self.metric_combo)
         rl.addLayout(pick, 0, 0, 1, 2)
+        self._pick = pick
         rl.addWidget(self.loss_plot, 1, 0)
         rl.addWidget(self.metric_plot, 1, 1)
         rl.setColumnStretch(0, 1)
@@ -320,31 +320,16 @@ class RunDetailsPanel(QWidget):
 
     def _fill_table(self, header: list[str], rows: list[tuple[str, list[str]]], bold_last: bool,
                     bold_column: int = 0) -> None:
-        """bold_last bolds the last column, or bold_column when it is given."""
-        t = self.summary_table
-        t.clear()
-        t.setColumnCount(len(header))
-        t.setHorizontalHeaderLabels(header)
-        t.setRowCount(len(rows))
-        for r, (label, values) in enumerate(rows):
-            t.setItem(r, 0, QTableWidgetItem(label))
-            for c, text in enumerate(values, start=1):
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if bold_last and c == (bold_column or len(values)):
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                t.setItem(r, c, item)
-        t.fit()
+        self.summary_table.fill(header, rows, bold_last, bold_column)
         QTimer.singleShot(0, self._give_table_room)  # once the page has laid itself out
 
     def _give_table_room(self) -> None:
         """The figures first: the table takes the width it needs, the curves keep at least
         PLOTS_MIN (a 1280-px window showed "Student after" only by scrolling sideways)."""
         sizes, need = self.split.sizes(), self.summary_table.needed_width() + 8
+        keep = max(PLOTS_MIN, self._pick.sizeHint().width() + 12)  # the metric picker uncut
         if sum(sizes) > 0 and sizes[0] < need:
-            left = min(need, sum(sizes) - PLOTS_MIN)
+            left = min(need, sum(sizes) - keep)
             if left > sizes[0]:
                 self.split.setSizes([left, sum(sizes) - left])
 

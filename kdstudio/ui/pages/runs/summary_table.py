@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QHeaderView, QStyle, QTableWidget
+from PySide6.QtWidgets import QHeaderView, QStyle, QTableWidget, QTableWidgetItem
 
 SENTENCE_WORDS = 5  # a value with this many words of letters is a sentence, not a figure
 
@@ -21,6 +22,25 @@ class SummaryTable(QTableWidget):
     wrap, never narrower than their longest word. A stretched label column got the crumbs
     (26 px: "Parameters" cut) once figures carried intervals and latency spreads. A sentence
     among the figures wraps in its column instead of widening it."""
+
+    def fill(self, header: list[str], rows: list[tuple[str, list[str]]], bold_last: bool,
+             bold_column: int = 0) -> None:
+        """Labels and figures; bold_last bolds the last column, or bold_column when given."""
+        self.clear()
+        self.setColumnCount(len(header))
+        self.setHorizontalHeaderLabels(header)
+        self.setRowCount(len(rows))
+        for r, (label, values) in enumerate(rows):
+            self.setItem(r, 0, QTableWidgetItem(label))
+            for c, text in enumerate(values, start=1):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if bold_last and c == (bold_column or len(values)):
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.setItem(r, c, item)
+        self.fit()
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
