@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=3.0,
                     help="seconds of idle reference before Run is pressed")
     ap.add_argument("--no-startup", action="store_true", help="skip timing the window's opening")
+    ap.add_argument("--trace", type=float, default=0.0, metavar="MS",
+                    help="list each stall over MS ms after Run: when, the run's stage, the threads")
     args = ap.parse_args()
     os.environ["KDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="kd-gui-bench-")
     from PySide6.QtCore import QElapsedTimer, QTimer
@@ -63,14 +65,23 @@ def main() -> None:
         name = phase["name"]
         if name == "training" and (time.perf_counter() - started["t"]) < args.start_window:
             name = "run start"
-        samples[name].append(max(0.0, (now - phase["last"]) / 1e6 - 10.0))
+        late = max(0.0, (now - phase["last"]) / 1e6 - 10.0)
+        samples[name].append(late)
         phase["last"] = now
+        if args.trace and name != "idle" and late > args.trace:
+            import threading
+
+            stalls.append((time.perf_counter() - started["t"], late, stage[-1] if stage else "",
+                           sorted(t.name for t in threading.enumerate())))
 
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
     timer.start()
     w.ctx.run_event.connect(lambda e: steps.append(e) if e.kind == "step" else None)
+    stalls: list[tuple[float, float, str, list[str]]] = []
+    stage: list[str] = []
+    w.ctx.run_event.connect(lambda e: stage.append(e.name) if e.kind == "stage" else None)
     done = []
     started = {}
 
@@ -99,6 +110,9 @@ def main() -> None:
           f"(budget 50 ms; {percentile(samples['training'], 0.99) / idle99:.1f}x idle p99)")
     print(f"worst stall in the first {args.start_window:g} s after Run: "
           f"{max(samples['run start']):.0f} ms (goal 100 ms)")
+    for at, late, name, threads in stalls:
+        print(f"  stall of {late:.0f} ms, {at:.2f} s after Run, stage {name or '-'!r}, "
+              f"threads: {', '.join(threads)}")
     w.close()
     if not args.no_startup:
         import importlib.util

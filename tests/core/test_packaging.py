@@ -235,3 +235,20 @@ def test_the_uninstaller_leaves_another_kdstudio_alone_and_purges_only_when_aske
     assert out.returncode == 0, out.stderr
     assert not (home / ".local/share/kdstudio").exists() and not (home / ".config/kdstudio").exists()
     assert paths["launcher"].is_file()
+
+
+def test_the_frozen_build_ships_what_model_loading_and_onnx_export_read_at_run_time(tmp_path):
+    """Found by building the frozen app and running its tests: transformers reads kernels'
+    python_depends.json when it loads any model, and onnxscript compiles its exporter functions
+    from their .py source. Without either, the frozen demo or Export to ONNX fails."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_frozen", ROOT / "packaging" / "build_frozen.py")
+    frozen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frozen)
+    args = frozen.pyinstaller_args(tmp_path / "dist", tmp_path / "work")
+    hooks = Path(args[args.index("--additional-hooks-dir") + 1])
+    assert "pyz+py" in (hooks / "hook-onnxscript.py").read_text()
+    if importlib.util.find_spec("kernels") is not None:
+        collected = [args[i + 1] for i, a in enumerate(args) if a == "--collect-data"]
+        assert "kernels" in collected
