@@ -21,6 +21,15 @@ def describe_device() -> str:
     return f"CPU: {os.cpu_count()} cores (no GPU found)"
 
 
+# The engine, and what loading any model and tokenizer imports (transformers' model loading
+# pulls in torch._dynamo, sympy and the kernels hub: 2.2 s of imports that, left to a run
+# started early, held the interpreter's lock in 150-190 ms stretches during "load teacher").
+ENGINE_MODULES = ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
+                  "kdstudio.core.run_steps", "kdstudio.core.trainer", "tokenizers",
+                  "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
+                  "transformers.models.auto.tokenization_auto")
+
+
 def warm_engine() -> None:
     """Import the training engine ahead of the first run, in a background thread. An import holds
     the interpreter's lock while extension modules load: left to the run's own thread, it froze
@@ -28,6 +37,5 @@ def warm_engine() -> None:
     import importlib
 
     with contextlib.suppress(Exception):  # a missing part is the run's to report, not this
-        for name in ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.core.evaluation",
-                     "kdstudio.core.run_steps", "kdstudio.core.trainer"):
+        for name in ENGINE_MODULES:
             importlib.import_module(name)

@@ -1,0 +1,56 @@
+"""How long each start-up import holds the interpreter's lock: the worst gap it leaves the main
+thread, which is what the window would freeze for.
+
+Imports the modules the window warms up in the background (kdstudio.ui.startup.ENGINE_MODULES,
+torch first, as the device check does) in a thread, while the main thread wakes every 2 ms and
+records its longest wait during each import. Run it in a fresh process; it asserts nothing.
+
+    .venv/bin/python benchmarks/import_stalls.py [MODULE ...]
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    import PySide6.QtWidgets  # noqa: F401 - the app has Qt loaded before these start
+
+    from kdstudio.ui.startup import ENGINE_MODULES
+
+    order = sys.argv[1:] or ["torch", *ENGINE_MODULES]
+    current: dict[str, str | None] = {"name": None}
+    figures: dict[str, list[float]] = {name: [0.0, 0.0] for name in order}
+    done = threading.Event()
+
+    def work() -> None:
+        for name in order:
+            current["name"] = name
+            start = time.perf_counter()
+            importlib.import_module(name)
+            figures[name][1] = time.perf_counter() - start
+            current["name"] = None
+        done.set()
+
+    threading.Thread(target=work, daemon=True).start()
+    last = time.perf_counter()
+    while not done.is_set():
+        time.sleep(0.002)
+        now = time.perf_counter()
+        name = current["name"]
+        if name:
+            figures[name][0] = max(figures[name][0], now - last - 0.002)
+        last = now
+    for name in order:
+        gap, took = figures[name]
+        print(f"{name:45s} worst main-thread gap {gap * 1000:6.0f} ms   import {took:5.2f} s")
+
+
+if __name__ == "__main__":
+    main()
