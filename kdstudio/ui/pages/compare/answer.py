@@ -323,7 +323,8 @@ def verdict(task: str | Task, cmp: Any) -> str:
             word, times = (("faster", ratio.value) if ratio.value > 1
                            else ("slower", 1 / ratio.value))
             speed = (f"On this input the student answered {times:.1f}x {word} than the teacher "
-                     f"in {ratio.rounds} timing rounds, too few to tell from noise")
+                     f"in {ratio.rounds} timing round{'s' * (ratio.rounds != 1)}, too few to "
+                     "tell from noise")
         elif ratio.faster:
             speed = f"On this input the student answered {ratio.value:.1f}x faster than the teacher"
         elif ratio.slower:

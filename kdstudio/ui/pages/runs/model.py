@@ -145,7 +145,8 @@ def read_row(path: Path, labels: dict[str, str]) -> RunRow:
         headline_value=_num(after.get(head)), quality_retained=_num(s.get("quality_retained")),
         headline_interval=interval_of(s.get("intervals"), head),
         quality_interval=interval_of(s.get("intervals"), "quality_retained"),
-        speedup=_num(s.get("speedup")), speedup_spread=s.get("speedup_spread"), speedup_rounds=s.get("speedup_rounds"),
+        speedup=_num(s.get("speedup")), speedup_spread=s.get("speedup_spread"),
+        speedup_rounds=s.get("speedup_rounds"),
         has_checkpoint=has_cp,
         has_student=(run.student_dir / "config.json").is_file(), error=_text(s.get("error")))
 
