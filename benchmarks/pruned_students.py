@@ -72,7 +72,7 @@ def main() -> None:
         variants.append((f"extra {i + 1}", [a.strip() for a in extra.split(";") if a.strip()]))
     rows = []
     t_metrics = None
-    t_size = None
+    t_size = _saved_size(teacher.model)  # the teacher saved the same way as the students
     for label, overrides in variants:
         cfg = base.with_overrides(overrides) if overrides else base
         logs.clear()
@@ -99,13 +99,7 @@ def main() -> None:
             fresh = type(student)(student.config).eval()
             with torch.no_grad():
                 random_kept = quality_retained(headline, t_metrics, ev.student_metrics(fresh))
-        with tempfile.TemporaryDirectory() as tmp:
-            student.save_pretrained(tmp)
-            size = sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
-        if t_size is None:  # the teacher saved the same way as the students
-            with tempfile.TemporaryDirectory() as tmp:
-                teacher.model.save_pretrained(tmp)
-                t_size = sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
+        size = _saved_size(student)
         row = {"student": label, "desc": desc, "params": count_params(student),
                "share": count_params(student) / count_params(teacher.model),
                "size_mb": size / 2**20, "size_share": size / t_size,
@@ -130,6 +124,13 @@ def main() -> None:
     print("teacher: " + " ".join(f"{k} {v:.4g}" for k, v in (t_metrics or {}).items()))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str), encoding="utf-8")
+
+
+def _saved_size(model: torch.nn.Module) -> int:
+    """Bytes of the model's safetensors files as save_pretrained writes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return sum(p.stat().st_size for p in Path(tmp).glob("*.safetensors"))
 
 
 if __name__ == "__main__":

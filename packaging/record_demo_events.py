@@ -65,28 +65,25 @@ def main() -> int:
 
 def _not_the_demo(run: Path, task: str) -> str:
     """Why RUN_DIR is not a whole, finished run of the demo's own config ('' when it is)."""
-    import tomllib
-
-    try:
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return f"{run} is not a run folder ({e})."
-    demo = tomllib.loads((ROOT / "resources" / "demos" / f"{task}.toml").read_text(encoding="utf-8"))
-    if summary.get("status") != "finished":
-        return f"{run} did not finish (status {summary.get('status')!r})."
-    if config.get("name") != demo["name"] or config.get("task") != task:
-        return (f"{run} is the run {config.get('name')!r} ({config.get('task')}), not the "
-                f"{task} demo {demo['name']!r}.")
     from dataclasses import asdict
 
     from kdstudio.core.config import load_config
+    from kdstudio.core.errors import ConfigError
 
-    ran = asdict(load_config(run / "config.toml"))
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        ran = asdict(load_config(run / "config.toml"))
+    except (OSError, ValueError, ConfigError) as e:
+        return f"{run} is not a run folder ({e})."
+    if summary.get("status") != "finished":
+        return f"{run} did not finish (status {summary.get('status')!r})."
     shipped = asdict(load_config(ROOT / "resources" / "demos" / f"{task}.toml"))
+    if (ran["name"], ran["task"]) != (shipped["name"], shipped["task"]):
+        return (f"{run} is the run {ran['name']!r} ({ran['task']}), not the {task} demo "
+                f"{shipped['name']!r}.")
     changed = sorted(f"{section}.{key}" for section, values in shipped.items()
                      if isinstance(values, dict) for key, value in values.items()
-                     if ran.get(section, {}).get(key) != value)
+                     if ran[section][key] != value)
     if changed:
         return f"{run} ran the demo with other settings: {', '.join(changed)}."
     return ""

@@ -333,6 +333,11 @@ def speedup_text(speedup: Any, spread: Any = None, rounds: Any = None) -> str:
     return out
 
 
+def too_few_rounds(rounds: int) -> str:
+    """'in 2 timing rounds, too few to tell from noise': why a speed difference is not claimed."""
+    return f"in {rounds} timing round{'s' * (rounds != 1)}, too few to tell from noise"
+
+
 def few_rounds(rounds: Any) -> str:
     """' (2 rounds, no spread)' for a timing of fewer than MIN_SPREAD_ROUNDS rounds, else ''."""
     if isinstance(rounds, int) and not isinstance(rounds, bool) and 0 < rounds < MIN_SPREAD_ROUNDS:

@@ -57,6 +57,13 @@ def _shown(w: QWidget, win: QWidget) -> bool:
     return w.isVisibleTo(win) and w.isVisible() and QWidget.width(w) > 0 and QWidget.height(w) > 0
 
 
+def _too_narrow(kind: str, w: QWidget, need: int, text: str) -> str:
+    """'label x needs 120px, has 100: ...' when w is narrower than its text needs, else ''."""
+    if need > QWidget.width(w) + SLACK:
+        return f"{kind} {_where(w)} needs {need}px, has {QWidget.width(w)}: {text!r}"
+    return ""
+
+
 def label_cut(lab: QLabel) -> str:
     text = lab.text()
     if not text or lab.pixmap() is not None and not lab.pixmap().isNull():
@@ -66,10 +73,7 @@ def label_cut(lab: QLabel) -> str:
         if need > QWidget.height(lab) + SLACK:
             return f"label {_where(lab)} needs {need}px of height, has {QWidget.height(lab)}: {_plain(text)[:60]!r}"
         return ""
-    need = lab.sizeHint().width()
-    if need > QWidget.width(lab) + SLACK:
-        return f"label {_where(lab)} needs {need}px, has {QWidget.width(lab)}: {_plain(text)[:60]!r}"
-    return ""
+    return _too_narrow("label", lab, lab.sizeHint().width(), _plain(text)[:60])
 
 
 def line_edit_cut(e: QLineEdit) -> str:
@@ -130,10 +134,7 @@ def plot_text_cuts(win: QWidget) -> list[str]:
 def button_cut(b: QAbstractButton) -> str:
     if not b.text():
         return ""
-    need = b.sizeHint().width()
-    if need > QWidget.width(b) + SLACK:
-        return f"button {_where(b)} needs {need}px, has {QWidget.width(b)}: {b.text()!r}"
-    return ""
+    return _too_narrow("button", b, b.sizeHint().width(), b.text())
 
 
 def combo_cut(c: QComboBox) -> str:

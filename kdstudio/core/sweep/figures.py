@@ -19,7 +19,7 @@ from kdstudio.core.runs import Run, atomic_write_text
 from kdstudio.core.sweep.spec import axis_label, int8_export
 from kdstudio.core.sweep.store import Sweep
 from kdstudio.core.sweep.timed import apply_session, run_timing, timing_sentence
-from kdstudio.core.timing import MIN_SPREAD_ROUNDS, Session
+from kdstudio.core.timing import MIN_SPREAD_ROUNDS, Session, too_few_rounds
 
 # The costs the chart's x axis can show: key -> (TableRow attribute, axis title).
 COSTS = {
@@ -280,8 +280,7 @@ def _speed_phrase(row: TableRow) -> str:
     if few is not None and few < MIN_SPREAD_ROUNDS and not 0.95 < s < 1.05:
         # 1-4 rounds have no spread to judge a difference by: shown, never claimed.
         word, times = ("faster", s) if s > 1 else ("slower", 1 / s)
-        return (f"ran {times:.1f} times {word} in {few} timing round{'s' * (few != 1)}, too few "
-                "to tell from noise")
+        return f"ran {times:.1f} times {word} {too_few_rounds(few)}"
     if s >= 1.05 and (low is None or low > 1.0):
         return f"runs {s:.1f} times faster"
     if s <= 1 / 1.05 and (high is None or high < 1.0):

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from kdstudio.core.tasks import Task, get_task
+from kdstudio.core.timing import too_few_rounds
 from kdstudio.ui.pages.compare.tags import TagView
 
 MAX_BARS = 10
@@ -323,8 +324,7 @@ def verdict(task: str | Task, cmp: Any) -> str:
             word, times = (("faster", ratio.value) if ratio.value > 1
                            else ("slower", 1 / ratio.value))
             speed = (f"On this input the student answered {times:.1f}x {word} than the teacher "
-                     f"in {ratio.rounds} timing round{'s' * (ratio.rounds != 1)}, too few to "
-                     "tell from noise")
+                     f"{too_few_rounds(ratio.rounds)}")
         elif ratio.faster:
             speed = f"On this input the student answered {ratio.value:.1f}x faster than the teacher"
         elif ratio.slower:

@@ -42,6 +42,7 @@ ROWS = (
 DASH = "–"
 ROW_H = 24
 TWO_LINES = ("latency_ms", "speedup")  # a figure, then its spread on a second line
+ONE_LINE = Qt.ItemDataRole.UserRole    # a cell's text as one line, as cell() reads it
 COLUMNS = ("Teacher", "Student", "Plain training")
 PLAIN_TIP = ("Plain training (no teacher): the same student trained for the same steps on the "
              "ordinary loss alone, without the teacher (evaluation.baseline). The gap to the "
@@ -208,6 +209,7 @@ class FiguresTable(QTableWidget):
         for r in range(self.rowCount()):
             for c in range(len(COLUMNS)):
                 self._set(r, c, DASH)
+        self._fit_rows()
         self.setColumnHidden(2, True)
 
     def has_baseline(self) -> bool:
@@ -217,11 +219,7 @@ class FiguresTable(QTableWidget):
         """The text shown for a row key ('parameters', ...) in column 0 (teacher), 1 (student)
         or 2 (plain training, shown only when the run trained a baseline)."""
         row = [k for k, _, _ in ROWS].index(key)
-        text = self.item(row, column).text()
-        if "\n" in text:  # the spread on its own line (_set): as one line, in brackets again
-            head, spread = text.split("\n", 1)
-            text = f"{head} ({spread})"
-        return text
+        return self.item(row, column).data(ONE_LINE)
 
     def set_figures(self, table: dict[str, Any], summary: dict[str, Any]) -> None:
         """Fill from a Comparer.table() dict; the metric values come from the summary."""
@@ -263,6 +261,7 @@ class FiguresTable(QTableWidget):
         for r, (key, _, _) in enumerate(ROWS):
             for c in range(len(COLUMNS)):
                 self._set(r, c, values[key][c])
+        self._fit_rows()
         self.setColumnHidden(2, plain is None)
         self.updateGeometry()  # the widest figure sets the table's least width
         if plain is not None:
@@ -285,23 +284,24 @@ class FiguresTable(QTableWidget):
                                        "teacher's")
 
     def _set(self, row: int, col: int, text: str) -> None:
-        tip = text
+        one_line = text
         if ROWS[row][0] in TWO_LINES and " (" in text:
             # The spread on a line of its own: one line each made the table (and so the page)
             # wider than a 1280-px window.
             head, spread = text.split(" (", 1)
             text = f"{head}\n{spread.removesuffix(')')}"
-        self.setRowHeight(row, ROW_H * 2 - 6 if "\n" in text or self._two_lines(row, col)
-                          else ROW_H)
         item = QTableWidgetItem(text)
+        item.setData(ONE_LINE, one_line)
         item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        item.setToolTip(tip)
+        item.setToolTip(one_line)
         self.setItem(row, col, item)
 
-    def _two_lines(self, row: int, col: int) -> bool:
-        """Another cell of the row already takes two lines."""
-        return any((it := self.item(row, c)) is not None and "\n" in it.text()
-                   for c in range(self.columnCount()) if c != col)
+    def _fit_rows(self) -> None:
+        """A row with a two-line cell gets the height of two lines; the others one."""
+        for r in range(self.rowCount()):
+            two = any((it := self.item(r, c)) is not None and "\n" in it.text()
+                      for c in range(self.columnCount()))
+            self.setRowHeight(r, ROW_H * 2 - 6 if two else ROW_H)
 
 
 class FiguresPanel(QGroupBox):
