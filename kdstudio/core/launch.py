@@ -202,11 +202,18 @@ _TRACE = re.compile(r"traceback\s*:\s*(.*)", re.DOTALL)
 
 
 def failure_reason(text: str, processes: int) -> str | None:
-    """One sentence from the launcher's failure report: which process died and why."""
+    """One sentence from the launcher's failure report: which process died and why. A process
+    killed by a signal is the cause even where the launcher observed a peer's failure first (the
+    peer's collective broke when it died, and which the launcher sees first is a race)."""
     m = _ROOT.search(text)
     if not m:
         return None
     block = m.group(1)
+    report = text[:m.start()]
+    others = report[report.rfind("Failures:"):] if "Failures:" in report else ""
+    killed = [b for b in re.split(r"\n\s*\[\d+\]:", others)[1:] if _signalled(b)]
+    if killed and not _signalled(block):
+        block = killed[0]
     rank = _RANK.search(block)
     code = _EXIT.search(block)
     who = f"Process {rank.group(1)} of {processes}" if rank else "A process"
@@ -226,6 +233,12 @@ def failure_reason(text: str, processes: int) -> str | None:
             last = lines[-1] if lines else ""
         why = f"exited with code {code.group(1) if code else '?'}" + (f": {last}" if last else "")
     return f"{who} died: it {why}. The other processes were ended with it."
+
+
+def _signalled(block: str) -> bool:
+    """A failure entry of a process that a signal ended (a negative exit code)."""
+    code = _EXIT.search(block)
+    return bool(code) and int(code.group(1)) < 0
 
 
 def mark_failed(run_dir: Path | None, reason: str) -> None:

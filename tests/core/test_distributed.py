@@ -315,6 +315,31 @@ Root Cause (first observed failure):
         "kdstudio.core.errors.RunError: Process 1 cannot find the teacher cache")
     assert "exited with code 1: kdstudio.core.errors.RunError: Process 1 cannot" in \
         failure_reason(crashed, 2)
+    # Killed process 1 broke process 0's collective, and the launcher happened to observe
+    # process 0's failure first: the killed process is still the one named.
+    peer_first = report.replace("  <NO_OTHER_FAILURES>\n", """[1]:
+  time      : 2026-01-01_00:00:01
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 123)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 123
+""").replace("""[0]:
+  time      : 2026-01-01_00:00:00
+  host      : box
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 123)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 123""", """[0]:
+  time      : 2026-01-01_00:00:00
+  host      : box
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 122)
+  error_file: <N/A>
+  traceback : RuntimeError: Connection closed by peer""")
+    assert "rank      : 0" in peer_first.split("Root Cause")[1]  # the race, as reported
+    reason = failure_reason(peer_first, 2)
+    assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason, reason
 
 
 # -- gathered evaluation, FSDP2, a stop during setup, a sweep, each process's dropout ---------
