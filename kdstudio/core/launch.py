@@ -204,16 +204,16 @@ _TRACE = re.compile(r"traceback\s*:\s*(.*)", re.DOTALL)
 def failure_reason(text: str, processes: int) -> str | None:
     """One sentence from the launcher's failure report: which process died and why. A process
     killed by a signal is the cause even where the launcher observed a peer's failure first (the
-    peer's collective broke when it died, and which the launcher sees first is a race)."""
+    peer's collective broke when it died, or the launcher ended it with SIGTERM, and which
+    failure the launcher sees first is a race)."""
     m = _ROOT.search(text)
     if not m:
         return None
     block = m.group(1)
     report = text[:m.start()]
     others = report[report.rfind("Failures:"):] if "Failures:" in report else ""
-    killed = [b for b in re.split(r"\n\s*\[\d+\]:", others)[1:] if _signalled(b)]
-    if killed and not _signalled(block):
-        block = killed[0]
+    entries = [block] + re.split(r"\n\s*\[\d+\]:", others)[1:]
+    block = min(entries, key=_as_cause)  # the first observed where the likeliest causes tie
     rank = _RANK.search(block)
     code = _EXIT.search(block)
     who = f"Process {rank.group(1)} of {processes}" if rank else "A process"
@@ -235,10 +235,13 @@ def failure_reason(text: str, processes: int) -> str | None:
     return f"{who} died: it {why}. The other processes were ended with it."
 
 
-def _signalled(block: str) -> bool:
-    """A failure entry of a process that a signal ended (a negative exit code)."""
+def _as_cause(block: str) -> int:
+    """How likely a failure entry is the cause (lower: likelier). Killed by a signal (a 'kill -9',
+    the out-of-memory killer): 0; exited with an error: 1; ended by SIGTERM, which the launcher
+    sends to the other processes once one has failed: 2."""
     code = _EXIT.search(block)
-    return bool(code) and int(code.group(1)) < 0
+    value = int(code.group(1)) if code else 1
+    return 2 if value == -15 else 0 if value < 0 else 1
 
 
 def mark_failed(run_dir: Path | None, reason: str) -> None:

@@ -340,6 +340,10 @@ Root Cause (first observed failure):
     assert "rank      : 0" in peer_first.split("Root Cause")[1]  # the race, as reported
     reason = failure_reason(peer_first, 2)
     assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason, reason
+    # Or the launcher ended process 0 with SIGTERM and observed that first.
+    terminated = peer_first.replace("exitcode  : 1 (pid: 122)", "exitcode  : -15 (pid: 122)")
+    reason = failure_reason(terminated, 2)
+    assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason, reason
 
 
 # -- gathered evaluation, FSDP2, a stop during setup, a sweep, each process's dropout ---------
