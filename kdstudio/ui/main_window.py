@@ -27,6 +27,7 @@ from kdstudio.core.errors import ConfigError, KDStudioError
 from kdstudio.core.events import Stage, Started, Step
 from kdstudio.core.runs import resources_dir
 from kdstudio.core.tasks import DEFAULT_TASK, Task, all_tasks, get_task
+from kdstudio.ui.collector import collect_on_gui_thread
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
 from kdstudio.ui.jobs import JobRunner
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         """deferred: build only the first page before the window shows, the others one per
         turn of the event loop just after (the app's start-up); tests build all at once."""
         super().__init__()
+        collect_on_gui_thread()  # cyclic garbage is freed on this thread only
         self.setObjectName("mainWindow")
         self.setWindowTitle("KD Studio")
         self.setWindowIcon(app_icon())

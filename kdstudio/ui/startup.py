@@ -4,6 +4,10 @@ import of torch) and importing the training engine ahead of the first run."""
 from __future__ import annotations
 
 import contextlib
+import threading
+
+from kdstudio.ui.collector import freeze_imports
+from kdstudio.ui.jobs import import_engine
 
 
 def describe_device() -> str:
@@ -30,12 +34,27 @@ ENGINE_MODULES = ("datasets", "accelerate", "kdstudio.core.setup", "kdstudio.cor
                   "transformers.models.auto.tokenization_auto")
 
 
+# Set once the warm-up has run in this process (a second window does not run it again).
+ENGINE_WARM = threading.Event()
+
+
 def warm_engine() -> None:
-    """Import the training engine ahead of the first run, in a background thread. An import holds
-    the interpreter's lock while extension modules load: left to the run's own thread, it froze
-    the window for about a quarter of a second when Run was pressed (benchmarks/gui_latency.py)."""
+    """Import the training engine ahead of the first run, in a background thread, once per
+    process. An import holds the interpreter's lock while extension modules load: left to the
+    run's own thread, it froze the window for about a quarter of a second when Run was pressed
+    (benchmarks/gui_latency.py). Each module's objects are frozen out of later collections as
+    it arrives (a full collection over them held the lock for about 200 ms; the few garbage
+    objects alive at those moments stay for good, a one-off cost)."""
     import importlib
 
-    with contextlib.suppress(Exception):  # a missing part is the run's to report, not this
-        for name in ENGINE_MODULES:
-            importlib.import_module(name)
+    if ENGINE_WARM.is_set():
+        return
+    try:
+        with contextlib.suppress(Exception):  # a missing part is the run's to report, not this
+            import_engine()  # torch and transformers first, under the jobs' lock
+            freeze_imports()
+            for name in ENGINE_MODULES:
+                importlib.import_module(name)
+                freeze_imports()
+    finally:
+        ENGINE_WARM.set()
