@@ -5,11 +5,18 @@ Imports the modules the window warms up in the background (kdstudio.ui.startup.E
 torch first, as the device check does) in a thread, while the main thread wakes every 2 ms and
 records its longest wait during each import. Run it in a fresh process; it asserts nothing.
 
-    .venv/bin/python benchmarks/import_stalls.py [MODULE ...]
+With --app-gc it applies the window's policy for the cyclic garbage collector
+(kdstudio/ui/collector.py): automatic collection off, each imported module's objects frozen out
+of later collections (the window then collects young objects on its own thread). Without it,
+Python's default: a full collection, triggered by whichever thread allocates, walks every
+object alive.
+
+    .venv/bin/python benchmarks/import_stalls.py [--app-gc] [MODULE ...]
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import threading
@@ -24,7 +31,12 @@ def main() -> None:
 
     from kdstudio.ui.startup import ENGINE_MODULES
 
-    order = sys.argv[1:] or ["torch", *ENGINE_MODULES]
+    args = sys.argv[1:]
+    app_gc = "--app-gc" in args
+    args = [a for a in args if a != "--app-gc"]
+    order = args or ["torch", *ENGINE_MODULES]
+    if app_gc:
+        gc.disable()
     current: dict[str, str | None] = {"name": None}
     figures: dict[str, list[float]] = {name: [0.0, 0.0] for name in order}
     done = threading.Event()
@@ -35,6 +47,8 @@ def main() -> None:
             start = time.perf_counter()
             importlib.import_module(name)
             figures[name][1] = time.perf_counter() - start
+            if app_gc:
+                gc.freeze()
             current["name"] = None
         done.set()
 
@@ -47,6 +61,7 @@ def main() -> None:
         if name:
             figures[name][0] = max(figures[name][0], now - last - 0.002)
         last = now
+    print("garbage collector:", "the window's (off, imports frozen)" if app_gc else "Python's default")
     for name in order:
         gap, took = figures[name]
         print(f"{name:45s} worst main-thread gap {gap * 1000:6.0f} ms   import {took:5.2f} s")
