@@ -13,6 +13,8 @@ from typing import Any, Callable
 import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from kdstudio.ui.native import preload_torch
+
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -23,6 +25,7 @@ def import_engine() -> None:
     fail inside torch. Every background thread calls this before it touches the engine.
     """
     with _IMPORT_LOCK:
+        preload_torch()  # its shared libraries first, without holding the interpreter's lock
         import torch  # noqa: F401
         import transformers  # noqa: F401
 

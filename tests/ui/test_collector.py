@@ -27,7 +27,7 @@ def test_garbage_made_on_a_worker_thread_is_freed_on_the_gui_thread(qtbot):
     assert len(w.window().findChildren(Collector)) == 0  # owned by the application, not a window
     # The start-up imports are frozen out of collection as they arrive, with whatever garbage
     # is alive at that moment: the cycle below is made once that is over.
-    assert ENGINE_WARM.wait(120)
+    qtbot.waitUntil(ENGINE_WARM.is_set, timeout=120_000)  # started by the window, on its loop
     _Cycle.freed_on.clear()
 
     kept = []
