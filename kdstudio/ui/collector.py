@@ -31,8 +31,11 @@ class Collector(QObject):
         self.threshold = gc.get_threshold()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.check)
-        self.timer.start(INTERVAL_MS)
         app.aboutToQuit.connect(self.stop)
+        self.start()
+
+    def start(self) -> None:
+        self.timer.start(INTERVAL_MS)
         gc.disable()
 
     def check(self) -> None:
@@ -53,12 +56,16 @@ class Collector(QObject):
 
 
 def collect_on_gui_thread() -> Collector | None:
-    """Install the application's collector once (None without a QApplication)."""
+    """Install the application's collector once, or start it again after the application
+    stopped it on quitting (None without a QApplication)."""
     app = QCoreApplication.instance()
     if app is None:
         return None
     found = app.findChild(Collector, "kdstudioCollector")
-    return found if found is not None else Collector(app)
+    if found is None:
+        return Collector(app)
+    found.start()
+    return found
 
 
 def freeze_imports() -> None:

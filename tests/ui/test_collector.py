@@ -44,3 +44,14 @@ def test_garbage_made_on_a_worker_thread_is_freed_on_the_gui_thread(qtbot):
     qtbot.waitUntil(lambda: bool(_Cycle.freed_on), timeout=5000)
     assert _Cycle.freed_on == [threading.current_thread().name]
     assert len(kept[0]) == 50_000  # alive until now: live objects are never freed
+
+
+def test_the_collector_hands_back_on_quitting_and_starts_again_with_a_window(qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    collector = collect_on_gui_thread()
+    QApplication.instance().aboutToQuit.emit()  # what quitting the application does
+    assert gc.isenabled() and not collector.timer.isActive()
+    open_window(qtbot)
+    assert not gc.isenabled() and collector.timer.isActive()
+    assert collect_on_gui_thread() is collector
