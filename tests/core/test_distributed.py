@@ -287,61 +287,50 @@ def test_single_process_group_is_a_no_op():
     assert g.wrap(module) is module and g.broadcast(7) == 7
 
 
+def _failure(index: int, rank: int, exitcode: int, pid: int, traceback: str,
+             second: int = 0) -> str:
+    """One entry of torch's launcher report (torch.distributed.elastic's ChildFailedError)."""
+    return f"""[{index}]:
+  time      : 2026-01-01_00:00:{second:02d}
+  host      : box
+  rank      : {rank} (local_rank: {rank})
+  exitcode  : {exitcode} (pid: {pid})
+  error_file: <N/A>
+  traceback : {traceback}
+"""
+
+
+def _report(root: str, others: str = "  <NO_OTHER_FAILURES>\n") -> str:
+    """The launcher's report: the other failures, then the first one it observed."""
+    rule = "-" * 60
+    return (f"\n{'=' * 60}\nkdstudio.cli FAILED\n{rule}\nFailures:\n{others}{rule}\n"
+            f"Root Cause (first observed failure):\n{root}{'=' * 60}\n")
+
+
+KILLED = "Signal 9 (SIGKILL) received by PID 123"
+
+
 def test_failure_reason_names_the_process():
     from kdstudio.cli.launch import failure_reason
 
-    report = """
-============================================================
-kdstudio.cli FAILED
-------------------------------------------------------------
-Failures:
-  <NO_OTHER_FAILURES>
-------------------------------------------------------------
-Root Cause (first observed failure):
-[0]:
-  time      : 2026-01-01_00:00:00
-  host      : box
-  rank      : 1 (local_rank: 1)
-  exitcode  : -9 (pid: 123)
-  error_file: <N/A>
-  traceback : Signal 9 (SIGKILL) received by PID 123
-============================================================
-"""
+    report = _report(_failure(0, 1, -9, 123, KILLED))
     reason = failure_reason(report, 2)
     assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason
-    crashed = report.replace("-9 (pid: 123)", "1 (pid: 123)").replace(
-        "Signal 9 (SIGKILL) received by PID 123",
+    crashed = _report(_failure(0, 1, 1, 123, (
         "Traceback (most recent call last):\n    raise RunError\n  "
-        "kdstudio.core.errors.RunError: Process 1 cannot find the teacher cache")
+        "kdstudio.core.errors.RunError: Process 1 cannot find the teacher cache")))
     assert "exited with code 1: kdstudio.core.errors.RunError: Process 1 cannot" in \
         failure_reason(crashed, 2)
     # Killed process 1 broke process 0's collective, and the launcher happened to observe
     # process 0's failure first: the killed process is still the one named.
-    peer_first = report.replace("  <NO_OTHER_FAILURES>\n", """[1]:
-  time      : 2026-01-01_00:00:01
-  host      : box
-  rank      : 1 (local_rank: 1)
-  exitcode  : -9 (pid: 123)
-  error_file: <N/A>
-  traceback : Signal 9 (SIGKILL) received by PID 123
-""").replace("""[0]:
-  time      : 2026-01-01_00:00:00
-  host      : box
-  rank      : 1 (local_rank: 1)
-  exitcode  : -9 (pid: 123)
-  error_file: <N/A>
-  traceback : Signal 9 (SIGKILL) received by PID 123""", """[0]:
-  time      : 2026-01-01_00:00:00
-  host      : box
-  rank      : 0 (local_rank: 0)
-  exitcode  : 1 (pid: 122)
-  error_file: <N/A>
-  traceback : RuntimeError: Connection closed by peer""")
+    peer_first = _report(_failure(0, 0, 1, 122, "RuntimeError: Connection closed by peer"),
+                         others=_failure(1, 1, -9, 123, KILLED, second=1))
     assert "rank      : 0" in peer_first.split("Root Cause")[1]  # the race, as reported
     reason = failure_reason(peer_first, 2)
     assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason, reason
     # Or the launcher ended process 0 with SIGTERM and observed that first.
-    terminated = peer_first.replace("exitcode  : 1 (pid: 122)", "exitcode  : -15 (pid: 122)")
+    terminated = _report(_failure(0, 0, -15, 122, "RuntimeError: Connection closed by peer"),
+                         others=_failure(1, 1, -9, 123, KILLED, second=1))
     reason = failure_reason(terminated, 2)
     assert reason.startswith("Process 1 of 2 died") and "SIGKILL" in reason, reason
 
