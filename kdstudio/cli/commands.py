@@ -138,17 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands --------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace, console: Any) -> int:
-    from kdstudio.core.config import load_config
-    from kdstudio.core.runs import resources_dir
+    from kdstudio.core.demos import demo_config
 
-    path = resources_dir() / "demos" / DEMOS[args.task]
-    if not path.exists():
-        from kdstudio.core.errors import ConfigError
-
-        raise ConfigError(f"The {args.task} demo's config ({path}) is missing from this "
-                          "installation.", hint="Reinstall KD Studio, or pick another demo: "
-                          + ", ".join(sorted(DEMOS)) + ".")
-    cfg = load_config(path)
+    cfg = demo_config(args.task, instead="pick another demo: " + ", ".join(sorted(DEMOS)))
     sets = list(args.set)
     if args.steps is not None:
         sets.append(f"training.max_steps={args.steps}")

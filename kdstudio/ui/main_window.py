@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,17 @@ from PySide6.QtWidgets import (
 
 from kdstudio import __version__
 from kdstudio.core.config import RunConfig, load_config
+from kdstudio.core.demos import DEMOS, demo_config
 from kdstudio.core.errors import ConfigError, KDStudioError
 from kdstudio.core.events import Stage, Started, Step
 from kdstudio.core.runs import resources_dir
-from kdstudio.core.tasks import DEFAULT_TASK, Task, all_tasks, get_task
+from kdstudio.core.tasks import DEFAULT_TASK, Task
 from kdstudio.ui.collector import collect_on_gui_thread
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.dialogs import show_error, show_exception, show_warning
 from kdstudio.ui.jobs import JobRunner
 from kdstudio.ui.settings import Settings
-from kdstudio.ui.startup import describe_device, warm_engine
+from kdstudio.ui.startup import start_background_work
 from kdstudio.ui.worker import TrainingController
 
 DOCS_URL = "https://github.com/kdstudio/kdstudio#readme"
@@ -53,26 +53,6 @@ class Pages(dict):
         if key not in PAGE_KEYS:
             raise KeyError(key)
         return self._build(key)
-
-
-# The built-in demos (resources/demos/<demo_file> of each task family that ships one), in
-# the Run menu's order.
-DEMOS: tuple[Task, ...] = tuple(sorted((t for t in all_tasks() if t.demo_file),
-                                       key=lambda t: t.demo_rank))
-
-
-def demo_path(task: str | Task = DEFAULT_TASK) -> Path:
-    return resources_dir() / "demos" / get_task(task).demo_file
-
-
-def demo_config(task: str | Task = DEFAULT_TASK) -> RunConfig:
-    """A built-in demo's config; ConfigError naming the file when it is missing or invalid."""
-    path = demo_path(task)
-    if not path.exists():
-        raise ConfigError(f"The {get_task(task).name} demo's config ({path}) is missing from this "
-                          "installation.",
-                          hint="Reinstall KD Studio, or choose another demo in the Run menu.")
-    return load_config(path)
 
 
 def app_icon() -> QIcon:
@@ -159,13 +139,7 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, lambda: show_warning(self, "Settings were reset", self.settings.warning))
         if deferred:  # the other pages once the window has drawn itself, one per turn
             QTimer.singleShot(40, self._build_next_page)
-        # After the window is up: find the device (this is what first imports torch).
-        QTimer.singleShot(0, lambda: self.jobs.submit(
-            describe_device, lambda text: self.device_label.setText(text),
-            lambda exc: self.device_label.setText("Device: unknown")))
-        # Its own thread, not the job pool's two, which the demo teacher's loading may hold.
-        QTimer.singleShot(0, lambda: threading.Thread(target=warm_engine, name="warm-engine",
-                                                      daemon=True).start())
+        start_background_work(self.jobs, self.device_label.setText)
 
     # -- construction ------------------------------------------------------------------------
     @staticmethod

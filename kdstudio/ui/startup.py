@@ -6,8 +6,22 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from typing import Any, Callable
+
+from PySide6.QtCore import QTimer
+
 from kdstudio.ui.collector import freeze_imports
 from kdstudio.ui.jobs import import_engine
+
+
+def start_background_work(jobs: Any, show_device: Callable[[str], None]) -> None:
+    """Once the window is up (the next turn of its event loop): find the device, which is what
+    first imports torch, on the job pool; and warm the engine up on a thread of its own, not the
+    pool's two, which the demo teacher's loading may hold."""
+    QTimer.singleShot(0, lambda: jobs.submit(describe_device, show_device,
+                                             lambda exc: show_device("Device: unknown")))
+    QTimer.singleShot(0, lambda: threading.Thread(target=warm_engine, name="warm-engine",
+                                                  daemon=True).start())
 
 
 def describe_device() -> str:

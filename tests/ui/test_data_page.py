@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
-from kdstudio.ui.main_window import demo_config
+from kdstudio.core.demos import demo_config
 from kdstudio.ui.pages.data.page import DataPage
 from kdstudio.ui.settings import Settings
 from kdstudio.ui.worker import TrainingController

@@ -6,7 +6,7 @@ from PySide6.QtWidgets import QMessageBox
 from kdstudio.core.config import load_config
 from kdstudio.core.events import Eval
 from kdstudio.core.runs import resources_dir
-from kdstudio.ui.main_window import DEMOS
+from kdstudio.core.demos import DEMOS
 from tests.conftest import tiny_config
 from tests.ui.conftest import open_window
 
@@ -44,7 +44,7 @@ def test_the_causal_lm_demo_loads_its_file(qtbot, tmp_path, monkeypatch, tiny):
     (tmp_path / "demos").mkdir()
     cfg = tiny_config("causal-lm", tiny["gpt2"], name="lm-demo")
     cfg.save(tmp_path / "demos" / "causal-lm.toml")
-    monkeypatch.setattr("kdstudio.ui.main_window.resources_dir", lambda: tmp_path)
+    monkeypatch.setattr("kdstudio.core.runs.resources_dir", lambda: tmp_path)
     w.demo_actions["causal-lm"].trigger()
     assert w.ctx.config.task == "causal-lm" and w.ctx.config.name == "lm-demo"
     assert w.current_page_key() == "train"
@@ -54,7 +54,7 @@ def test_a_missing_demo_is_a_message_not_a_crash(qtbot, tmp_path, monkeypatch):
     w = open_window(qtbot, "models", demo=True)
     before = w.ctx.config.to_dict()
     (tmp_path / "demos").mkdir()
-    monkeypatch.setattr("kdstudio.ui.main_window.resources_dir", lambda: tmp_path)
+    monkeypatch.setattr("kdstudio.core.runs.resources_dir", lambda: tmp_path)
     w.demo_actions["causal-lm"].trigger()
     qtbot.waitUntil(lambda: visible_error(w) is not None)
     box = visible_error(w)

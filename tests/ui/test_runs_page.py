@@ -28,7 +28,7 @@ from kdstudio.core.timing import summary_latency
 from kdstudio.core.trainer import run_training
 from kdstudio.ui.context import AppContext
 from kdstudio.ui.jobs import JobRunner
-from kdstudio.ui.main_window import demo_config
+from kdstudio.core.demos import demo_config
 from kdstudio.ui.pages.runs.model import COL
 from kdstudio.ui.pages.runs.page import RunsPage
 from kdstudio.ui.settings import Settings
